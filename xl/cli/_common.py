@@ -1,0 +1,158 @@
+"""What every command shares: error rendering, logging to stderr, progress, shared option declarations.
+
+The library raises :class:`~xl.errors.XlError`; only this module turns it into
+``xl <cmd>: error: …`` plus an optional ``  hint: …`` on stderr and exit code 1 (data) or 2 (usage).
+``XL_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from xl.errors import UsageError, XlError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug() -> bool:
+    return os.environ.get("XL_DEBUG", "") not in ("", "0")
+
+
+def err(line: str) -> None:
+    """One line to stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+class Messages:
+    """Messages on stderr: ``-q`` silences info, ``-v`` adds detail."""
+
+    def __init__(self, command: str, quiet: bool = False, verbose: bool = False) -> None:
+        self.command = command
+        self.quiet = quiet
+        self.verbose = verbose
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            err(f"xl {self.command}: {message}")
+
+    def detail(self, message: str) -> None:
+        if self.verbose and not self.quiet:
+            err(f"xl {self.command}: {message}")
+
+
+def render_error(command: str, exc: XlError) -> None:
+    err(f"xl {command}: error: {exc.render()}")
+    if exc.hint:
+        err(f"  hint: {exc.hint}")
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def handle_errors(command: str) -> Callable[[F], F]:
+    """Wrap a command: render XlError, exit quietly on a closed pipe, 130 on Ctrl-C, no tracebacks."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except XlError as exc:
+                if debug():
+                    raise
+                render_error(command, exc)
+                raise typer.Exit(exc.exit_code) from None
+            except BrokenPipeError:
+                _silence_stdout()
+                raise typer.Exit(0) from None
+            except KeyboardInterrupt:
+                err(f"xl {command}: interrupted")
+                raise typer.Exit(130) from None
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    _silence_stdout()
+                    raise typer.Exit(0) from None
+                if debug():
+                    raise
+                err(
+                    f"xl {command}: error: {exc.strerror or exc}"
+                    + (f": {exc.filename}" if exc.filename else "")
+                )
+                raise typer.Exit(1) from None
+            except MemoryError:
+                err(f"xl {command}: error: out of memory")
+                err("  hint: lower --batch-size / --max-tokens")
+                raise typer.Exit(1) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool, description: str
+) -> Iterator[tuple[Callable[[int], None], Callable[[int | None], None]]]:
+    """A rich progress bar on stderr when ``enabled`` and stderr is a terminal; else no-op callbacks."""
+    if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+        yield (lambda _n: None), (lambda _t: None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(description, total=None)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        def set_total(total: int | None) -> None:
+            bar.update(task, total=total)
+
+        yield advance, set_total
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """``"4,8,-1"`` -> [4, 8, -1]; a usage error otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a comma-separated list of integers",
+                         hint=f"e.g. {option} -1 or {option} 4,8,12") from None  # fmt: skip
+    if not values:
+        raise UsageError(f"{option} is empty")
+    return values
+
+
+# Shared option declarations: the same name means the same thing in every command.
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="default (offline e5-small), a local model directory, or a hub id."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bf16 on CUDA/AMX CPUs, else float32), float32, bfloat16, float16. "
+        "Changes results slightly.",
+    ),  # fmt: skip
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Most sentences per batch.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress on stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output file (atomic), or - for stdout.")]

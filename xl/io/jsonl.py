@@ -1,0 +1,67 @@
+"""JSONL outputs: each input record with fields added (e.g. ``"embedding"``), one object per line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from xl.io.atomic import commit, temp_path_beside
+from xl.io.manifest import write_manifest
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def dumps_line(obj: Any) -> bytes:
+    """One JSON line (numpy arrays and scalars serialised natively)."""
+    return orjson.dumps(obj, option=_OPTIONS)
+
+
+class JsonlWriter:
+    """Write JSON lines to stdout or atomically to a file (temp file beside it, renamed on close)."""
+
+    def __init__(self, target: str | Path, manifest: dict[str, Any] | None = None) -> None:
+        self.rows = 0
+        self.manifest = manifest
+        self._temp: Path | None = None
+        self._final: Path | None = None
+        self._closed = False
+        if str(target) == "-":
+            self._handle: IO[bytes] = sys.stdout.buffer
+        else:
+            self._final = Path(target)
+            self._temp = temp_path_beside(self._final)
+            self._handle = open(self._temp, "wb")
+
+    def write_objects(self, objects: list[dict[str, Any]]) -> None:
+        self._handle.write(b"".join(dumps_line(obj) for obj in objects))
+        self.rows += len(objects)
+
+    def write_embeddings(
+        self, objects: list[dict[str, Any]], rows: NDArray[np.float32], key: str = "embedding"
+    ) -> None:
+        """Write each object with ``key`` set to its row of ``rows``."""
+        self.write_objects([{**obj, key: row} for obj, row in zip(objects, rows, strict=True)])
+
+    def close(self, manifest_extra: dict[str, Any] | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._handle.flush()
+        if self._temp is not None and self._final is not None:
+            self._handle.close()
+            commit(self._temp, self._final)
+            if self.manifest is not None:
+                write_manifest(self._final, {**self.manifest, **(manifest_extra or {}), "rows": self.rows})
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._temp is not None:
+            self._handle.close()
+            self._temp.unlink(missing_ok=True)
