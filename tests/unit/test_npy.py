@@ -79,9 +79,7 @@ def test_stream_writer_to_a_pipe_is_read_back_in_order() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
     assert out.count(b"\x93NUMPY") == 2  # streamed: one array per write
-    np.testing.assert_array_equal(
-        read_matrix(io.BytesIO(out)), np.arange(60, dtype=np.float32).reshape(12, 5)
-    )
+    np.testing.assert_array_equal(read_matrix(io.BytesIO(out)), np.arange(60, dtype=np.float32).reshape(12, 5))
 
 
 def test_stdout_redirected_to_a_file_gets_one_array_and_a_manifest(tmp_path: Path) -> None:

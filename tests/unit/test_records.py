@@ -54,11 +54,7 @@ def test_invalid_utf8_names_the_line_and_replace_goes_on(tmp_path: Path) -> None
     path.write_bytes(b"ok\nalso ok\nbad \xff byte\n")
     with pytest.raises(InputError) as info:
         _texts(path)
-    assert (
-        info.value.line == 3
-        and "UTF-8" in info.value.message
-        and "--errors replace" in (info.value.hint or "")
-    )
+    assert info.value.line == 3 and "UTF-8" in info.value.message and "--errors replace" in (info.value.hint or "")
     assert _texts(path, errors="replace")[2] == "bad \ufffd byte"
 
 
@@ -77,9 +73,7 @@ def test_nul_bytes_are_refused(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_jsonl_errors_name_the_line_and_hint(tmp_path: Path, line: bytes, message: str) -> None:
     path = tmp_path / "in.jsonl"
-    path.write_bytes(
-        orjson.dumps({"text": "ok"}) + b"\n" + line + b"\n" + orjson.dumps({"text": "z"}) + b"\n"
-    )
+    path.write_bytes(orjson.dumps({"text": "ok"}) + b"\n" + line + b"\n" + orjson.dumps({"text": "z"}) + b"\n")
     with pytest.raises(InputError, match=message) as info:
         _texts(path)
     assert info.value.line == 2 and info.value.source == str(path)

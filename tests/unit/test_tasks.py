@@ -65,11 +65,7 @@ README_ROWS: list[tuple[str, str, str, int]] = [
     ("amcd", "train", "en-ext", 8000),
     ("amcd", "valid", "en-ext", 666),
     ("amcd", "test", "en-ext", 1334),
-    *[
-        ("amcd", s, lang, n)
-        for s, n in {"train": 5600, "valid": 466, "test": 934}.items()
-        for lang in ("de", "ja")
-    ],
+    *[("amcd", s, lang, n) for s, n in {"train": 5600, "valid": 466, "test": 934}.items() for lang in ("de", "ja")],
     ("xnli-de", "train", "de", 2245),
     ("xnli-de", "dev", "de", 250),
     ("xnli-de", "test", "de", 5010),
@@ -369,9 +365,7 @@ def test_registry_lists_every_readme_file() -> None:
 @pytest.mark.parametrize(("dataset", "split", "lang", "rows"), README_ROWS, ids=lambda v: str(v))
 def test_row_counts_match_readme_and_records_validate(dataset: str, split: str, lang: str, rows: int) -> None:
     records = convert(dataset, split, lang, DATA, check_rows=False)
-    checked = validate_records(
-        records, DATASETS[dataset].task, source=dataset, labels=LABEL_SETS.get(dataset)
-    )
+    checked = validate_records(records, DATASETS[dataset].task, source=dataset, labels=LABEL_SETS.get(dataset))
     n = 0
     for record in checked:
         n += 1

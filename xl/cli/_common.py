@@ -86,10 +86,7 @@ def handle_errors(command: str) -> Callable[[F], F]:
                     raise typer.Exit(0) from None
                 if debug():
                     raise
-                err(
-                    f"xl {command}: error: {exc.strerror or exc}"
-                    + (f": {exc.filename}" if exc.filename else "")
-                )
+                err(f"xl {command}: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
                 raise typer.Exit(1) from None
             except MemoryError:
                 err(f"xl {command}: error: out of memory")
@@ -148,8 +145,7 @@ DtypeOpt = Annotated[
     str,
     typer.Option(
         "--dtype",
-        help="auto (bf16 on CUDA/AMX CPUs, else float32), float32, bfloat16, float16. "
-        "Changes results slightly.",
+        help="auto (bf16 on CUDA/AMX CPUs, else float32), float32, bfloat16, float16. Changes results slightly.",
     ),  # fmt: skip
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Most sentences per batch.")]

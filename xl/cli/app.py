@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import xl
-from xl.cli import embed, model
+from xl.cli import align, embed, eval, model
 from xl.cli._common import err
 
 app = typer.Typer(
@@ -24,6 +24,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+eval_app = typer.Typer(
+    help="Zero-shot evaluation: retrieval (more tasks to come).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
 model_app = typer.Typer(
     help="Install and inspect models (the offline default model).",
     no_args_is_help=True,
@@ -32,6 +38,10 @@ model_app = typer.Typer(
 
 # ---- the command list ---------------------------------------------------------------------------
 app.command("embed")(embed.embed_cli)
+app.command("fit-proj")(align.fit_proj_cli)
+app.command("apply-proj")(align.apply_proj_cli)
+eval_app.command("retrieval")(eval.retrieval_cli)
+app.add_typer(eval_app, name="eval")
 model_app.command("install")(model.install_cli)
 model_app.command("list")(model.list_cli)
 model_app.command("info")(model.info_cli)

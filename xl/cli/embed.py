@@ -24,16 +24,13 @@ from xl.errors import UsageError
 
 @handle_errors("embed")
 def embed_cli(
-    input: Annotated[
-        str, typer.Argument(help="Text (one sentence per line) or JSONL file; - for stdin.")
-    ] = "-",
+    input: Annotated[str, typer.Argument(help="Text (one sentence per line) or JSONL file; - for stdin.")] = "-",
     output: OutputOpt = "-",
     model: ModelOpt = "default",
     layer: Annotated[
         str,
         typer.Option(
-            help="Layer(s): -1 = last, 0 = embeddings; 4,8,12 = one pass, "
-            "one output each (-o 'emb.{layer}.npy')."
+            help="Layer(s): -1 = last, 0 = embeddings; 4,8,12 = one pass, one output each (-o 'emb.{layer}.npy')."
         ),
     ] = "-1",  # fmt: skip
     pooling: Annotated[str, typer.Option(help="mean (over the attention mask), cls or max.")] = "mean",
@@ -41,8 +38,7 @@ def embed_cli(
     prefix: Annotated[
         str | None,
         typer.Option(
-            help="Text put before each input; default from the model "
-            "('query: ' for the default model, none for XLM-R)."
+            help="Text put before each input; default from the model ('query: ' for the default model, none for XLM-R)."
         ),
     ] = None,
     max_length: Annotated[
@@ -60,9 +56,7 @@ def embed_cli(
     output_format: Annotated[
         str, typer.Option("--format", help='npy (matrix) or jsonl (records with an "embedding" list).')
     ] = "npy",  # fmt: skip
-    errors: Annotated[
-        str, typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")
-    ] = "strict",
+    errors: Annotated[str, typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")] = "strict",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

@@ -53,9 +53,7 @@ def list_cli() -> None:
 
 @handle_errors("model info")
 def info_cli(
-    name: Annotated[
-        str, typer.Argument(help="Installed model name, 'default', or a model directory.")
-    ] = "default",
+    name: Annotated[str, typer.Argument(help="Installed model name, 'default', or a model directory.")] = "default",
 ) -> None:
     """Show one model: path, architecture, dims, size, hashes and provenance (one JSON object).
 
@@ -67,7 +65,13 @@ def info_cli(
     """
     from pathlib import Path
 
-    from xl.models.registry import DEFAULT_ALIASES, default_model_dir, model_summary, models_dir, validate_model_dir
+    from xl.models.registry import (
+        DEFAULT_ALIASES,
+        default_model_dir,
+        model_summary,
+        models_dir,
+        validate_model_dir,
+    )
 
     if name in DEFAULT_ALIASES:
         path = default_model_dir()

@@ -148,9 +148,7 @@ def iter_matrix_chunks(
             if len(shape) == 1:
                 shape = (1, shape[0])
             if len(shape) != 2:
-                raise ShapeError(
-                    "matrix is not 2-D", source=name, expected="shape (n, d)", found=f"shape {shape}"
-                )
+                raise ShapeError("matrix is not 2-D", source=name, expected="shape (n, d)", found=f"shape {shape}")
             n, d = shape
             if width is not None and d != width:
                 raise ShapeError(
@@ -165,9 +163,7 @@ def iter_matrix_chunks(
                 if _read_exactly(stream, memoryview(data)) < len(data):
                     raise InputError(f"truncated NPY stream: array of {n} rows ends early", source=name)
                 whole = np.frombuffer(data, dtype=dtype).reshape((n, d), order="F")
-                chunks: Iterator[NDArray[Any]] = (
-                    whole[i : i + chunk_rows] for i in range(0, n, max(1, chunk_rows))
-                )
+                chunks: Iterator[NDArray[Any]] = (whole[i : i + chunk_rows] for i in range(0, n, max(1, chunk_rows)))
             else:
                 chunks = _iter_c_rows(stream, name, n, d, dtype, chunk_rows, row)
             for chunk in chunks:
@@ -294,14 +290,12 @@ class MatrixWriter:
         """Append a (k, width) chunk (converted to C-ordered float32)."""
         chunk = np.ascontiguousarray(rows, dtype=self.dtype)
         if chunk.ndim != 2 or chunk.shape[1] != self.width:
-            raise ShapeError(
-                "chunk does not fit the output", expected=f"(k, {self.width})", found=str(chunk.shape)
-            )
+            raise ShapeError("chunk does not fit the output", expected=f"(k, {self.width})", found=str(chunk.shape))
         if len(chunk) == 0:
             return
         if not self._single:
             self._write_bytes(_header(len(chunk), self.width, self.dtype))
-        self._write_bytes(memoryview(chunk).cast("B"))
+        self._write_bytes(chunk.data.cast("B"))
         self.rows += len(chunk)
         self._wrote_any = True
 

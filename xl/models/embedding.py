@@ -119,9 +119,7 @@ def embed_file(
     start, stop = 0, total if total is not None else -1
     if options.shard is not None:
         if total is None:
-            raise UsageError(
-                "--shard needs a file input (rows are counted first)", hint="save stdin to a file"
-            )
+            raise UsageError("--shard needs a file input (rows are counted first)", hint="save stdin to a file")
         start, stop = shard_range(total, *options.shard)
     reader = RecordReader(input_path, input_format=input_format, field=text_field, errors=errors)
     writers: dict[int, MatrixWriter | JsonlWriter] = {}
@@ -203,9 +201,7 @@ def embed_window(
     return pooled, sum(tokens.truncated)
 
 
-def embed_texts(
-    encoder: Encoder, texts: list[str], options: EmbedOptions, prefix: str | None = None
-) -> np.ndarray:
+def embed_texts(encoder: Encoder, texts: list[str], options: EmbedOptions, prefix: str | None = None) -> np.ndarray:
     """(n, hidden) float32 embeddings of ``texts`` at the encoder's first layer, window by window."""
     use_prefix = encoder.ref.prefix if prefix is None else prefix
     layer = encoder.layers[0]

@@ -103,9 +103,7 @@ def resolve_device(device: str) -> str:
         return device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(
-                f"--device {device}: no CUDA device is available", hint="use --device cpu or auto"
-            )
+            raise UsageError(f"--device {device}: no CUDA device is available", hint="use --device cpu or auto")
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise UsageError(
@@ -176,9 +174,7 @@ class Encoder:
             self.max_length = min(max_length, limit) if limit > 0 else max_length
             self.tokenizer.enable_truncation(self.max_length)
             # Never trust_remote_code; safetensors only.
-            model = from_pretrained(
-                AutoModel.from_pretrained, ref, dtype=self.torch_dtype, use_safetensors=True
-            )
+            model = from_pretrained(AutoModel.from_pretrained, ref, dtype=self.torch_dtype, use_safetensors=True)
         if hasattr(model, "pooler"):
             model.pooler = None  # never used: xl pools token states itself
         encoder_layers = getattr(getattr(model, "encoder", None), "layer", None)

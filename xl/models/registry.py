@@ -320,9 +320,7 @@ def validate_model_dir(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"config.json is not valid JSON ({exc})", source=str(path), hint=hint_rebuild
-        ) from None
+        raise ModelError(f"config.json is not valid JSON ({exc})", source=str(path), hint=hint_rebuild) from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise ModelError("config.json has no model_type", source=str(path), hint=hint_rebuild)
     if not any((path / name).is_file() for name in _WEIGHT_FILES):
@@ -341,9 +339,7 @@ def validate_model_dir(path: Path) -> dict[str, Any]:
             head = handle.read(8)
         size = weights.stat().st_size
         if len(head) < 8 or int.from_bytes(head, "little") + 8 > size:
-            raise ModelError(
-                "model.safetensors is truncated or corrupt", source=str(weights), hint=hint_rebuild
-            )
+            raise ModelError("model.safetensors is truncated or corrupt", source=str(weights), hint=hint_rebuild)
     return config
 
 
@@ -402,9 +398,7 @@ def resolve_model(spec: str, *, build: bool = True, log: Log = _quiet) -> ModelR
         return ModelRef(spec, info.get("name", str(local)), local, info.get("prefix", ""),
                         _fingerprint(local, info), info)  # fmt: skip
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelError(
-            "no such model directory", source=spec, hint="check the path, or pass --model default"
-        )
+        raise ModelError("no such model directory", source=spec, hint="check the path, or pass --model default")
     return ModelRef(spec, spec, None, "", f"hub:{spec}", {})
 
 

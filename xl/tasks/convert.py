@@ -111,9 +111,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise InputError(f"not valid UTF-8 ({exc.reason})", source=str(path), expected="UTF-8 text") from None
 
 
-def _tsv(
-    path: Path, n_fields: int | tuple[int, ...], header: str | None = None
-) -> Iterator[tuple[int, list[str]]]:
+def _tsv(path: Path, n_fields: int | tuple[int, ...], header: str | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line number, fields)`` of a tab-separated file read with no quote character at all.
 
     The sources' sentences contain ``"`` freely (STSb, KorSTS, NSMC, KorNLI say: read with quoting off), so
@@ -415,9 +413,7 @@ def squad_minus_xquad(data_root: Path | None = None) -> Iterator[Record]:
     """
     root = _root(data_root)
     xquad_path = root / "xquad" / "xquad.en.json"
-    xquad_contexts = {
-        context for _, context, _ in squad_paragraphs(load_json(xquad_path), source=str(xquad_path))
-    }
+    xquad_contexts = {context for _, context, _ in squad_paragraphs(load_json(xquad_path), source=str(xquad_path))}
     squad_path = root / "squad-v1.1" / "dev-v1.1.json"
     doc = load_json(squad_path)
     for p, (_title, context, qas) in enumerate(squad_paragraphs(doc, source=str(squad_path))):
@@ -657,9 +653,7 @@ def resolve(dataset: str, split: str, lang: str | None) -> tuple[DatasetSpec, st
     if lang is None:
         langs = [lg for sp, lg in spec.rows if sp == split]
         if len(langs) != 1:
-            raise UsageError(
-                f"{dataset} needs a language", expected=", ".join(langs), found="none", hint="pass --lang"
-            )
+            raise UsageError(f"{dataset} needs a language", expected=", ".join(langs), found="none", hint="pass --lang")
         lang = langs[0]
     lang = spec.lang_aliases.get(lang, lang)
     if (split, lang) not in spec.rows:
@@ -717,16 +711,12 @@ def datasets_markdown() -> str:
         for (split, lang), rows in spec.rows.items():
             if (split, lang) not in spec.withheld:
                 counts.setdefault(split, set()).add(rows)
-        splits = ", ".join(
-            f"{split} ({'/'.join(f'{r:,}' for r in sorted(rs))})" for split, rs in counts.items()
-        )
+        splits = ", ".join(f"{split} ({'/'.join(f'{r:,}' for r in sorted(rs))})" for split, rs in counts.items())
         langs = " ".join(lang for lang in spec.langs if all(k[1] != lang for k in spec.withheld))
         labels = (
             ""
             if spec.labels is None
-            else ", ".join(
-                f"`{orjson.dumps(lab).decode()}` {meaning}" for lab, meaning in spec.labels.items()
-            )
+            else ", ".join(f"`{orjson.dumps(lab).decode()}` {meaning}" for lab, meaning in spec.labels.items())
         )
         lines.append(f"| {spec.name} | {spec.task} | {splits} | {langs} | {labels} |")
     return "\n".join(lines) + "\n"

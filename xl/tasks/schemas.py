@@ -244,9 +244,7 @@ class _LabelCheck:
                     hint = 'labels of this dataset are JSON numbers: write 1, not "1"'
                 elif isinstance(value, int) and str(value) in self.labels:
                     hint = 'labels of this dataset are strings: write "1", not 1'
-                raise _Bad(
-                    "label", 'field "label" is not in the label set', f"one of {shown}", _show(value), hint
-                )
+                raise _Bad("label", 'field "label" is not in the label set', f"one of {shown}", _show(value), hint)
             return
         if self.kind is None:
             self.kind = type(value)
@@ -515,9 +513,7 @@ def qa_records_from_paragraph(
         starts: list[Any] = []
         for i, answer in enumerate(answers):
             if not isinstance(answer, dict):
-                raise InputError(
-                    f"{here}.answers[{i}] is not an object", source=source, found=_type_name(answer)
-                )
+                raise InputError(f"{here}.answers[{i}] is not an object", source=source, found=_type_name(answer))
             texts.append(_need(answer, "text", str, f"{here}.answers[{i}]", source))
             starts.append(_need(answer, "answer_start", int, f"{here}.answers[{i}]", source))
         record: Record = {
@@ -534,9 +530,7 @@ def qa_records_from_paragraph(
 def flatten_squad(doc: object, *, source: str, lang: str | None = None) -> Iterator[Record]:
     """Flatten a parsed SQuAD v1.1 JSON document (Rajpurkar et al. 2016) into ``qa`` records, in order."""
     for p, (_title, context, qas) in enumerate(squad_paragraphs(doc, source=source)):
-        yield from qa_records_from_paragraph(
-            context, qas, source=source, where=f"paragraph {p + 1}", lang=lang
-        )
+        yield from qa_records_from_paragraph(context, qas, source=source, where=f"paragraph {p + 1}", lang=lang)
 
 
 def read_squad_json(path: Path, *, lang: str | None = None) -> Iterator[Record]:
@@ -549,9 +543,7 @@ def load_json(path: Path) -> object:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(
-            "file not found", source=str(path), hint="check the path (data root: $XL_DATA)"
-        ) from None
+        raise InputError("file not found", source=str(path), hint="check the path (data root: $XL_DATA)") from None
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:

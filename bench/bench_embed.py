@@ -1,0 +1,176 @@
+"""``make bench-embed``: xl embed against sentence-transformers on the default model, same run, same machine.
+
+Speed: 2,000 FLORES-200 dev sentences in 8 scripts (250 each), batch size 32 everywhere, the model
+loaded before the clock starts, each variant in its own process (so peak RSS is its own):
+``xl`` with default settings, ``xl --dtype float32``, sentence-transformers ``encode`` in fp32 (its
+defaults) and sentence-transformers with bf16 weights. Printed: sentences/s, ratios to the peers, min row
+cosine to the fp32 reference (sentence-transformers fp32), peak RSS.
+
+Memory: the real ``xl embed`` command on 5,000 and on 100,000 Tatoeba sentences (cycled over all its
+languages); the difference of peak RSS must stay under 300 MB (streaming).
+
+Writes the tables between the ``bench-embed`` markers of README.md and prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from xl.config import data_dir  # noqa: E402
+
+LANGS = ("eng_Latn", "rus_Cyrl", "zho_Hans", "arb_Arab", "hin_Deva", "kor_Hang", "tha_Thai", "ell_Grek")
+PER_LANG = 250
+BATCH = 32
+
+WORKER = r"""
+import json, resource, sys, time
+import numpy as np
+variant, sentences_path, out_path = sys.argv[1:4]
+texts = open(sentences_path, encoding="utf-8").read().split("\n")[:-1]
+if variant.startswith("xl"):
+    from xl.models.embedding import EmbedOptions, embed_texts
+    from xl.models.encoder import Encoder
+    from xl.models.registry import resolve_model
+    encoder = Encoder(resolve_model("default"), dtype="float32" if variant == "xl-fp32" else "auto")
+    dtype = encoder.dtype_name
+    start = time.perf_counter()
+    X = embed_texts(encoder, texts, EmbedOptions(batch_size=BATCH))
+else:
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from xl.models.registry import default_model_dir
+    module = models.Transformer(str(default_model_dir()), max_seq_length=512)
+    st = SentenceTransformer(modules=[module, models.Pooling(module.get_word_embedding_dimension(), "mean")],
+                             device="cpu")
+    if variant == "st-bf16":
+        st = st.to(torch.bfloat16)
+    dtype = "bfloat16" if variant == "st-bf16" else "float32"
+    prefixed = ["query: " + t for t in texts]
+    start = time.perf_counter()
+    X = st.encode(prefixed, batch_size=BATCH, convert_to_numpy=False)
+    X = torch.stack([x.float() for x in X]).numpy()
+seconds = time.perf_counter() - start
+np.save(out_path, X.astype(np.float32))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"variant": variant, "seconds": seconds, "dtype": dtype, "peak_rss_mb": peak}))
+""".replace("BATCH", str(BATCH))
+
+
+def _sentences(root: Path) -> list[str]:
+    texts: list[str] = []
+    for lang in LANGS:
+        lines = (root / "flores200" / "dev" / f"{lang}.dev").read_text(encoding="utf-8").split("\n")
+        texts += lines[:PER_LANG]
+    return texts
+
+
+def _run_variant(variant: str, sentences: Path, out: Path) -> dict[str, float | str]:
+    result = subprocess.run([sys.executable, "-c", WORKER, variant, str(sentences), str(out)],
+                            capture_output=True, text=True, check=False, cwd=REPO)  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{result.stderr[-3000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _peak_rss_of_cli(args: list[str]) -> tuple[float, float]:
+    """Run a command, return (seconds, peak RSS in MB) of that child alone (os.wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def _min_cosine(X: np.ndarray, R: np.ndarray) -> float:
+    cos = (X * R).sum(1) / np.linalg.norm(X, axis=1) / np.linalg.norm(R, axis=1)
+    return float(cos.min())
+
+
+def main() -> None:
+    root = data_dir()
+    results: list[dict[str, float | str]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        texts = _sentences(root)
+        sentences = tmp / "sentences.txt"
+        sentences.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        outputs: dict[str, np.ndarray] = {}
+        for variant in ("st-fp32", "st-bf16", "xl-fp32", "xl"):
+            row = _run_variant(variant, sentences, tmp / f"{variant}.npy")
+            outputs[variant] = np.load(tmp / f"{variant}.npy")
+            row["sentences_per_s"] = len(texts) / float(row["seconds"])
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr)
+        by = {str(r["variant"]): r for r in results}
+        reference = outputs["st-fp32"]
+        for r in results:
+            r["min_cosine_to_fp32"] = _min_cosine(outputs[str(r["variant"])], reference)
+            r["x_st_fp32"] = float(r["sentences_per_s"]) / float(by["st-fp32"]["sentences_per_s"])
+            r["x_st_bf16"] = float(r["sentences_per_s"]) / float(by["st-bf16"]["sentences_per_s"])
+
+        # Streaming memory: the real command on 5,000 and 100,000 sentences.
+        pool: list[str] = []
+        for path in sorted((root / "tatoeba").glob("tatoeba.*-eng.*")):
+            pool += [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+        memory = {}
+        for n in (5_000, 100_000):
+            src = tmp / f"mem{n}.txt"
+            src.write_text("\n".join(pool[i % len(pool)] for i in range(n)) + "\n", encoding="utf-8")
+            seconds, peak = _peak_rss_of_cli([sys.executable, "-m", "xl", "embed", str(src), "-o",
+                                              str(tmp / f"mem{n}.npy"), "-q"])  # fmt: skip
+            memory[n] = {"rows": n, "seconds": seconds, "peak_rss_mb": peak}
+            print(json.dumps(memory[n]), file=sys.stderr)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    lines = [
+        f"Measured by `make bench-embed` ({machine}; {len(LANGS)} scripts × {PER_LANG} FLORES-200 dev "
+        f"sentences; batch size {BATCH}; model loaded before the clock starts).",
+        "",
+        "| run | dtype | sentences/s | × ST fp32 | × ST bf16 | min cosine to fp32 | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {"xl": "`xl embed` (defaults)", "xl-fp32": "`xl embed --dtype float32`",
+             "st-fp32": "sentence-transformers fp32", "st-bf16": "sentence-transformers bf16"}  # fmt: skip
+    for r in results:
+        lines.append(
+            f"| {names[str(r['variant'])]} | {r['dtype']} | {float(r['sentences_per_s']):.0f} | "
+            f"{float(r['x_st_fp32']):.2f} | {float(r['x_st_bf16']):.2f} | {float(r['min_cosine_to_fp32']):.5f} | "
+            f"{float(r['peak_rss_mb']):.0f} |"
+        )
+    growth = memory[100_000]["peak_rss_mb"] - memory[5_000]["peak_rss_mb"]
+    lines += [
+        "",
+        f"Streaming memory (`xl embed` command, Tatoeba sentences): peak RSS {memory[5_000]['peak_rss_mb']:.0f} MB "
+        f"for 5,000 rows, {memory[100_000]['peak_rss_mb']:.0f} MB for 100,000 rows "
+        f"(+{growth:.0f} MB; target ≤ 300 MB; {memory[100_000]['seconds']:.0f} s wall for 100,000).",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    for r in results:
+        print(json.dumps(r))
+    readme = REPO / "README.md"
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        start, end = "<!-- bench-embed:start -->", "<!-- bench-embed:end -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""``xl fit-proj``, ``xl apply-proj`` and ``xl eval retrieval`` through real subprocesses and pipes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from scipy.stats import ortho_group
+
+from tests.conftest import run_xl
+from xl.core.projection import Projection
+
+
+def _error(result: subprocess.CompletedProcess[bytes], code: int, command: str, *needles: str) -> None:
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    assert result.stdout == b"" and "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if line.startswith(f"xl {command}: error:")]) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+@pytest.fixture()
+def pairs(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 16)).astype(np.float32)
+    R = ortho_group.rvs(16, random_state=1).astype(np.float32)
+    Y = X @ R + 0.01 * rng.standard_normal((400, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", Y)
+    return tmp_path / "x.npy", tmp_path / "y.npy", X, R
+
+
+def test_procrustes_map_and_manifest(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    x, y, X, R = pairs
+    result = run_xl("fit-proj", "--src", str(x), "--tgt", str(y), "--method", "procrustes", "-o",
+                    str(tmp_path / "W.npy"), "--src-lang", "en", "--tgt-lang", "ko")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    W = np.load(tmp_path / "W.npy")
+    np.testing.assert_allclose(W, R, atol=2e-3)
+    manifest = json.loads((tmp_path / "W.npy.json").read_text())
+    assert manifest["projection"]["method"] == "procrustes" and manifest["src_lang"] == "en"
+    assert manifest["pairs"] == 400 and manifest["pairs_dev"] + manifest["pairs_train"] == 400
+    assert 20 <= manifest["pairs_dev"] <= 65  # about 10%, seeded
+    assert manifest["projection"]["diagnostics"]["orthogonality_error"] < 1e-5
+    assert manifest["dev"]["after"]["src2tgt"]["nn"] == 1.0
+    assert "dev" in result.stderr.decode() and "accuracy" in result.stderr.decode()
+
+
+def test_preprocessing_round_trips_through_the_manifest(
+    pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    x, y, X, _ = pairs
+    result = run_xl("fit-proj", "--src", str(x), "--tgt", str(y), "--center", "--normalize", "unit,center,unit",
+                    "-o", str(tmp_path / "W.npy"), "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    W = np.load(tmp_path / "W.npy")
+    assert W.shape == (17, 16)  # affine: bias as last row
+    projection = Projection.from_dict(json.loads((tmp_path / "W.npy.json").read_text())["projection"], W)
+    applied = run_xl("apply-proj", str(tmp_path / "W.npy"), str(x), "-o", str(tmp_path / "out.npy"), "-q")
+    assert applied.returncode == 0, applied.stderr.decode()
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), projection.apply_source(X), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_pipe_into_apply_proj_equals_numpy(tiny_model_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "en.txt").write_text("".join(f"sentence {i} here\n" for i in range(50)))
+    model = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    assert run_xl("embed", str(tmp_path / "en.txt"), "-o", str(tmp_path / "en.npy"), *model).returncode == 0
+    X = np.load(tmp_path / "en.npy")
+    Y = X @ ortho_group.rvs(32, random_state=3).astype(np.float32)
+    np.save(tmp_path / "ko.npy", Y)
+    fit = run_xl("fit-proj", "--src", str(tmp_path / "en.npy"), "--tgt", str(tmp_path / "ko.npy"), "--method",
+                 "lstsq", "--ridge", "1e-3", "--center", "-o", str(tmp_path / "W.npy"), "-q")  # fmt: skip
+    assert fit.returncode == 0, fit.stderr.decode()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    pipe = subprocess.run(["bash", "-o", "pipefail", "-c",
+                           f"xl embed en.txt {' '.join(model)} | xl apply-proj W.npy -q > out.npy"],
+                          cwd=tmp_path, capture_output=True, env=env, check=False)  # fmt: skip
+    assert pipe.returncode == 0, pipe.stderr.decode()
+    W = np.load(tmp_path / "W.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), X @ W[:-1] + W[-1], rtol=1e-4, atol=1e-5)
+    # The map records the model it was fitted on: embeddings of another model are refused.
+    other = json.loads((tmp_path / "en.npy.json").read_text())
+    other["model_fingerprint"] = "sha256:another-model"
+    (tmp_path / "other.npy").write_bytes((tmp_path / "en.npy").read_bytes())
+    (tmp_path / "other.npy.json").write_text(json.dumps(other))
+    refused = run_xl("apply-proj", str(tmp_path / "W.npy"), str(tmp_path / "other.npy"), "-o",
+                     str(tmp_path / "o2.npy"))  # fmt: skip
+    _error(refused, 1, "apply-proj", "model_fingerprint", "--force")
+    assert not (tmp_path / "o2.npy").exists()
+    forced = run_xl("apply-proj", str(tmp_path / "W.npy"), str(tmp_path / "other.npy"), "--force", "-q",
+                    "-o", str(tmp_path / "o2.npy"))  # fmt: skip
+    assert forced.returncode == 0
+
+
+def test_sgd_learns_a_map(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    x, y, X, R = pairs
+    result = run_xl("fit-proj", "--src", str(x), "--tgt", str(y), "--method", "sgd", "--epochs", "60",
+                    "--lr", "0.01", "-o", str(tmp_path / "W.npy"), "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    manifest = json.loads((tmp_path / "W.npy.json").read_text())
+    assert manifest["projection"]["method"] == "sgd" and manifest["hyperparameters"]["epochs"] == 60
+    assert manifest["dev"]["after"]["mean_pair_cosine"] > 0.99 > manifest["dev"]["before"]["mean_pair_cosine"]
+
+
+def test_fit_errors(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    x, y, X, _ = pairs
+    out = tmp_path / "W.npy"
+    np.save(tmp_path / "short.npy", X[:398])
+    _error(run_xl("fit-proj", "--src", str(x), "--tgt", str(tmp_path / "short.npy"), "-o", str(out)), 1,
+           "fit-proj", "400 rows", "398")  # fmt: skip
+    np.save(tmp_path / "wide.npy", np.zeros((400, 20), dtype=np.float32))
+    _error(run_xl("fit-proj", "--src", str(x), "--tgt", str(tmp_path / "wide.npy"), "--method", "procrustes",
+                  "-o", str(out)), 1, "fit-proj", "16", "20")  # fmt: skip
+    bad = X.copy()
+    bad[123, 4] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    _error(run_xl("fit-proj", "--src", str(tmp_path / "nan.npy"), "--tgt", str(y), "-o", str(out)), 1,
+           "fit-proj", "row 123")  # fmt: skip
+    np.save(tmp_path / "few.npy", X[:10])
+    np.save(tmp_path / "fewy.npy", X[:10])
+    _error(run_xl("fit-proj", "--src", str(tmp_path / "few.npy"), "--tgt", str(tmp_path / "fewy.npy"),
+                  "--dev-frac", "0", "-o", str(out)), 1, "fit-proj", "--ridge")  # fmt: skip
+    singular = X.copy()
+    singular[:, 5] = singular[:, 4]
+    np.save(tmp_path / "singular.npy", singular)
+    _error(run_xl("fit-proj", "--src", str(tmp_path / "singular.npy"), "--tgt", str(y), "-o", str(out)), 1,
+           "fit-proj", "singular")  # fmt: skip
+    np.save(tmp_path / "empty.npy", np.zeros((0, 16), dtype=np.float32))
+    _error(run_xl("fit-proj", "--src", str(tmp_path / "empty.npy"), "--tgt", str(tmp_path / "empty.npy"),
+                  "-o", str(out)), 1, "fit-proj", "empty")  # fmt: skip
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_apply_errors(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    x, y, X, _ = pairs
+    assert run_xl("fit-proj", "--src", str(x), "--tgt", str(y), "-o", str(tmp_path / "W.npy"), "-q").returncode == 0
+    np.save(tmp_path / "narrow.npy", X[:, :8])
+    _error(run_xl("apply-proj", str(tmp_path / "W.npy"), str(tmp_path / "narrow.npy"), "-o",
+                  str(tmp_path / "o.npy")), 1, "apply-proj", "8")  # fmt: skip
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2), dtype=np.float32))
+    _error(run_xl("apply-proj", str(tmp_path / "cube.npy"), str(x), "-o", str(tmp_path / "o.npy")), 1,
+           "apply-proj", "2-D")  # fmt: skip
+    assert not (tmp_path / "o.npy").exists()
+    empty = run_xl("apply-proj", str(tmp_path / "W.npy"), "-", stdin=_npy(np.zeros((0, 16), np.float32)))
+    assert empty.returncode == 0 and np.load(io.BytesIO(empty.stdout)).shape == (0, 16)
+
+
+def _npy(X: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, X)
+    return buffer.getvalue()
+
+
+def test_eval_retrieval_json_line(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    x, y, _, _ = pairs
+    raw = run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--bootstrap", "200")
+    assert raw.returncode == 0, raw.stderr.decode()
+    assert orjson.loads(raw.stdout)["src2tgt"]["accuracy"] < 0.2  # y is a rotation of x: unaligned spaces
+    assert run_xl("fit-proj", "--src", str(x), "--tgt", str(y), "-o", str(tmp_path / "W.npy"), "-q").returncode == 0
+    result = run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--proj", str(tmp_path / "W.npy"))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    row = orjson.loads(lines[0])
+    assert row["task"] == "retrieval" and row["n"] == 400 and row["proj"] == str(tmp_path / "W.npy")
+    assert row["src2tgt"]["accuracy"] == 1.0 and len(row["src2tgt"]["accuracy_ci"]) == 2
+    piped = run_xl("eval", "retrieval", "--src", "-", "--tgt", str(y), "--format", "md", stdin=x.read_bytes())
+    assert piped.returncode == 0 and b"| src2tgt |" in piped.stdout
+    _error(run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--scoring", "magic"), 2,
+           "eval retrieval", "magic")  # fmt: skip

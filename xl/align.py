@@ -1,0 +1,310 @@
+"""Cross-lingual alignment as library functions behind ``xl fit-proj``, ``xl apply-proj`` and
+``xl eval retrieval``: matrices in from files or pipes, maths from :mod:`xl.core`, maps out with manifests.
+
+A map is ``W.npy`` (float32; (d+1, d') with the bias as last row when affine) plus ``W.npy.json``, which holds
+everything needed to reproduce it: method, hyperparameters, both preprocessing chains with their learned
+means, the number of pairs, languages, the model and layer of both inputs, fit diagnostics and held-out
+retrieval before and after the map. No torch is imported unless ``--method sgd`` is asked for.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from xl.core.projection import (
+    Preprocessing,
+    Projection,
+    SufficientStats,
+    dev_row_mask,
+    evaluate_projection,
+    fit_preprocessing_pair,
+    fit_projection,
+    parse_normalize,
+    projection_diagnostics,
+    zip_row_chunks,
+)
+from xl.core.retrieval import retrieval_metrics
+from xl.errors import InputError, ManifestError, UsageError
+from xl.io.manifest import base_manifest, read_manifest
+from xl.io.npy import MatrixWriter, iter_matrix_chunks, read_matrix, write_matrix
+
+Log = Callable[[str], None]
+
+#: Fields of an embedding manifest that must agree between a map and the matrices it is applied to.
+_IDENTITY_FIELDS = ("model_fingerprint", "layer", "pooling", "prefix", "normalize")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class FitOptions:
+    """Everything that changes the fitted map (all of it recorded in the manifest)."""
+
+    method: str = "lstsq"
+    ridge: float = 0.0
+    center: bool = False
+    normalize_src: str | None = None
+    normalize_tgt: str | None = None
+    dev_frac: float = 0.1
+    dev_max: int = 10_000
+    seed: int = 0
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    # sgd only
+    lr: float = 1e-3
+    epochs: int = 50
+    batch_size: int = 128
+    patience: int = 5
+    chunk_rows: int = 65_536
+
+
+def _embedding_identity(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    keys = ("model", "model_fingerprint", "layer", "pooling", "prefix", "normalize", "dtype_compute",
+            "input", "input_sha256")  # fmt: skip
+    return {k: manifest.get(k) for k in keys if k in manifest}
+
+
+def _spool_stdin(path: str, tmp: Path) -> str:
+    """A pipe can be read once; fits that need several passes read a spooled copy (disk, not memory)."""
+    if path != "-":
+        return path
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("refusing to read a matrix from a terminal", hint="pass a file or pipe one in")
+    target = tmp / "stdin.npy"
+    with open(target, "wb") as handle:
+        shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 22)
+    return str(target)
+
+
+class _PairStream:
+    """Row-aligned (X, Y) train chunks of two matrix files; the first pass also collects the dev rows."""
+
+    def __init__(self, src: str, tgt: str, labels: tuple[str, str], options: FitOptions) -> None:
+        self.src, self.tgt, self.labels, self.options = src, tgt, labels, options
+        self.dev_x: list[NDArray[np.float32]] = []
+        self.dev_y: list[NDArray[np.float32]] = []
+        self.n_dev = 0
+        self.n_total = 0
+        self.passes = 0
+
+    def __call__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        first = self.passes == 0
+        self.passes += 1
+        offset = 0
+        n_dev = 0
+        pairs = zip_row_chunks(
+            iter_matrix_chunks(self.src), iter_matrix_chunks(self.tgt), chunk_rows=self.options.chunk_rows,
+            x_label=self.labels[0], y_label=self.labels[1],
+        )  # fmt: skip
+        for X, Y in pairs:
+            rows = np.arange(offset, offset + len(X))
+            offset += len(X)
+            mask = dev_row_mask(rows, self.options.dev_frac, self.options.seed)
+            # The first dev_max rows picked for dev are held out; later picks train (bounded memory).
+            picked = np.flatnonzero(mask)[: max(0, self.options.dev_max - n_dev)]
+            mask = np.zeros(len(X), dtype=bool)
+            mask[picked] = True
+            n_dev += len(picked)
+            if first and len(picked):
+                self.dev_x.append(np.array(X[picked], dtype=np.float32))
+                self.dev_y.append(np.array(Y[picked], dtype=np.float32))
+            yield X[~mask], Y[~mask]
+        if first:
+            self.n_total, self.n_dev = offset, n_dev
+
+    def dev(self) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+        if not self.dev_x:
+            return None
+        return np.concatenate(self.dev_x), np.concatenate(self.dev_y)
+
+
+def _fit_sgd(stream: _PairStream, options: FitOptions, log: Log) -> Projection:
+    from xl.models.linear_map import fit_linear_map
+
+    steps_x, steps_y = parse_normalize(options.normalize_src), parse_normalize(options.normalize_tgt)
+    pre_x, pre_y, _ = fit_preprocessing_pair(steps_x, steps_y, stream, x_label=stream.labels[0],
+                                             y_label=stream.labels[1])  # fmt: skip
+    stats = SufficientStats(x_label=stream.labels[0], y_label=stream.labels[1])
+
+    def train_chunks() -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        for X, Y in stream():
+            Xp, Yp = pre_x.apply(X), pre_y.apply(Y)
+            if stats_pass[0]:
+                stats.update(Xp, Yp)
+            yield Xp, Yp
+
+    stats_pass = [True]
+    for _ in train_chunks():  # one pass: dev rows and the statistics for the diagnostics
+        pass
+    stats_pass[0] = False
+    dev = stream.dev()
+    dev_pre = None if dev is None else (pre_x.apply(dev[0]), pre_y.apply(dev[1]))
+    W = fit_linear_map(train_chunks, dev_pre, center=options.center, lr=options.lr, epochs=options.epochs,
+                       batch_size=options.batch_size, patience=options.patience, seed=options.seed,
+                       log=log)  # fmt: skip
+    diagnostics = projection_diagnostics(stats, W, center=options.center)
+    return Projection(W, "sgd", options.center, 0.0, pre_x, pre_y, diagnostics)
+
+
+def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, log: Log = _quiet) -> dict[str, Any]:
+    """Fit a map from ``src`` rows to ``tgt`` rows (row i ↔ row i), write it with its manifest.
+
+    Returns the manifest written. lstsq and procrustes stream sufficient statistics (memory O(d²)); the
+    dev rows (seeded hash of the row index, at most ``dev_max``) are held out and scored before/after.
+    """
+    if src == "-" and tgt == "-":
+        raise UsageError("only one of --src and --tgt can be stdin")
+    if options.method not in ("lstsq", "procrustes", "sgd"):
+        raise UsageError(f"unknown method {options.method!r}", hint="use lstsq, procrustes or sgd")
+    src_manifest, tgt_manifest = read_manifest(src), read_manifest(tgt)
+    labels = ("stdin" if src == "-" else src, "stdin" if tgt == "-" else tgt)
+    with tempfile.TemporaryDirectory(prefix="xl-fit-") as tmp_name:
+        stream = _PairStream(_spool_stdin(src, Path(tmp_name)), _spool_stdin(tgt, Path(tmp_name)), labels,
+                             options)  # fmt: skip
+        if options.method == "sgd":
+            projection = _fit_sgd(stream, options, log)
+        else:
+            projection = fit_projection(
+                stream, options.method, ridge=options.ridge, center=options.center,
+                normalize_x=options.normalize_src, normalize_y=options.normalize_tgt,
+                x_label=labels[0], y_label=labels[1],
+            )  # fmt: skip
+    dev = stream.dev()
+    dev_report = evaluate_projection(dev[0], dev[1], projection) if dev is not None else None
+    manifest = {
+        **base_manifest("projection"),
+        "projection": projection.to_dict(),
+        "pairs": stream.n_total,
+        "pairs_train": stream.n_total - stream.n_dev,
+        "pairs_dev": stream.n_dev,
+        "dev_frac": options.dev_frac,
+        "dev_max": options.dev_max,
+        "seed": options.seed,
+        "hyperparameters": {
+            "lr": options.lr,
+            "epochs": options.epochs,
+            "batch_size": options.batch_size,
+            "patience": options.patience,
+        }
+        if options.method == "sgd"
+        else None,  # fmt: skip
+        "src": labels[0],
+        "tgt": labels[1],
+        "src_lang": options.src_lang,
+        "tgt_lang": options.tgt_lang,
+        "src_embeddings": _embedding_identity(src_manifest),
+        "tgt_embeddings": _embedding_identity(tgt_manifest),
+        "dev": dev_report,
+    }
+    write_matrix(output, projection.W, manifest)
+    _log_fit(manifest, log)
+    return manifest
+
+
+def _log_fit(manifest: dict[str, Any], log: Log) -> None:
+    diag = manifest["projection"]["diagnostics"]
+    log(f"{manifest['projection']['method']}: {manifest['pairs_train']} train pairs, "
+        f"fit residual {diag['fit_residual']:.4f}, orthogonality error {diag['orthogonality_error']:.3g}")  # fmt: skip
+    dev = manifest.get("dev")
+    if dev:
+        for stage in ("before", "after"):
+            report = dev.get(stage)
+            if report:
+                parts = [f"{direction} {scoring} {acc:.3f}" for direction in ("src2tgt", "tgt2src")
+                         for scoring, acc in report[direction].items()]  # fmt: skip
+                parts.append(f"mean pair cosine {report['mean_pair_cosine']:.3f}")
+                log(f"dev ({dev['n_dev']} pairs) {stage}: accuracy " + ", ".join(parts))
+
+
+def load_projection(path: str) -> tuple[Projection, dict[str, Any]]:
+    """A saved map and its manifest; a bare W.npy (no manifest) is a plain linear or affine map."""
+    W = read_matrix(path)
+    manifest = read_manifest(path)
+    if manifest is None or "projection" not in manifest:
+        empty = Preprocessing()
+        return Projection(W, "unknown", False, 0.0, empty, empty, {}), {}
+    return Projection.from_dict(manifest["projection"], W), manifest
+
+
+def check_same_embeddings(
+    map_side: dict[str, Any] | None, data: dict[str, Any] | None, what: str, map_path: str, force: bool
+) -> None:
+    """Refuse to apply a map to embeddings made by another model/layer/pooling (unless ``force``)."""
+    if force or not map_side or not data:
+        return
+    for key in _IDENTITY_FIELDS:
+        if key in map_side and key in data and map_side[key] != data[key]:
+            raise ManifestError(
+                f"{map_path} was fitted on embeddings with {key} {map_side[key]!r}, but {what} has {data[key]!r}",
+                hint="embed with the same model, layer and options, or pass --force",
+            )
+
+
+def apply_projection_file(
+    map_path: str, input_path: str, output: str, *, side: str = "src", force: bool = False
+) -> int:
+    """Stream ``input_path`` through the map (with its preprocessing) into ``output``; return rows."""
+    if side not in ("src", "tgt"):
+        raise UsageError(f"--side {side!r} is not src or tgt")
+    projection, manifest = load_projection(map_path)
+    input_manifest = read_manifest(input_path)
+    check_same_embeddings(manifest.get(f"{side}_embeddings"), input_manifest, input_path, map_path, force)
+    apply = projection.apply_source if side == "src" else projection.apply_target
+    width = int(projection.W.shape[1])
+    out_manifest = {
+        **(input_manifest or {}),
+        **base_manifest("embeddings"),
+        "projected_with": map_path,
+        "projection_side": side,
+        "projection_method": projection.method,
+    }
+    rows = 0
+    with MatrixWriter(output, width, out_manifest) as writer:
+        for chunk in iter_matrix_chunks(input_path):
+            mapped = apply(chunk)
+            if mapped.shape[1] != width:
+                raise InputError("the mapped rows do not have the map's width")
+            writer.write(mapped)
+            rows += len(chunk)
+    return rows
+
+
+def evaluate_retrieval_files(
+    src: str,
+    tgt: str,
+    *,
+    proj: str | None = None,
+    scoring: str = "nn",
+    csls_k: int = 10,
+    margin_k: int = 4,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Bitext retrieval between two matrices (row i ↔ row i), optionally mapping ``src`` with ``proj``."""
+    if src == "-" and tgt == "-":
+        raise UsageError("only one of --src and --tgt can be stdin")
+    X, Y = read_matrix(src), read_matrix(tgt)
+    if proj is not None:
+        projection, manifest = load_projection(proj)
+        check_same_embeddings(manifest.get("src_embeddings"), read_manifest(src), src, proj, force)
+        check_same_embeddings(manifest.get("tgt_embeddings"), read_manifest(tgt), tgt, proj, force)
+        X, Y = projection.apply_source(X), projection.apply_target(Y)
+    result = retrieval_metrics(X, Y, scoring, csls_k=csls_k, margin_k=margin_k, n_resamples=n_resamples,
+                               seed=seed)  # fmt: skip
+    import xl
+
+    return {"task": "retrieval", "src": src, "tgt": tgt, "proj": proj, **result, "xl_version": xl.__version__}

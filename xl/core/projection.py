@@ -1,0 +1,833 @@
+"""Cross-lingual linear maps fitted from streamed sufficient statistics.
+
+Given source-language sentence embeddings ``X`` (n, d) and target-language ones ``Y`` (n, d'), row *i* of
+each a translation pair, find ``W`` so that ``X W ≈ Y``:
+
+- ``lstsq``: minimise ``‖XW − Y‖_F² + λ‖W‖_F²``, i.e. ``W = (XᵀX + λI)⁻¹ XᵀY`` (ridge when ``λ > 0``).
+- ``procrustes``: the orthogonal ``W`` closest in that sense, ``W = U Vᵀ`` from the SVD ``XᵀY = U Σ Vᵀ``
+  (Schönemann 1966, "A generalized solution of the orthogonal Procrustes problem"; used for embedding
+  spaces by Xing et al. 2015, "Normalized word embedding and orthogonal transform"). Needs d == d'.
+
+Both need only ``n, Σx, Σy, XᵀX, XᵀY`` (and ``tr(YᵀY)`` for the residual), so :class:`SufficientStats`
+accumulates them chunk by chunk in float64: memory O(d²) whatever n, and the in-memory fit up to float64
+rounding (about 1e-12 relative), however the rows are chunked.
+With ``center=True`` the map is affine: it is fitted on centred statistics and returned as a (d+1, d')
+matrix whose last row is the bias, so that ``[x, 1] @ W`` maps a raw ``x`` (:func:`apply_projection`).
+
+Preprocessing chains follow VecMap (Artetxe et al. 2018): ``--normalize unit,center,unit`` applies row L2
+normalisation and column centring in order, with the means learned on the fitting data and kept in a
+serialisable :class:`Preprocessing`, so a saved map is applied with exactly the preprocessing it was fitted
+with (MUSE loses the mean). Learning the mean of a ``center`` step on streamed data needs one pass over the
+data per ``center`` step; streaming functions therefore take a zero-argument callable that returns a fresh
+iterator of chunks each time it is called (re-open the files). A pipe can be read only once: use a chain
+without ``center`` there, or save the input to a file first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import ArrayLike, NDArray
+
+from xl.core.retrieval import _as_matrix, retrieval_accuracies
+from xl.errors import InputError, ManifestError, ShapeError, UsageError
+
+Method = Literal["lstsq", "procrustes"]
+METHODS: tuple[str, ...] = get_args(Method)
+NORMALIZE_STEPS: tuple[str, ...] = ("unit", "center")
+
+F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+#: A zero-argument callable returning a fresh iterable of (X_chunk, Y_chunk) row-aligned pairs.
+PairChunks = Callable[[], Iterable[tuple[ArrayLike, ArrayLike]]]
+
+#: Above this condition number of XᵀX + λI the least-squares solution is dominated by rounding error.
+MAX_CONDITION = 1e12
+#: Rows cast to float64 at a time inside :meth:`SufficientStats.update` (12 MiB per side at d = 384).
+STATS_BLOCK_ROWS = 4096
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _raise_nonfinite(A: NDArray[Any], label: str, row_offset: int) -> None:
+    """Raise InputError naming the first row (counting from 0 over the whole stream) with a NaN or Inf."""
+    bad = np.flatnonzero(~np.isfinite(A).all(axis=1))
+    if bad.size == 0:  # the sums overflowed although every value is finite
+        raise InputError(
+            f"{label} rows {row_offset}–{row_offset + A.shape[0] - 1} overflow float64 sums",
+            hint="the values are far too large for embeddings; check how the matrix was produced",
+        )
+    row = int(bad[0])
+    raise InputError(
+        f"{label} row {row_offset + row} (counting from 0) contains NaN or Inf",
+        found="NaN" if np.isnan(A[row]).any() else "Inf",
+        hint="drop or re-embed that pair; the encoder probably overflowed (try --dtype float32)",
+    )
+
+
+def _check_pair_chunk(
+    X: ArrayLike, Y: ArrayLike, row_offset: int, x_label: str, y_label: str
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    Xm, Ym = _as_matrix(X, x_label), _as_matrix(Y, y_label)
+    if Xm.shape[0] != Ym.shape[0]:
+        raise ShapeError(
+            f"{x_label} has {Xm.shape[0]} rows but {y_label} has {Ym.shape[0]} in the chunk starting at row "
+            f"{row_offset}",
+            hint="row i of the source must be the translation of row i of the target",
+        )
+    return Xm, Ym
+
+
+def _check_width(found: int, expected: int | None, label: str, row_offset: int) -> None:
+    if expected is not None and found != expected:
+        raise ShapeError(
+            f"{label} has {found} columns from row {row_offset} on but {expected} before",
+            expected=f"{expected} columns",
+            found=str(found),
+            hint="every chunk of a stream must come from the same model and layer",
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# preprocessing chains
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_normalize(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"unit,center,unit"`` → ``("unit", "center", "unit")``; ``None``, ``""`` and ``"none"`` → ``()``."""
+    if spec is None:
+        return ()
+    parts = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else [str(p) for p in spec]
+    steps = tuple(p for p in parts if p and p != "none")
+    for step in steps:
+        if step not in NORMALIZE_STEPS:
+            raise UsageError(
+                f"unknown normalisation step {step!r}",
+                hint=f"use a comma-separated chain of {', '.join(NORMALIZE_STEPS)}, e.g. unit,center,unit",
+            )
+    return steps
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessing:
+    """A fitted VecMap-style normalisation chain (Artetxe et al. 2018), applied row-wise and chunk-wise.
+
+    ``steps``: names in order, each ``unit`` (rows scaled to L2 norm 1; zero rows stay zero) or ``center``
+    (subtract a column mean). ``means``: one (d,) float64 vector per ``center`` step, in order, learned on
+    the fitting data after the steps before it. ``apply`` always returns float32, so a chain applied to any
+    chunking of the same rows gives bit-identical results.
+    """
+
+    steps: tuple[str, ...] = ()
+    means: tuple[F64, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        parse_normalize(self.steps)  # validates the names
+        n_center = self.steps.count("center")
+        if len(self.means) != n_center:
+            raise ManifestError(
+                f"preprocessing {','.join(self.steps)} needs {n_center} mean vectors, found {len(self.means)}",
+                hint="fit it with fit_preprocessing, or read it back with Preprocessing.from_dict",
+            )
+        widths = {m.shape for m in self.means}
+        if len(widths) > 1 or any(len(w) != 1 for w in widths):
+            raise ManifestError(f"preprocessing means must be vectors of one length, found shapes {widths}")
+
+    @property
+    def dim(self) -> int | None:
+        """The width the means were learned on, or None for a chain without ``center``."""
+        return int(self.means[0].shape[0]) if self.means else None
+
+    def apply(self, X: ArrayLike) -> F32:
+        """Apply the chain. X: (n, d) real. Returns (n, d) float32 (X itself if float32 and no steps)."""
+        out = np.asarray(_as_matrix(X, "input"), dtype=np.float32)
+        dim = self.dim
+        if dim is not None and out.shape[1] != dim:
+            raise ShapeError(
+                f"input has {out.shape[1]} dimensions but the preprocessing was fitted on {dim}",
+                hint="apply a map only to embeddings from the model and layer it was fitted on",
+            )
+        means = iter(self.means)
+        for step in self.steps:
+            if step == "unit":
+                # A row with Inf becomes NaN here on purpose: callers report it by row, so no warning.
+                with np.errstate(invalid="ignore", over="ignore"):
+                    norms = np.linalg.norm(out, axis=1, keepdims=True)
+                    norms[norms == 0] = 1.0
+                    out = out / norms
+            else:
+                out = out - next(means).astype(np.float32)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: ``{"steps": [...], "means": [[float, ...], ...]}`` (floats round-trip exactly)."""
+        return {"steps": list(self.steps), "means": [m.tolist() for m in self.means]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
+        """Inverse of :meth:`to_dict`; ManifestError when ``data`` does not have that shape."""
+        try:
+            steps = tuple(str(s) for s in data["steps"])
+            means = tuple(np.asarray(m, dtype=np.float64) for m in data.get("means", []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(
+                f"unreadable preprocessing entry: {exc}",
+                expected='{"steps": [...], "means": [[...], ...]}',
+                hint="the manifest beside the map was edited or written by another tool",
+            ) from exc
+        try:
+            parse_normalize(steps)
+        except UsageError as exc:
+            raise ManifestError(f"preprocessing: {exc.message}", hint=exc.hint) from exc
+        return cls(steps, means)
+
+
+def _prefix(steps: tuple[str, ...], center_index: int) -> tuple[str, ...]:
+    """The steps before the ``center_index``-th (0-based) ``center`` step."""
+    seen = -1
+    for i, step in enumerate(steps):
+        if step == "center":
+            seen += 1
+            if seen == center_index:
+                return steps[:i]
+    raise AssertionError("unreachable: fewer center steps than asked for")
+
+
+def fit_preprocessing_pair(
+    steps_x: tuple[str, ...],
+    steps_y: tuple[str, ...],
+    chunks: PairChunks,
+    *,
+    x_label: str = "X",
+    y_label: str = "Y",
+) -> tuple[Preprocessing, Preprocessing, int]:
+    """Learn the means of both chains from paired chunks; returns (pre_x, pre_y, n rows).
+
+    One pass over ``chunks()`` per ``center`` step (the larger count of the two sides); no pass without
+    ``center``. Each pass applies the part of the chain already learned, chunk by chunk, and accumulates the
+    column sums in float64. Raises InputError if a later pass sees a different number of rows (a pipe can be
+    read only once) or if there are no rows; ShapeError/InputError for mismatched or non-finite chunks.
+    """
+    n_passes = max(steps_x.count("center"), steps_y.count("center"))
+    means_x: list[F64] = []
+    means_y: list[F64] = []
+    n_rows: int | None = None
+    for p in range(n_passes):
+        pre_x = Preprocessing(_prefix(steps_x, p), tuple(means_x)) if p < steps_x.count("center") else None
+        pre_y = Preprocessing(_prefix(steps_y, p), tuple(means_y)) if p < steps_y.count("center") else None
+        sum_x: F64 | None = None
+        sum_y: F64 | None = None
+        n = 0
+        d_x: int | None = None
+        d_y: int | None = None
+        for X, Y in chunks():
+            Xm, Ym = _check_pair_chunk(X, Y, n, x_label, y_label)
+            _check_width(Xm.shape[1], d_x, x_label, n)
+            _check_width(Ym.shape[1], d_y, y_label, n)
+            d_x, d_y = Xm.shape[1], Ym.shape[1]
+            for pre, M, label, is_x in ((pre_x, Xm, x_label, True), (pre_y, Ym, y_label, False)):
+                if pre is None:
+                    continue
+                s = pre.apply(M).sum(axis=0, dtype=np.float64)
+                if not np.isfinite(s).all():
+                    _raise_nonfinite(M, label, n)
+                if is_x:
+                    sum_x = s if sum_x is None else sum_x + s
+                else:
+                    sum_y = s if sum_y is None else sum_y + s
+            n += Xm.shape[0]
+        _check_pass_rows(n, n_rows)
+        n_rows = n
+        if sum_x is not None:
+            means_x.append(sum_x / n)
+        if sum_y is not None:
+            means_y.append(sum_y / n)
+    return Preprocessing(steps_x, tuple(means_x)), Preprocessing(steps_y, tuple(means_y)), n_rows or 0
+
+
+def _check_pass_rows(n: int, n_before: int | None) -> None:
+    if n == 0:
+        raise InputError(
+            "no pairs to fit on (the input is empty)",
+            hint="check that the source and target matrices have rows",
+        )
+    if n_before is not None and n != n_before:
+        raise InputError(
+            f"the input changed between passes ({n_before} rows, then {n})",
+            hint="a normalisation chain with `center` reads the input once per center step: read from files, not pipes",
+        )
+
+
+def fit_preprocessing(steps: str | Sequence[str], chunks: Callable[[], Iterable[ArrayLike]]) -> Preprocessing:
+    """Learn the means of one chain from ``chunks()`` (one pass per ``center`` step; see module docstring).
+
+    steps: ``"unit,center,unit"`` or a sequence of step names. chunks: a zero-argument callable returning a
+    fresh iterable of (rows, d) arrays. For an in-memory matrix ``X`` pass ``lambda: [X]``.
+    """
+    parsed = parse_normalize(steps)
+    if "center" not in parsed:
+        return Preprocessing(parsed)
+
+    def pairs() -> Iterator[tuple[ArrayLike, ArrayLike]]:
+        # The pair machinery with an empty (m, 0) partner: one code path for one side and two.
+        for X in chunks():
+            Xm = _as_matrix(X, "X")
+            yield Xm, np.empty((Xm.shape[0], 0), dtype=np.float32)
+
+    return fit_preprocessing_pair(parsed, (), pairs)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# sufficient statistics
+# --------------------------------------------------------------------------------------------------
+
+
+class SufficientStats:
+    """Streaming sufficient statistics of paired rows for linear and orthogonal maps.
+
+    Accumulates, in float64, ``n``, ``sum_x = Σx`` (d,), ``sum_y = Σy`` (d',), ``XtX = XᵀX`` (d, d),
+    ``XtY = XᵀY`` (d, d') and ``yy = tr(YᵀY)``. Memory is O(d² + d d') whatever the number of rows: each chunk
+    is cast to float64 ``STATS_BLOCK_ROWS`` rows at a time and folded in with one BLAS product per statistic
+    (``XᵀX`` as ``X.T @ X``, which numpy runs as a symmetric rank-k update).
+
+    ``x_label``/``y_label`` name the two sides in error messages (e.g. file names).
+    """
+
+    def __init__(self, *, x_label: str = "X", y_label: str = "Y") -> None:
+        self.x_label = x_label
+        self.y_label = y_label
+        self.n = 0
+        self.d_x: int | None = None
+        self.d_y: int | None = None
+        self.sum_x: F64 = np.zeros(0)
+        self.sum_y: F64 = np.zeros(0)
+        self.XtX: F64 = np.zeros((0, 0))
+        self.XtY: F64 = np.zeros((0, 0))
+        self.yy = 0.0
+
+    def update(self, X: ArrayLike, Y: ArrayLike) -> None:
+        """Fold in a chunk of pairs. X: (m, d), Y: (m, d') real (float32 expected); m may be 0."""
+        Xm, Ym = _check_pair_chunk(X, Y, self.n, self.x_label, self.y_label)
+        _check_width(Xm.shape[1], self.d_x, self.x_label, self.n)
+        _check_width(Ym.shape[1], self.d_y, self.y_label, self.n)
+        if self.d_x is None:
+            self.d_x, self.d_y = Xm.shape[1], Ym.shape[1]
+            self.sum_x = np.zeros(Xm.shape[1])
+            self.sum_y = np.zeros(Ym.shape[1])
+            self.XtX = np.zeros((Xm.shape[1], Xm.shape[1]))
+            self.XtY = np.zeros((Xm.shape[1], Ym.shape[1]))
+        for start in range(0, Xm.shape[0], STATS_BLOCK_ROWS):
+            Xb = Xm[start : start + STATS_BLOCK_ROWS].astype(np.float64)
+            Yb = Ym[start : start + STATS_BLOCK_ROWS].astype(np.float64)
+            sx, sy = Xb.sum(axis=0), Yb.sum(axis=0)
+            # NaN and Inf propagate into the sums, so checking the sums costs nothing per row.
+            if not np.isfinite(sx).all():
+                _raise_nonfinite(Xb, self.x_label, self.n)
+            if not np.isfinite(sy).all():
+                _raise_nonfinite(Yb, self.y_label, self.n)
+            self.XtX += Xb.T @ Xb
+            self.XtY += Xb.T @ Yb
+            self.yy += float(np.vdot(Yb, Yb))
+            self.sum_x += sx
+            self.sum_y += sy
+            self.n += Xb.shape[0]
+
+    def merge(self, other: SufficientStats) -> None:
+        """Add the statistics of another shard of pairs (e.g. computed by another process)."""
+        if other.d_x is None:
+            return
+        if self.d_x is None:
+            self.d_x, self.d_y = other.d_x, other.d_y
+            self.sum_x, self.sum_y = other.sum_x.copy(), other.sum_y.copy()
+            self.XtX, self.XtY = other.XtX.copy(), other.XtY.copy()
+        else:
+            _check_width(other.d_x, self.d_x, self.x_label, self.n)
+            _check_width(other.d_y or 0, self.d_y, self.y_label, self.n)
+            self.sum_x += other.sum_x
+            self.sum_y += other.sum_y
+            self.XtX += other.XtX
+            self.XtY += other.XtY
+        self.n += other.n
+        self.yy += other.yy
+
+    def centered(self) -> tuple[F64, F64, float]:
+        """(XᵀX, XᵀY, tr(YᵀY)) of the rows centred by their means, from the sums: no second pass."""
+        mean_x, mean_y = self.sum_x / self.n, self.sum_y / self.n
+        A = self.XtX - self.n * np.outer(mean_x, mean_x)
+        B = self.XtY - self.n * np.outer(mean_x, mean_y)
+        return (A + A.T) / 2.0, B, self.yy - self.n * float(mean_y @ mean_y)
+
+    def residual(self, W: ArrayLike) -> float:
+        """Relative fit residual ``‖X W − Y‖_F / ‖Y‖_F`` from the statistics alone (W linear or affine).
+
+        W: (d, d') or (d+1, d') with the bias as last row. Uses
+        ``‖XW + 1bᵀ − Y‖² = tr(WᵀXᵀXW) + 2bᵀWᵀΣx + n‖b‖² − 2tr(WᵀXᵀY) − 2bᵀΣy + tr(YᵀY)``.
+        """
+        W_lin, bias = _split_affine(np.asarray(W, dtype=np.float64), self.d_x or 0)
+        b = np.zeros(W_lin.shape[1]) if bias is None else bias
+        sq = (
+            float(np.sum(W_lin * (self.XtX @ W_lin)))
+            - 2.0 * float(np.sum(W_lin * self.XtY))
+            + self.yy
+            + 2.0 * float(b @ (W_lin.T @ self.sum_x))
+            + self.n * float(b @ b)
+            - 2.0 * float(b @ self.sum_y)
+        )
+        # Rounding can make a perfect fit come out slightly negative.
+        return math.sqrt(max(sq, 0.0) / self.yy) if self.yy > 0 else math.nan
+
+
+def _split_affine(W: NDArray[Any], d_x: int) -> tuple[NDArray[Any], NDArray[Any] | None]:
+    """(linear part (d, d'), bias (d',) or None) of a linear (d, d') or affine (d+1, d') map."""
+    if W.ndim != 2 or W.shape[0] not in (d_x, d_x + 1):
+        raise ShapeError(
+            f"the map has shape {W.shape} but the inputs have {d_x} dimensions",
+            expected=f"({d_x}, d') or ({d_x + 1}, d')",
+            found=str(W.shape),
+            hint="apply a map only to embeddings from the model and layer it was fitted on",
+        )
+    if W.shape[0] == d_x + 1:
+        return W[:-1], W[-1]
+    return W, None
+
+
+def _condition(A: F64) -> float:
+    """Condition number of a symmetric positive semi-definite matrix (inf when singular)."""
+    eig = scipy.linalg.eigvalsh(A)
+    if eig.size == 0:
+        return 1.0
+    return float(eig[-1] / eig[0]) if eig[0] > 0 else math.inf
+
+
+def solve_projection(stats: SufficientStats, method: str = "lstsq", *, ridge: float = 0.0, center: bool = False) -> F32:
+    """The map fitted on ``stats``: (d, d') float32, or (d+1, d') with the bias as last row when ``center``.
+
+    ``lstsq``: ``W = (XᵀX + λI)⁻¹ XᵀY`` by Cholesky (λ = ``ridge``, absolute, not scaled by n).
+    ``procrustes``: ``W = U Vᵀ`` from ``XᵀY = U Σ Vᵀ`` (Schönemann 1966; Xing et al. 2015).
+    With ``center`` both use the centred statistics and bias = mean_y − mean_x @ W_lin.
+
+    Raises InputError for empty input, for lstsq without ridge on fewer pairs than dimensions, and for a
+    singular or ill-conditioned XᵀX + λI (condition number above 1e12); ShapeError for procrustes with
+    d != d'; UsageError for an unknown method or a negative ridge.
+    """
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
+    if ridge < 0 or not math.isfinite(ridge):
+        raise UsageError(f"ridge must be a finite number >= 0, not {ridge}")
+    if method == "procrustes" and ridge > 0:
+        raise UsageError("--ridge applies to lstsq only", hint="drop --ridge or use --method lstsq")
+    if stats.n == 0 or stats.d_x is None or stats.d_y is None:
+        raise InputError("no pairs to fit on (the input is empty)", hint="check that both matrices have rows")
+    n, d_x, d_y = stats.n, stats.d_x, stats.d_y
+    if not (np.isfinite(stats.XtX).all() and np.isfinite(stats.XtY).all()):
+        raise InputError("the products XᵀX or XᵀY overflowed", hint="the values are far too large")
+    A, B, _ = stats.centered() if center else (stats.XtX, stats.XtY, stats.yy)
+    if method == "procrustes":
+        if d_x != d_y:
+            raise ShapeError(
+                f"procrustes needs the same dimension on both sides, but {stats.x_label} has {d_x} and "
+                f"{stats.y_label} has {d_y}",
+                hint="use --method lstsq to map between spaces of different dimension",
+            )
+        U, _, Vt = scipy.linalg.svd(B, full_matrices=False)
+        W_lin: F64 = U @ Vt
+    else:
+        rank_bound = n - 1 if center else n  # centring removes one degree of freedom
+        if ridge == 0 and rank_bound < d_x:
+            raise InputError(
+                f"only {n} pairs for {d_x} dimensions: least squares is underdetermined",
+                expected=f"more than {d_x} pairs" if center else f"at least {d_x} pairs",
+                found=str(n),
+                hint="add --ridge (e.g. --ridge 1e-3), use --method procrustes, or give more pairs",
+            )
+        A_reg = A + ridge * np.eye(d_x)
+        cond = _condition(A_reg)
+        if cond > MAX_CONDITION:
+            raise InputError(
+                f"XᵀX is singular or ill-conditioned (condition number {cond:.3g} > {MAX_CONDITION:.0e})",
+                hint="add --ridge (e.g. --ridge 1e-3) or use --method procrustes; "
+                "duplicate or constant dimensions cause this",
+            )
+        try:
+            W_lin = scipy.linalg.solve(A_reg, B, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError) as exc:
+            raise InputError(f"XᵀX is numerically singular: {exc}", hint="add --ridge (e.g. --ridge 1e-3)") from exc
+    if center:
+        bias = stats.sum_y / n - (stats.sum_x / n) @ W_lin
+        return np.vstack([W_lin, bias[None, :]]).astype(np.float32)
+    return W_lin.astype(np.float32)
+
+
+def projection_diagnostics(
+    stats: SufficientStats, W: ArrayLike, *, ridge: float = 0.0, center: bool | None = None
+) -> dict[str, Any]:
+    """Diagnostics of a map against the statistics of the pairs, as a JSON-able dict.
+
+    ``fit_residual``: ``‖XW − Y‖_F / ‖Y‖_F`` (affine maps include the bias; computed from the statistics).
+    ``orthogonality_error``: ``‖WᵀW − I‖_F / sqrt(d')`` of the linear part (0 for an exact rotation).
+    ``condition_number``: of ``XᵀX + λI`` (centred when the map is affine); None when singular.
+    ``center`` defaults to whether W has the extra bias row.
+    """
+    Wm = np.asarray(W, dtype=np.float64)
+    W_lin, _ = _split_affine(Wm, stats.d_x or 0)
+    affine = Wm.shape[0] == (stats.d_x or 0) + 1 if center is None else center
+    A = stats.centered()[0] if affine else stats.XtX
+    gram = W_lin.T @ W_lin
+    ortho = float(np.linalg.norm(gram - np.eye(gram.shape[0])) / math.sqrt(gram.shape[0]))
+    cond = _condition(A + ridge * np.eye(A.shape[0]))
+    return {
+        "n": stats.n,
+        "d_x": stats.d_x,
+        "d_y": stats.d_y,
+        "fit_residual": stats.residual(Wm),
+        "orthogonality_error": ortho,
+        "condition_number": cond if math.isfinite(cond) else None,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory fits and application
+# --------------------------------------------------------------------------------------------------
+
+
+def _stats_of(X: ArrayLike, Y: ArrayLike) -> SufficientStats:
+    stats = SufficientStats()
+    stats.update(X, Y)
+    return stats
+
+
+def fit_lstsq(X: ArrayLike, Y: ArrayLike, *, ridge: float = 0.0, center: bool = False) -> F32:
+    """Least-squares map ``W = (XᵀX + λI)⁻¹ XᵀY``. X: (n, d), Y: (n, d') float32.
+
+    Returns (d, d') float32, or (d+1, d') with the bias as last row when ``center``. Same result as
+    streaming the rows through :class:`SufficientStats` in any chunking.
+    """
+    return solve_projection(_stats_of(X, Y), "lstsq", ridge=ridge, center=center)
+
+
+def fit_procrustes(X: ArrayLike, Y: ArrayLike, *, center: bool = False) -> F32:
+    """Orthogonal map ``W = U Vᵀ`` with ``XᵀY = U Σ Vᵀ`` (Schönemann 1966; Xing et al. 2015).
+
+    X: (n, d), Y: (n, d) float32. Returns (d, d) float32, or (d+1, d) with the bias as last row when
+    ``center``.
+    """
+    return solve_projection(_stats_of(X, Y), "procrustes", center=center)
+
+
+def apply_projection(X: ArrayLike, W: ArrayLike) -> F32:
+    """``X @ W`` for a linear (d, d') map, ``[X, 1] @ W`` for an affine (d+1, d') one.
+
+    X: (n, d) real. W: (d, d') or (d+1, d'). Returns (n, d') float32.
+    """
+    Xm = _as_matrix(X, "input")
+    W_lin, bias = _split_affine(np.asarray(W, dtype=np.float32), Xm.shape[1])
+    out: F32 = np.asarray(Xm, dtype=np.float32) @ W_lin
+    if bias is not None:
+        out += bias
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the fitted object, streaming fit, chunk helpers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """A fitted map with the preprocessing of both sides, as saved by ``xl fit-proj``.
+
+    ``W``: (d, d') float32, or (d+1, d') with the bias as last row when ``center``. ``W`` maps
+    ``pre_x.apply(X)`` to the space of ``pre_y.apply(Y)``. ``to_dict`` holds everything but W (for the
+    manifest beside ``W.npy``); ``from_dict(meta, W)`` rebuilds it.
+    """
+
+    W: F32
+    method: str
+    center: bool
+    ridge: float
+    pre_x: Preprocessing
+    pre_y: Preprocessing
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def apply_source(self, X: ArrayLike) -> F32:
+        """Map source rows: ``apply_projection(pre_x.apply(X), W)``. X: (n, d) → (n, d') float32."""
+        return apply_projection(self.pre_x.apply(X), self.W)
+
+    def apply_target(self, Y: ArrayLike) -> F32:
+        """Bring target rows into the space the map was fitted to: ``pre_y.apply(Y)``. (n, d') float32."""
+        return self.pre_y.apply(Y)
+
+    def to_dict(self) -> dict[str, Any]:
+        d_x = self.W.shape[0] - (1 if self.center else 0)
+        return {
+            "method": self.method,
+            "center": self.center,
+            "ridge": self.ridge,
+            "d_x": d_x,
+            "d_y": int(self.W.shape[1]),
+            "normalize_x": self.pre_x.to_dict(),
+            "normalize_y": self.pre_y.to_dict(),
+            "diagnostics": dict(self.diagnostics),
+        }
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any], W: ArrayLike) -> Projection:
+        """Rebuild from :meth:`to_dict` output and the saved W; ManifestError if they disagree."""
+        Wm = np.asarray(W, dtype=np.float32)
+        try:
+            center = bool(meta["center"])
+            d_x, d_y = int(meta["d_x"]), int(meta["d_y"])
+            method, ridge = str(meta["method"]), float(meta["ridge"])
+            pre_x = Preprocessing.from_dict(meta["normalize_x"])
+            pre_y = Preprocessing.from_dict(meta["normalize_y"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"unreadable projection manifest: missing or bad {exc}") from exc
+        expected = (d_x + (1 if center else 0), d_y)
+        if Wm.shape != expected:
+            raise ManifestError(
+                "the map and its manifest disagree",
+                expected=f"shape {expected}",
+                found=f"shape {Wm.shape}",
+                hint="keep W.npy and W.npy.json together; refit with `xl fit-proj`",
+            )
+        return cls(Wm, method, center, ridge, pre_x, pre_y, dict(meta.get("diagnostics", {})))
+
+
+def fit_projection(
+    chunks: PairChunks,
+    method: str = "lstsq",
+    *,
+    ridge: float = 0.0,
+    center: bool = False,
+    normalize_x: str | Sequence[str] | None = None,
+    normalize_y: str | Sequence[str] | None = None,
+    x_label: str = "X",
+    y_label: str = "Y",
+) -> Projection:
+    """Fit a map on streamed pairs, with preprocessing, in bounded memory.
+
+    chunks: a zero-argument callable returning a fresh iterable of row-aligned (X_chunk (m, d),
+    Y_chunk (m, d')) float32 pairs; it is called once per ``center`` step of the normalisation chains plus
+    once for the statistics (see :func:`iter_pair_chunks` and :func:`zip_row_chunks` to build it).
+    normalize_x / normalize_y: chains such as ``"unit,center,unit"`` for each side.
+    Returns a :class:`Projection` whose ``diagnostics`` hold :func:`projection_diagnostics`.
+    """
+    steps_x, steps_y = parse_normalize(normalize_x), parse_normalize(normalize_y)
+    pre_x, pre_y, n_pre = fit_preprocessing_pair(steps_x, steps_y, chunks, x_label=x_label, y_label=y_label)
+    stats = SufficientStats(x_label=x_label, y_label=y_label)
+    for X, Y in chunks():
+        Xm, Ym = _check_pair_chunk(X, Y, stats.n, x_label, y_label)
+        # Both steps work row by row, so a NaN or Inf stays in its row and update() names the right one.
+        stats.update(pre_x.apply(Xm), pre_y.apply(Ym))
+    if n_pre:
+        _check_pass_rows(stats.n, n_pre)
+    W = solve_projection(stats, method, ridge=ridge, center=center)
+    diagnostics = projection_diagnostics(stats, W, ridge=ridge, center=center)
+    return Projection(W, method, center, ridge, pre_x, pre_y, diagnostics)
+
+
+def iter_pair_chunks(
+    X: ArrayLike, Y: ArrayLike, rows: ArrayLike | None = None, *, chunk_rows: int = 65536
+) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
+    """Row-aligned chunks of two matrices (in memory or ``np.load(..., mmap_mode="r")``), optionally only
+    the row indices ``rows`` (e.g. the train part of :func:`dev_split`, sorted for sequential reads).
+
+    ``lambda: iter_pair_chunks(X, Y, train_idx)`` is a valid ``chunks`` argument of :func:`fit_projection`.
+    """
+    Xm, Ym = _as_matrix(X, "X"), _as_matrix(Y, "Y")
+    if Xm.shape[0] != Ym.shape[0]:
+        raise ShapeError(
+            f"X has {Xm.shape[0]} rows but Y has {Ym.shape[0]}",
+            hint="row i of the source must be the translation of row i of the target",
+        )
+    if rows is None:
+        for start in range(0, Xm.shape[0], chunk_rows):
+            yield Xm[start : start + chunk_rows], Ym[start : start + chunk_rows]
+        return
+    idx = np.asarray(rows, dtype=np.int64)
+    for start in range(0, idx.shape[0], chunk_rows):
+        part = idx[start : start + chunk_rows]
+        yield Xm[part], Ym[part]
+
+
+def zip_row_chunks(
+    x_chunks: Iterable[ArrayLike],
+    y_chunks: Iterable[ArrayLike],
+    *,
+    chunk_rows: int = 65536,
+    x_label: str = "X",
+    y_label: str = "Y",
+) -> Iterator[tuple[NDArray[Any], NDArray[Any]]]:
+    """Re-block two independent row streams (e.g. two NPY streams with different array boundaries) into
+    row-aligned pairs of at most ``chunk_rows`` rows.
+
+    Raises ShapeError naming both totals when one stream ends before the other, e.g.
+    ``src.npy has 5000 rows but tgt.npy has 4998`` (the longer stream is read to the end to count it),
+    and when the width of a stream changes.
+    """
+    x_side = _RowBuffer(iter(x_chunks), x_label)
+    y_side = _RowBuffer(iter(y_chunks), y_label)
+    while True:
+        x_side.fill(chunk_rows)
+        y_side.fill(chunk_rows)
+        take = min(x_side.rows, y_side.rows, chunk_rows)
+        if take == 0:
+            break
+        yield x_side.take(take), y_side.take(take)
+    if x_side.rows or y_side.rows:
+        raise ShapeError(
+            f"{x_label} has {x_side.count_all()} rows but {y_label} has {y_side.count_all()}",
+            hint="row i of the source must be the translation of row i of the target",
+        )
+
+
+class _RowBuffer:
+    """Arrays pulled from one row stream and not yet handed out, for :func:`zip_row_chunks`."""
+
+    def __init__(self, it: Iterator[ArrayLike], label: str) -> None:
+        self.it, self.label = it, label
+        self.parts: list[NDArray[Any]] = []
+        self.rows = 0  # buffered
+        self.read = 0  # pulled so far
+        self.width: int | None = None
+        self.done = False
+
+    def fill(self, want: int) -> None:
+        while not self.done and self.rows < want:
+            try:
+                M = _as_matrix(next(self.it), self.label)
+            except StopIteration:
+                self.done = True
+                return
+            _check_width(M.shape[1], self.width, self.label, self.read)
+            self.width = M.shape[1]
+            self.parts.append(M)
+            self.rows += M.shape[0]
+            self.read += M.shape[0]
+
+    def take(self, n: int) -> NDArray[Any]:
+        out: list[NDArray[Any]] = []
+        got = 0
+        while got < n:
+            M = self.parts[0]
+            need = n - got
+            if M.shape[0] > need:
+                out.append(M[:need])
+                self.parts[0] = M[need:]
+                got = n
+            else:
+                out.append(M)
+                self.parts.pop(0)
+                got += M.shape[0]
+        self.rows -= n
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+
+    def count_all(self) -> int:
+        """Total rows of the stream: those read so far plus the rest, read to the end."""
+        for M in self.it:
+            self.read += int(np.asarray(M).shape[0])
+        return self.read
+
+
+def dev_split(n: int, dev_frac: float, seed: int = 0) -> tuple[I64, I64]:
+    """Seeded random split of ``range(n)`` into (train_idx, dev_idx), both sorted int64.
+
+    ``round(n * dev_frac)`` rows go to dev; ``dev_frac`` must be in [0, 1). Same (n, dev_frac, seed) → same
+    split (``np.random.default_rng(seed).permutation(n)``).
+    """
+    if not 0.0 <= dev_frac < 1.0:
+        raise UsageError(f"dev fraction must be in [0, 1), not {dev_frac}", hint="e.g. --dev-frac 0.1")
+    if n < 0:
+        raise UsageError(f"n must be >= 0, not {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_dev = int(round(n * dev_frac))
+    return np.sort(perm[n_dev:]).astype(np.int64), np.sort(perm[:n_dev]).astype(np.int64)
+
+
+def dev_row_mask(rows: ArrayLike, dev_frac: float, seed: int = 0) -> NDArray[np.bool_]:
+    """Which global row indices belong to the held-out dev set: a seeded hash of each index.
+
+    Streaming-friendly counterpart of :func:`dev_split`: membership depends only on (row, seed), never
+    on the number of rows or the chunking, so a stream of unknown length is split the same way every time.
+    About ``dev_frac`` of the rows are dev. The hash is SplitMix64 (Steele et al. 2014).
+    """
+    if not 0.0 <= dev_frac < 1.0:
+        raise UsageError(f"dev fraction must be in [0, 1), not {dev_frac}", hint="e.g. --dev-frac 0.1")
+    z = np.asarray(rows, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    uniform = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    mask: NDArray[np.bool_] = uniform < dev_frac
+    return mask
+
+
+def evaluate_projection(
+    Xdev: ArrayLike,
+    Ydev: ArrayLike,
+    projection: Projection,
+    *,
+    csls_k: int = 10,
+    block_rows: int | None = None,
+) -> dict[str, Any]:
+    """Held-out diagnostics of a fitted map: retrieval accuracy (``nn`` and ``csls``, both directions) and
+    mean true-pair cosine, before and after the map.
+
+    Xdev: (n, d), Ydev: (n, d') raw dev pairs (not preprocessed). ``before`` compares the raw matrices
+    (None when d != d'); ``after`` compares ``projection.apply_source(Xdev)`` with
+    ``projection.apply_target(Ydev)``. Returns ``{"n_dev", "before", "after"}``, each side shaped as
+    :func:`xl.core.retrieval.retrieval_accuracies`.
+    """
+    Xm, Ym = _as_matrix(Xdev, "X dev"), _as_matrix(Ydev, "Y dev")
+    if Xm.shape[0] != Ym.shape[0]:
+        raise ShapeError(f"X dev has {Xm.shape[0]} rows but Y dev has {Ym.shape[0]}")
+    before = (
+        retrieval_accuracies(Xm, Ym, ("nn", "csls"), csls_k=csls_k, block_rows=block_rows)
+        if Xm.shape[1] == Ym.shape[1]
+        else None
+    )
+    after = retrieval_accuracies(
+        projection.apply_source(Xm),
+        projection.apply_target(Ym),
+        ("nn", "csls"),
+        csls_k=csls_k,
+        block_rows=block_rows,
+    )
+    return {"n_dev": int(Xm.shape[0]), "before": before, "after": after}
+
+
+__all__ = [
+    "METHODS",
+    "NORMALIZE_STEPS",
+    "Method",
+    "PairChunks",
+    "Preprocessing",
+    "Projection",
+    "SufficientStats",
+    "apply_projection",
+    "dev_row_mask",
+    "dev_split",
+    "evaluate_projection",
+    "fit_lstsq",
+    "fit_preprocessing",
+    "fit_preprocessing_pair",
+    "fit_procrustes",
+    "fit_projection",
+    "iter_pair_chunks",
+    "parse_normalize",
+    "projection_diagnostics",
+    "solve_projection",
+    "zip_row_chunks",
+]
