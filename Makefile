@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup model demo test test-fast lint bench bench-embed clean
+.PHONY: setup model demo test test-fast lint bench bench-embed align-study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: bench-embed
 
 bench-embed: model
 	$(BIN)/python bench/bench_embed.py
+
+align-study: model
+	$(MAKE) -C examples/align XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" DATA="$(XL_DATA)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ from xl.core.projection import (
     zip_row_chunks,
 )
 from xl.core.retrieval import retrieval_metrics
-from xl.errors import InputError, ManifestError, UsageError
+from xl.errors import InputError, ManifestError, ShapeError, UsageError
 from xl.io.manifest import base_manifest, read_manifest
 from xl.io.npy import MatrixWriter, iter_matrix_chunks, read_matrix, write_matrix
 
@@ -131,32 +131,39 @@ class _PairStream:
         return np.concatenate(self.dev_x), np.concatenate(self.dev_y)
 
 
-def _fit_sgd(stream: _PairStream, options: FitOptions, log: Log) -> Projection:
-    from xl.models.linear_map import fit_linear_map
-
+def _fit_other(stream: _PairStream, options: FitOptions, log: Log) -> Projection:
+    """``identity`` (W = I, the no-map baseline; with ``--center`` the bias moves the source mean onto the
+    target mean) and ``sgd`` (:func:`xl.models.linear_map.fit_linear_map`): preprocessing, one pass of
+    statistics for the diagnostics, then the map."""
     steps_x, steps_y = parse_normalize(options.normalize_src), parse_normalize(options.normalize_tgt)
     pre_x, pre_y, _ = fit_preprocessing_pair(steps_x, steps_y, stream, x_label=stream.labels[0],
                                              y_label=stream.labels[1])  # fmt: skip
     stats = SufficientStats(x_label=stream.labels[0], y_label=stream.labels[1])
+    for X, Y in stream():
+        stats.update(pre_x.apply(X), pre_y.apply(Y))
+    if stats.n == 0 or stats.d_x is None:
+        raise InputError("no pairs to fit on (the input is empty)", hint="check that both matrices have rows")
+    if options.method == "identity":
+        if stats.d_x != stats.d_y:
+            raise ShapeError(f"the identity map needs equal widths, not {stats.d_x} and {stats.d_y}")
+        W = np.eye(stats.d_x, dtype=np.float32)
+        if options.center:
+            bias = (stats.sum_y - stats.sum_x) / stats.n
+            W = np.vstack([W, bias[None, :].astype(np.float32)])
+    else:
+        from xl.models.linear_map import fit_linear_map
 
-    def train_chunks() -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-        for X, Y in stream():
-            Xp, Yp = pre_x.apply(X), pre_y.apply(Y)
-            if stats_pass[0]:
-                stats.update(Xp, Yp)
-            yield Xp, Yp
+        def train_chunks() -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+            for X, Y in stream():
+                yield pre_x.apply(X), pre_y.apply(Y)
 
-    stats_pass = [True]
-    for _ in train_chunks():  # one pass: dev rows and the statistics for the diagnostics
-        pass
-    stats_pass[0] = False
-    dev = stream.dev()
-    dev_pre = None if dev is None else (pre_x.apply(dev[0]), pre_y.apply(dev[1]))
-    W = fit_linear_map(train_chunks, dev_pre, center=options.center, lr=options.lr, epochs=options.epochs,
-                       batch_size=options.batch_size, patience=options.patience, seed=options.seed,
-                       log=log)  # fmt: skip
+        dev = stream.dev()
+        dev_pre = None if dev is None else (pre_x.apply(dev[0]), pre_y.apply(dev[1]))
+        W = fit_linear_map(train_chunks, dev_pre, center=options.center, lr=options.lr, epochs=options.epochs,
+                           batch_size=options.batch_size, patience=options.patience, seed=options.seed,
+                           log=log)  # fmt: skip
     diagnostics = projection_diagnostics(stats, W, center=options.center)
-    return Projection(W, "sgd", options.center, 0.0, pre_x, pre_y, diagnostics)
+    return Projection(W, options.method, options.center, 0.0, pre_x, pre_y, diagnostics)
 
 
 def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, log: Log = _quiet) -> dict[str, Any]:
@@ -167,15 +174,15 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
     """
     if src == "-" and tgt == "-":
         raise UsageError("only one of --src and --tgt can be stdin")
-    if options.method not in ("lstsq", "procrustes", "sgd"):
-        raise UsageError(f"unknown method {options.method!r}", hint="use lstsq, procrustes or sgd")
+    if options.method not in ("lstsq", "procrustes", "sgd", "identity"):
+        raise UsageError(f"unknown method {options.method!r}", hint="use lstsq, procrustes, sgd or identity")
     src_manifest, tgt_manifest = read_manifest(src), read_manifest(tgt)
     labels = ("stdin" if src == "-" else src, "stdin" if tgt == "-" else tgt)
     with tempfile.TemporaryDirectory(prefix="xl-fit-") as tmp_name:
         stream = _PairStream(_spool_stdin(src, Path(tmp_name)), _spool_stdin(tgt, Path(tmp_name)), labels,
                              options)  # fmt: skip
-        if options.method == "sgd":
-            projection = _fit_sgd(stream, options, log)
+        if options.method in ("sgd", "identity"):
+            projection = _fit_other(stream, options, log)
         else:
             projection = fit_projection(
                 stream, options.method, ridge=options.ridge, center=options.center,

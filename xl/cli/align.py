@@ -19,7 +19,9 @@ def fit_proj_cli(
     src: Annotated[str, typer.Option("--src", help="Source embeddings X (NPY; - for stdin).")],
     tgt: Annotated[str, typer.Option("--tgt", help="Target embeddings Y; row i translates row i of X.")],
     output: OutputOpt = "-",
-    method: Annotated[str, typer.Option(help="lstsq, procrustes (orthogonal) or sgd (one linear layer).")] = "lstsq",
+    method: Annotated[
+        str, typer.Option(help="lstsq, procrustes (orthogonal), sgd (one linear layer) or identity (baseline).")
+    ] = "lstsq",
     ridge: Annotated[float, typer.Option(min=0.0, help="lstsq: ridge penalty λ (absolute).")] = 0.0,
     center: Annotated[bool, typer.Option("--center", help="Affine map: the bias is W's last row.")] = False,
     normalize: NormalizeOpt = None,

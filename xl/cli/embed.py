@@ -24,7 +24,14 @@ from xl.errors import UsageError
 
 @handle_errors("embed")
 def embed_cli(
-    input: Annotated[str, typer.Argument(help="Text (one sentence per line) or JSONL file; - for stdin.")] = "-",
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[INPUT]...",
+            help="Text (one sentence per line) or JSONL files; - for stdin. "
+            "Several inputs share one model load and need {stem} in -o.",
+        ),
+    ] = None,
     output: OutputOpt = "-",
     model: ModelOpt = "default",
     layer: Annotated[
@@ -70,8 +77,10 @@ def embed_cli(
         xl embed en.txt > en.npy
 
         xl embed ko.txt --layer 4,8,12 -o 'ko.layer{layer}.npy'
+
+        xl embed flores/*.dev -o 'emb/{stem}.npy'
     """
-    from xl.models.embedding import EmbedOptions, embed_file, parse_shard
+    from xl.models.embedding import EmbedOptions, embed_files, parse_shard
 
     for name, value, allowed in (
         ("--pooling", pooling, ("mean", "cls", "max")),
@@ -96,13 +105,14 @@ def embed_cli(
         shard=parse_shard(shard) if shard else None,
     )
     with progress_bar(not quiet, "embedding") as (advance, set_total):
-        report = embed_file(
-            input, output, options,
+        reports = embed_files(
+            inputs or ["-"], output, options,
             output_format=output_format,  # type: ignore[arg-type]
             input_format=input_format,  # type: ignore[arg-type]
             text_field=field,
             errors=errors,  # type: ignore[arg-type]
             log=messages.info, progress=advance, on_total=set_total,
         )  # fmt: skip
-    rate = report.rows / report.seconds if report.seconds > 0 else 0.0
-    messages.info(f"{report.rows} rows in {report.seconds:.1f} s ({rate:.0f}/s)")
+    rows, seconds = sum(r.rows for r in reports), sum(r.seconds for r in reports)
+    rate = rows / seconds if seconds > 0 else 0.0
+    messages.info(f"{rows} rows in {seconds:.1f} s ({rate:.0f}/s)")

@@ -24,6 +24,17 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """``["lang=ko", "method=lstsq"]`` -> {"lang": "ko", "method": "lstsq"}."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {item!r} is not KEY=VALUE", hint="e.g. --tag lang=ko")
+        tags[key] = value
+    return tags
+
+
 @handle_errors("eval retrieval")
 def retrieval_cli(
     src: Annotated[str, typer.Option("--src", help="Source embeddings (NPY; - for stdin).")],
@@ -36,6 +47,10 @@ def retrieval_cli(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     output_format: Annotated[str, typer.Option("--format", help="jsonl (one JSON line) or md.")] = "jsonl",
     force: Annotated[bool, typer.Option("--force", help="Use --proj even if fitted on another model.")] = False,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE added to the JSON line (repeatable), e.g. --tag lang=ko --tag method=lstsq."),
+    ] = None,
 ) -> None:
     """Bitext retrieval, both directions: accuracy (XTREME Tatoeba), xSIM error, F1 (MTEB), with CIs.
 
@@ -51,8 +66,10 @@ def retrieval_cli(
 
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    tags = parse_tags(tag or [])
     result = evaluate_retrieval_files(src, tgt, proj=proj, scoring=scoring, csls_k=csls_k, margin_k=margin_k,
                                       n_resamples=bootstrap, seed=seed, force=force)  # fmt: skip
+    result = {**tags, **result}
     if output_format == "md":
         print(render_markdown(result))
     else:

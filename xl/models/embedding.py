@@ -9,11 +9,11 @@ the input (of the shard, with ``--shard``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -79,20 +79,25 @@ def shard_range(n: int, k: int, parts: int) -> tuple[int, int]:
     return (n * (k - 1)) // parts, (n * k) // parts
 
 
-def output_for_layer(template: str, layer: int, several: bool) -> str:
-    """The output path of one layer: ``{layer}`` in ``-o`` is replaced; several layers require it."""
-    if "{layer}" in template:
-        return template.replace("{layer}", str(layer))
-    if several:
-        raise UsageError(
-            "several layers need one output each",
-            hint="put {layer} in the output name: -o emb.layer{layer}.npy",
-        )
-    return template
+def output_for(template: str, layer: int, several_layers: bool, input_path: str | Path, several_inputs: bool) -> str:
+    """The output path of one (input, layer): ``{layer}`` and ``{stem}`` in ``-o`` are filled in."""
+    if several_layers and "{layer}" not in template:
+        raise UsageError("several layers need one output each", hint="put {layer} in the output name: "
+                         "-o emb.layer{layer}.npy")  # fmt: skip
+    if several_inputs and "{stem}" not in template and "{name}" not in template:
+        raise UsageError("several inputs need one output each", hint="put {stem} (the input's name without "
+                         "its extension) or {name} (its whole name) in the output: -o 'emb/{stem}.npy'")  # fmt: skip
+    path = Path(str(input_path))
+    return template.replace("{layer}", str(layer)).replace("{stem}", path.stem).replace("{name}", path.name)
 
 
-def embed_file(
-    input_path: str | Path,
+def embed_file(input_path: str | Path, output: str, options: EmbedOptions, **kwargs: Any) -> EmbedReport:
+    """Embed one input; see :func:`embed_files`."""
+    return embed_files([input_path], output, options, **kwargs)[0]
+
+
+def embed_files(
+    inputs: Sequence[str | Path],
     output: str,
     options: EmbedOptions,
     *,
@@ -103,35 +108,67 @@ def embed_file(
     log: Log = _quiet,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int | None], None] | None = None,
-) -> EmbedReport:
-    """Embed every record of ``input_path`` (``-`` = stdin) into ``output`` (``-`` = stdout).
+) -> list[EmbedReport]:
+    """Embed every record of each input (``-`` = stdin) into its output (``-`` = stdout), one model load.
 
     Output is NPY float32 (n, hidden) per layer, or JSONL records with an ``"embedding"`` list. A file
-    output is atomic and gets a manifest beside it. Raises :class:`~xl.errors.XlError` subclasses.
+    output is atomic and gets a manifest beside it. Several inputs or layers need ``{stem}`` / ``{layer}``
+    in ``output``. All inputs are checked before the model loads. Raises :class:`~xl.errors.XlError`.
     """
-    started = time.time()
-    several = len(options.layers) > 1
-    if several and output == "-":
-        raise UsageError("several layers need one output file each", hint="pass -o 'emb.layer{layer}.npy'")
+    several_layers, several_inputs = len(options.layers) > 1, len(inputs) > 1
+    if output == "-" and (several_layers or several_inputs):
+        raise UsageError("several layers or inputs need one output file each",
+                         hint="pass -o 'emb/{stem}.layer{layer}.npy'")  # fmt: skip
     if len(set(options.layers)) != len(options.layers):
         raise UsageError("--layer lists a layer twice")
+    if several_inputs and any(str(p) == "-" for p in inputs):
+        raise UsageError("stdin (-) cannot be one of several inputs")
+    targets = {output_for(output, 0, several_layers, p, several_inputs) for p in inputs}
+    if len(targets) != len(inputs):
+        raise UsageError("two inputs would write the same output", hint="inputs need distinct file names")
+    for path in inputs:
+        RecordReader(path).close()  # fail on a missing or unreadable input before loading the model
+    ref = resolve_model(options.model, log=log)
+    encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
+                      max_length=options.max_length, log=log)  # fmt: skip
+    prefix = ref.prefix if options.prefix is None else options.prefix
+    log(f"model {ref.name} · {encoder.device} · {encoder.dtype_name} · layers {encoder.layers} · "
+        f"pooling {options.pooling} · prefix {prefix!r}")  # fmt: skip
+    reports = []
+    for path in inputs:
+        reports.append(_embed_one(path, output, options, encoder, prefix, several_inputs, output_format,
+                                  input_format, text_field, errors, log, progress, on_total))  # fmt: skip
+    return reports
+
+
+def _embed_one(
+    input_path: str | Path,
+    output: str,
+    options: EmbedOptions,
+    encoder: Encoder,
+    prefix: str,
+    several_inputs: bool,
+    output_format: OutputFormat,
+    input_format: InputFormat,
+    text_field: str,
+    errors: DecodeErrors,
+    log: Log,
+    progress: Callable[[int], None] | None,
+    on_total: Callable[[int | None], None] | None,
+) -> EmbedReport:
+    started = time.time()
+    ref = encoder.ref
     total = count_lines(input_path)
     start, stop = 0, total if total is not None else -1
     if options.shard is not None:
         if total is None:
             raise UsageError("--shard needs a file input (rows are counted first)", hint="save stdin to a file")
         start, stop = shard_range(total, *options.shard)
+    if on_total is not None:
+        on_total(None if total is None else stop - start)
     reader = RecordReader(input_path, input_format=input_format, field=text_field, errors=errors)
     writers: dict[int, MatrixWriter | JsonlWriter] = {}
     try:
-        ref = resolve_model(options.model, log=log)
-        encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
-                          max_length=options.max_length, log=log)  # fmt: skip
-        prefix = ref.prefix if options.prefix is None else options.prefix
-        log(f"model {ref.name} · {encoder.device} · {encoder.dtype_name} · layers {encoder.layers} · "
-            f"pooling {options.pooling} · prefix {prefix!r}")  # fmt: skip
-        if on_total is not None:
-            on_total(None if total is None else stop - start)
         manifest = {
             **base_manifest("embeddings"),
             "model": ref.name,
@@ -152,7 +189,7 @@ def embed_file(
             "row_offset": start,
         }
         for layer in encoder.layers:
-            target = output_for_layer(output, layer, several)
+            target = output_for(output, layer, len(encoder.layers) > 1, input_path, several_inputs)
             layer_manifest = {**manifest, "layer": layer}
             if output_format == "npy":
                 writers[layer] = MatrixWriter(target, encoder.hidden, layer_manifest)
@@ -170,7 +207,8 @@ def embed_file(
     finally:
         reader.close()
     if truncated:
-        log(f"{truncated} of {rows} inputs were longer than {encoder.max_length} tokens and were truncated")
+        log(f"{input_path}: {truncated} of {rows} inputs were longer than {encoder.max_length} tokens "
+            "and were truncated")  # fmt: skip
     outputs = [str(w.path) if isinstance(w, MatrixWriter) and w.path else "-" for w in writers.values()]
     return EmbedReport(rows, truncated, time.time() - started, encoder.device, encoder.dtype_name, prefix,
                        encoder.layers, outputs)  # fmt: skip

@@ -63,7 +63,7 @@ def from_pretrained(loader: Callable[..., Any], ref: ModelRef, **kwargs: Any) ->
     if ref.path is not None:
         try:
             return loader(str(ref.path), **kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # transformers and safetensors raise many kinds: all mean "cannot load"
             raise _load_error(ref, exc) from None
     try:
         return loader(ref.spec, local_files_only=True, **kwargs)
@@ -76,7 +76,7 @@ def from_pretrained(loader: Callable[..., Any], ref: ModelRef, **kwargs: Any) ->
         )
     try:
         return loader(ref.spec, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:
         raise _load_error(ref, exc) from None
 
 

@@ -335,12 +335,30 @@ def validate_model_dir(path: Path) -> dict[str, Any]:
         raise ModelError("no tokenizer files in the model directory", source=str(path), hint=hint_rebuild)
     weights = path / "model.safetensors"
     if weights.is_file():
-        with open(weights, "rb") as handle:
-            head = handle.read(8)
-        size = weights.stat().st_size
-        if len(head) < 8 or int.from_bytes(head, "little") + 8 > size:
-            raise ModelError("model.safetensors is truncated or corrupt", source=str(weights), hint=hint_rebuild)
+        _check_safetensors(weights, hint_rebuild)
     return config
+
+
+def _check_safetensors(weights: Path, hint: str) -> None:
+    """The header parses and the tensors it lists end exactly at the end of the file (no truncation)."""
+    size = weights.stat().st_size
+    try:
+        with open(weights, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if not 0 < header_len <= size - 8:
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(header_len))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise ModelError("model.safetensors is corrupt (unreadable header)", source=str(weights), hint=hint) from None
+    if 8 + header_len + end != size:
+        raise ModelError(
+            "model.safetensors is truncated or corrupt",
+            source=str(weights),
+            expected=f"{8 + header_len + end} bytes",
+            found=f"{size} bytes",
+            hint=hint,
+        )
 
 
 @dataclass(frozen=True)

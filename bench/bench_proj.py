@@ -1,0 +1,284 @@
+"""``make bench-proj``: ``xl fit-proj`` against numpy/scipy on the same NPY files on disk, same run, same machine.
+
+Data: ``--rows`` (default 1,000,000) synthetic float32 translation pairs of width ``--dim`` (default 384),
+generated once (seeded) in blocks straight into two NPY files in a temporary folder, deleted at the end.
+``X`` looks like sentence embeddings: a common mean direction (pairwise cosine about 0.25) plus a covariance
+whose eigenvalues decay as 1/k along a random basis; ``Y = X R + noise`` with ``R`` a random rotation
+(relative residual of the true map about 0.4).
+
+Four variants, each in its own process so that its peak RSS is its own (``os.wait4``); seconds are the
+wall-clock of the whole process (interpreter start, imports, reading the files, the fit, writing W) for all four:
+
+- ``xl fit-proj --method lstsq --dev-frac 0`` (the real command) against ``numpy.linalg.lstsq(np.load(X),
+  np.load(Y))``;
+- ``xl fit-proj --method procrustes --dev-frac 0`` against ``scipy.linalg.orthogonal_procrustes(np.load(X),
+  np.load(Y))``.
+
+Printed: seconds, peak RSS, ratios to the peer, the largest difference between the maps, and the largest
+difference of each map to the exact float64 map (normal equations / SVD of XᵀY accumulated in float64 while
+generating the data). With ``--repeat N`` each variant runs N times and the fastest run counts. Writes the
+table between the ``bench-proj`` markers of README.md (unless ``--no-readme``) and prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+from numpy.lib.format import open_memmap
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import xl  # noqa: E402
+
+GEN_BLOCK_ROWS = 65_536
+TARGET_LSTSQ_SPEEDUP = 3.0
+TARGET_MEMORY_SHARE = 0.1
+TARGET_MAX_DIFF = 1e-4
+
+#: The peers: load both files whole, fit, save W. Timed from outside like the xl command.
+WORKER = r"""
+import sys
+import numpy as np
+variant, x_path, y_path, out_path = sys.argv[1:5]
+X, Y = np.load(x_path), np.load(y_path)
+if variant == "numpy-lstsq":
+    W = np.linalg.lstsq(X, Y, rcond=None)[0]
+else:
+    import scipy.linalg
+    W = scipy.linalg.orthogonal_procrustes(X, Y)[0]
+np.save(out_path, W)
+"""
+
+#: Forks, execs and waits for one command; writes {"seconds", "status", "peak_rss_mb"} to argv[1].
+LAUNCHER = r"""
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as out:
+    json.dump({"seconds": seconds, "status": status, "peak_rss_mb": usage.ru_maxrss / 1024}, out)
+"""
+
+PEER = {"xl-lstsq": "numpy-lstsq", "xl-procrustes": "scipy-procrustes"}
+NAMES = {
+    "xl-lstsq": "`xl fit-proj --method lstsq`",
+    "numpy-lstsq": "`numpy.linalg.lstsq` (+ `np.load`)",
+    "xl-procrustes": "`xl fit-proj --method procrustes`",
+    "scipy-procrustes": "`scipy.linalg.orthogonal_procrustes` (+ `np.load`)",
+}
+
+
+def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
+    """A random orthogonal (d, d) float64 matrix (QR of a Gaussian, signs fixed: Haar distributed)."""
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def generate_pairs(x_path: Path, y_path: Path, n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Write X (n, d) and Y (n, d) float32 NPY files block by block; return float64 (XᵀX, XᵀY).
+
+    Memory stays at a few blocks whatever n (the files are written through ``open_memmap``).
+    """
+    rng = np.random.default_rng(seed)
+    harmonic = float(np.sum(1.0 / np.arange(1, d + 1)))
+    # Rows with E‖x‖² ≈ 1: a quarter in a common mean direction, the rest spread over a 1/k spectrum.
+    std = np.sqrt(0.75 / harmonic / np.arange(1, d + 1)).astype(np.float32)
+    basis = _orthogonal(rng, d).astype(np.float32)
+    rotation = _orthogonal(rng, d).astype(np.float32)
+    mean = rng.standard_normal(d)
+    mean = (0.5 * mean / np.linalg.norm(mean)).astype(np.float32)
+    noise_std = np.float32(np.sqrt(0.16 / d))
+    X_file = open_memmap(x_path, mode="w+", dtype=np.float32, shape=(n, d))
+    Y_file = open_memmap(y_path, mode="w+", dtype=np.float32, shape=(n, d))
+    XtX, XtY = np.zeros((d, d)), np.zeros((d, d))
+    for start in range(0, n, GEN_BLOCK_ROWS):
+        m = min(GEN_BLOCK_ROWS, n - start)
+        X = (rng.standard_normal((m, d), dtype=np.float32) * std) @ basis + mean
+        Y = X @ rotation + noise_std * rng.standard_normal((m, d), dtype=np.float32)
+        X_file[start : start + m] = X
+        Y_file[start : start + m] = Y
+        X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+        XtX += X64.T @ X64
+        XtY += X64.T @ Y64
+    X_file.flush()
+    Y_file.flush()
+    del X_file, Y_file
+    return XtX, XtY
+
+
+def exact_maps(XtX: np.ndarray, XtY: np.ndarray) -> dict[str, np.ndarray]:
+    """The float64 reference maps from float64 statistics."""
+    U, _, Vt = scipy.linalg.svd(XtY)
+    return {"lstsq": scipy.linalg.solve(XtX, XtY, assume_a="pos"), "procrustes": U @ Vt}
+
+
+def _run_child(args: list[str], tmp: Path) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB of that command alone).
+
+    Linux carries the high-water RSS of a process over ``exec`` into its ``ru_maxrss``, so a child forked
+    by this (large) process would report at least this process's peak. A bare Python launcher (a few MB,
+    no imports beyond the standard library) therefore forks the command and reads its rusage with
+    ``os.wait4``; it also times it.
+    """
+    result_path, out_path, err_path = tmp / "child.json", tmp / "child.out", tmp / "child.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(result_path), *args], stdout=out, stderr=err,
+                       cwd=REPO, check=False)  # fmt: skip
+    result = json.loads(result_path.read_text()) if result_path.is_file() else {"status": -1}
+    result_path.unlink(missing_ok=True)
+    if result["status"] != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{err_path.read_text(errors='replace')[-3000:]}")
+    return float(result["seconds"]), float(result["peak_rss_mb"])
+
+
+def _command(variant: str, x_path: Path, y_path: Path, w_path: Path) -> list[str]:
+    if variant.startswith("xl-"):
+        method = variant.removeprefix("xl-")
+        return [sys.executable, "-m", "xl", "fit-proj", "--src", str(x_path), "--tgt", str(y_path),
+                "--method", method, "--dev-frac", "0", "-o", str(w_path), "-q"]  # fmt: skip
+    return [sys.executable, "-c", WORKER, variant, str(x_path), str(y_path), str(w_path)]
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(n: int, d: int, seed: int, repeat: int, tmp_root: str | None) -> tuple[list[dict[str, object]], str]:
+    load_before = _loadavg()
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="xl-bench-proj-", dir=tmp_root) as tmp_name:
+        tmp = Path(tmp_name)
+        x_path, y_path = tmp / "X.npy", tmp / "Y.npy"
+        start = time.perf_counter()
+        XtX, XtY = generate_pairs(x_path, y_path, n, d, seed)
+        print(f"generated {n:,} × {d} pairs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        exact = exact_maps(XtX, XtY)
+        maps: dict[str, np.ndarray] = {}
+        for variant in ("xl-lstsq", "numpy-lstsq", "xl-procrustes", "scipy-procrustes"):
+            w_path = tmp / f"W-{variant}.npy"
+            runs = [_run_child(_command(variant, x_path, y_path, w_path), tmp) for _ in range(repeat)]
+            seconds = min(r[0] for r in runs)
+            peak = max(r[1] for r in runs)
+            maps[variant] = np.load(w_path).astype(np.float64)
+            method = "lstsq" if variant.endswith("lstsq") else "procrustes"
+            results[variant] = {
+                "variant": variant,
+                "rows": n,
+                "dim": d,
+                "seconds": seconds,
+                "seconds_all": [r[0] for r in runs],
+                "peak_rss_mb": peak,
+                "max_abs_diff_to_float64": float(np.abs(maps[variant] - exact[method]).max()),
+            }
+            print(json.dumps(results[variant]), file=sys.stderr)
+    for variant, peer in PEER.items():
+        mine, theirs = results[variant], results[peer]
+        mine["peer"] = peer
+        mine["speedup_vs_peer"] = float(theirs["seconds"]) / float(mine["seconds"])  # type: ignore[arg-type]
+        mine["memory_share_of_peer"] = float(mine["peak_rss_mb"]) / float(theirs["peak_rss_mb"])  # type: ignore[arg-type]
+        mine["max_abs_diff_to_peer"] = float(np.abs(maps[variant] - maps[peer]).max())
+    load_after = _loadavg()
+    for r in results.values():
+        r.update({"load_before": load_before, "load_after": load_after, "xl_version": xl.__version__})
+    return list(results.values()), f"load average {load_before} before, {load_after} after"
+
+
+def _targets(by: dict[str, dict[str, object]]) -> list[str]:
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**missed**"
+
+    lst, pro = by["xl-lstsq"], by["xl-procrustes"]
+    lines = []
+    speed = float(lst["speedup_vs_peer"])  # type: ignore[arg-type]
+    lines.append(f"- lstsq at least {TARGET_LSTSQ_SPEEDUP:.0f}× faster than numpy: {speed:.2f}× — "
+                 f"{ok(speed >= TARGET_LSTSQ_SPEEDUP)}")  # fmt: skip
+    speed = float(pro["speedup_vs_peer"])  # type: ignore[arg-type]
+    lines.append(f"- procrustes no slower than scipy: {speed:.2f}× — {ok(speed >= 1.0)}")
+    for name, r in (("lstsq", lst), ("procrustes", pro)):
+        share = float(r["memory_share_of_peer"])  # type: ignore[arg-type]
+        lines.append(f"- {name} peak RSS at most a tenth of the peer's: {share:.3f} — "
+                     f"{ok(share <= TARGET_MEMORY_SHARE)}")  # fmt: skip
+    for name, r in (("lstsq", lst), ("procrustes", pro)):
+        diff = float(r["max_abs_diff_to_peer"])  # type: ignore[arg-type]
+        lines.append(f"- {name} maps agree to {TARGET_MAX_DIFF:g}: {diff:.2e} — {ok(diff <= TARGET_MAX_DIFF)}")
+    return lines
+
+
+def render(results: list[dict[str, object]], load: str, repeat: int) -> str:
+    by = {str(r["variant"]): r for r in results}
+    n, d = int(results[0]["rows"]), int(results[0]["dim"])  # type: ignore[call-overload]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    best = f"fastest of {repeat} runs; " if repeat > 1 else ""
+    lines = [
+        f"Measured by `make bench-proj` ({machine}; {load}; {n:,} × {d} float32 synthetic pairs in two NPY files; "
+        f"{best}seconds are the wall-clock of the whole process, reading the files included, for all four).",
+        "",
+        "| run | seconds | peak RSS (MB) | × peer speed | share of peer memory | max \\|W − W_peer\\| | "
+        "max \\|W − W_float64\\| |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant in ("xl-lstsq", "numpy-lstsq", "xl-procrustes", "scipy-procrustes"):
+        r = by[variant]
+        mine = variant in PEER
+        speed = f"{float(r['speedup_vs_peer']):.2f}" if mine else ""  # type: ignore[arg-type]
+        share = f"{float(r['memory_share_of_peer']):.3f}" if mine else ""  # type: ignore[arg-type]
+        diff = f"{float(r['max_abs_diff_to_peer']):.2e}" if mine else ""  # type: ignore[arg-type]
+        lines.append(
+            f"| {NAMES[variant]} | {float(r['seconds']):.2f} | {float(r['peak_rss_mb']):.0f} | {speed} | {share} | "  # type: ignore[arg-type]
+            f"{diff} | {float(r['max_abs_diff_to_float64']):.2e} |"  # type: ignore[arg-type]
+        )
+    lines += ["", "Targets:", "", *_targets(by)]
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    readme = REPO / "README.md"
+    if not readme.is_file():
+        return
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench-proj:start -->", "<!-- bench-proj:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="pairs to generate (default 1,000,000)")
+    parser.add_argument("--dim", type=int, default=384, help="embedding width (default 384)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the fastest counts")
+    parser.add_argument("--tmp-dir", default=None, help="where the NPY files go (default: the system temp folder)")
+    parser.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    args = parser.parse_args()
+    if args.rows < args.dim or args.repeat < 1:
+        parser.error("--rows must be at least --dim, --repeat at least 1")
+    results, load = run(args.rows, args.dim, args.seed, args.repeat, args.tmp_dir)
+    table = render(results, load, args.repeat)
+    print(table)
+    for r in results:
+        print(json.dumps(r))
+    if not args.no_readme:
+        write_readme(table)
+
+
+if __name__ == "__main__":
+    main()
