@@ -224,3 +224,25 @@ def test_cuda_out_of_memory_halves_the_batch(tiny_model_path: Path, monkeypatch:
     got = encoder.embed_ids(ids)[2]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert calls[0] == 13 and sum(c for c in calls if c <= 4) == 13  # halved until every part fits
+
+
+def test_several_inputs_share_one_model_load(tiny_model_path: Path, tmp_path: Path) -> None:
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(f"{name} one\n{name} two\n")
+    model = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    result = run_xl("embed", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "-o", str(tmp_path / "{stem}.npy"),
+                    *model)  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    alone = run_xl("embed", str(tmp_path / "b.txt"), *model)
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(__import__("io").BytesIO(alone.stdout)),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert json.loads((tmp_path / "a.npy.json").read_text())["input"].endswith("a.txt")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("x\n")
+    clash = run_xl("embed", str(tmp_path / "a.txt"), str(tmp_path / "sub" / "a.txt"), "-o",
+                   str(tmp_path / "{stem}.npy"), *model)  # fmt: skip
+    _assert_one_line_error(clash, 2, "same output")
+    missing = run_xl("embed", str(tmp_path / "a.txt"), str(tmp_path / "nope.txt"), "-o", str(tmp_path / "{name}.npy"),
+                     *model)  # fmt: skip
+    _assert_one_line_error(missing, 1, "nope.txt", "no such file")
+    assert not (tmp_path / "a.txt.npy").exists()  # nothing written before all inputs were checked

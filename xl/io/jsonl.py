@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from xl.io.atomic import commit, temp_path_beside
+from xl.io.atomic import OutputTarget
 from xl.io.manifest import write_manifest
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -27,15 +26,9 @@ class JsonlWriter:
     def __init__(self, target: str | Path, manifest: dict[str, Any] | None = None) -> None:
         self.rows = 0
         self.manifest = manifest
-        self._temp: Path | None = None
-        self._final: Path | None = None
         self._closed = False
-        if str(target) == "-":
-            self._handle: IO[bytes] = sys.stdout.buffer
-        else:
-            self._final = Path(target)
-            self._temp = temp_path_beside(self._final)
-            self._handle = open(self._temp, "wb")
+        self._out = OutputTarget(target)
+        self._handle = self._out.handle
 
     def write_objects(self, objects: list[dict[str, Any]]) -> None:
         self._handle.write(b"".join(dumps_line(obj) for obj in objects))
@@ -51,17 +44,12 @@ class JsonlWriter:
         if self._closed:
             return
         self._closed = True
-        self._handle.flush()
-        if self._temp is not None and self._final is not None:
-            self._handle.close()
-            commit(self._temp, self._final)
-            if self.manifest is not None:
-                write_manifest(self._final, {**self.manifest, **(manifest_extra or {}), "rows": self.rows})
+        self._out.commit()
+        if self._out.final is not None and self.manifest is not None:
+            write_manifest(self._out.final, {**self.manifest, **(manifest_extra or {}), "rows": self.rows})
 
     def abort(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._temp is not None:
-            self._handle.close()
-            self._temp.unlink(missing_ok=True)
+        self._out.abort()

@@ -16,14 +16,14 @@ import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
 from xl.errors import InputError, ShapeError, UsageError
-from xl.io.atomic import commit, temp_path_beside
+from xl.io.atomic import OutputTarget, open_input
 from xl.io.manifest import write_manifest
 
 FloatMatrix = NDArray[np.float32]
@@ -102,20 +102,9 @@ def check_finite(chunk: NDArray[Any], source: str, first_row: int) -> None:
 
 
 def open_binary_input(path: str | Path) -> tuple[BinaryIO, str]:
-    """Open ``path`` (``-`` is stdin) for binary reading; refuse a terminal on stdin."""
-    if str(path) == "-":
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError(
-                "refusing to read a matrix from a terminal",
-                hint="pass a file, or pipe one in: xl embed en.txt | xl …",
-            )
-        return sys.stdin.buffer, "<stdin>"
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", source=str(p))
-    if p.is_dir():
-        raise InputError("is a directory, not a matrix file", source=str(p))
-    return open(p, "rb"), str(p)
+    """Open a matrix stream (``-`` is stdin); see :func:`xl.io.atomic.open_input`."""
+    stream, name = open_input(path, "a matrix", "pass a file, or pipe one in: xl embed en.txt | xl …")
+    return stream, name  # type: ignore[return-value]
 
 
 def iter_matrix_chunks(
@@ -253,28 +242,21 @@ class MatrixWriter:
         self.dtype = np.dtype("<f4")
         self.rows = 0
         self.manifest = manifest
-        self._temp: Path | None = None
-        self._final: Path | None = None
         self._wrote_any = False
         self._closed = False
+        if str(target) == "-" and sys.stdout.isatty():
+            raise UsageError(
+                "refusing to write binary NPY to a terminal",
+                hint="redirect it (> out.npy), pipe it on (| xl apply-proj …) or pass -o FILE",
+            )
+        self._out = OutputTarget(target)
+        self._handle = self._out.handle
+        self._final = self._out.final
         if str(target) == "-":
-            if sys.stdout.isatty():
-                raise UsageError(
-                    "refusing to write binary NPY to a terminal",
-                    hint="redirect it (> out.npy), pipe it on (| xl apply-proj …) or pass -o FILE",
-                )
-            sys.stdout.flush()
-            self._handle: IO[bytes] = sys.stdout.buffer
-            self._handle.flush()
             self._fd, self._final, self._single = _stdout_target()
             self._start = os.lseek(self._fd, 0, os.SEEK_CUR) if self._single and self._fd is not None else 0
         else:
-            self._final = Path(target)
-            self._temp = temp_path_beside(self._final)
-            self._handle = open(self._temp, "wb")
-            self._fd = self._handle.fileno()
-            self._single = True
-            self._start = 0
+            self._fd, self._single, self._start = self._handle.fileno(), True, 0
         if self._single:
             self._write_bytes(_header(0, width, self.dtype))
 
@@ -309,9 +291,7 @@ class MatrixWriter:
         self._handle.flush()
         if self._single and self._fd is not None:
             os.pwrite(self._fd, _header(self.rows, self.width, self.dtype), self._start)
-        if self._temp is not None and self._final is not None:
-            self._handle.close()
-            commit(self._temp, self._final)
+        self._out.commit()
         if self._final is not None and self.manifest is not None:
             manifest = dict(self.manifest)
             manifest.update(manifest_extra or {})
@@ -323,9 +303,7 @@ class MatrixWriter:
         if self._closed:
             return
         self._closed = True
-        if self._temp is not None:
-            self._handle.close()
-            self._temp.unlink(missing_ok=True)
+        self._out.abort()
 
     def __enter__(self) -> MatrixWriter:
         return self

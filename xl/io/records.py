@@ -16,7 +16,8 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from xl.errors import InputError, UsageError
+from xl.errors import InputError
+from xl.io.atomic import open_input
 
 InputFormat = Literal["auto", "text", "jsonl"]
 DecodeErrors = Literal["strict", "replace"]
@@ -36,20 +37,11 @@ class Record:
 
 
 def open_text_input(path: str | Path) -> tuple[BinaryIO, str]:
-    """Open ``path`` (``-`` is stdin) as bytes; refuse a terminal on stdin with a usage hint."""
-    if str(path) == "-":
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError(
-                "refusing to read records from a terminal",
-                hint="pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)",
-            )
-        return sys.stdin.buffer, "<stdin>"
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", source=str(p), hint="check the path, or use - for stdin")
-    if p.is_dir():
-        raise InputError("is a directory, not a file of records", source=str(p))
-    return open(p, "rb"), str(p)
+    """Open a record stream (``-`` is stdin); see :func:`xl.io.atomic.open_input`."""
+    stream, name = open_input(
+        path, "records", "pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)"
+    )
+    return stream, name  # type: ignore[return-value]
 
 
 def count_lines(path: str | Path) -> int | None:
