@@ -36,10 +36,14 @@ lint: setup
 	$(BIN)/ruff format --check xl tests bench
 	$(BIN)/mypy xl/core xl/io
 
-bench: bench-embed
+bench: bench-embed bench-proj
 
 bench-embed: model
 	$(BIN)/python bench/bench_embed.py
+
+# ~3 GB of NPY files in the temp folder (TMPDIR) for a few minutes; BENCH_PROJ_ARGS="--rows 100000" runs it small.
+bench-proj: setup
+	$(BIN)/python bench/bench_proj.py $(BENCH_PROJ_ARGS)
 
 align-study: model
 	$(MAKE) -C examples/align XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" DATA="$(XL_DATA)"

@@ -143,7 +143,11 @@ def main() -> None:
             memory[n] = {"rows": n, "seconds": seconds, "peak_rss_mb": peak}
             print(json.dumps(memory[n]), file=sys.stderr)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    from xl.models.encoder import cpu_supports_bf16
+
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    isa = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no native bf16"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {isa}{'' if cpu_supports_bf16() else ' (fp32 default)'}"
     lines = [
         f"Measured by `make bench-embed` ({machine}; {len(LANGS)} scripts × {PER_LANG} FLORES-200 dev "
         f"sentences, NFC-normalised for both tools ({nfc_changed} changed); batch size {BATCH}; model loaded "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,6 +141,161 @@ def test_center_recovers_known_affine_map(method: str) -> None:
     assert np.abs(apply_projection(X, W0) - Y).max() > 0.1
 
 
+# -------------------------------------------------------------------------------------------------
+# procrustes statistics: no XᵀX, float32 products
+# -------------------------------------------------------------------------------------------------
+
+
+def _anisotropic_pairs(n: int, d: int, seed: int, mean_share: float = 0.99) -> tuple[F32, F32]:
+    """Rows like raw sentence embeddings: a common component carrying ``mean_share`` of ‖x‖², a 1/k spectrum
+    for the rest; Y a rotation of X plus noise. A plain float32 XᵀY loses about 1e-4 of the map here."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(1, d + 1)
+    spread = rng.standard_normal((n, d)) * np.sqrt((1 - mean_share) / k / np.sum(1 / k))
+    mean = rng.standard_normal(d)
+    mean *= np.sqrt(mean_share) / np.linalg.norm(mean)
+    X = (spread @ ortho_group.rvs(d, random_state=seed) + mean).astype(np.float32)
+    Q = ortho_group.rvs(d, random_state=seed + 1)
+    Y = (X.astype(np.float64) @ Q + 0.02 * rng.standard_normal((n, d))).astype(np.float32)
+    return X, Y
+
+
+def _streamed(X: F32, Y: F32, sizes: list[int], **options: bool) -> SufficientStats:
+    stats = SufficientStats(**options)
+    for Xc, Yc in _uneven(X, Y, sizes):
+        stats.update(Xc, Yc)
+    return stats
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_procrustes_without_xtx_equals_full_statistics(center: bool) -> None:
+    X, Y = _pairs(1001, 9, seed=30, noise=0.5)
+    X += 3.0
+    full = _streamed(X, Y, [250, 37])
+    lean = _streamed(X, Y, [250, 37], need_xtx=False)
+    assert lean.XtX is None and full.XtX is not None
+    np.testing.assert_array_equal(lean.XtY, full.XtY)
+    assert lean.xx == pytest.approx(float(np.trace(full.XtX)), rel=1e-12)
+    W = solve_projection(lean, "procrustes", center=center)
+    np.testing.assert_array_equal(W, solve_projection(full, "procrustes", center=center))
+    diag, diag_full = projection_diagnostics(lean, W), projection_diagnostics(full, W)
+    assert diag["condition_number"] is None and diag_full["condition_number"] is not None
+    # the residual without XᵀX: tr(WᵀXᵀXW) = tr(XᵀX) for an orthogonal W
+    residual = np.linalg.norm(apply_projection(X, W).astype(np.float64) - Y) / np.linalg.norm(Y)
+    assert diag["fit_residual"] == pytest.approx(residual, rel=1e-5)
+    assert diag["fit_residual"] == pytest.approx(diag_full["fit_residual"], rel=1e-5)
+    assert diag["orthogonality_error"] == diag_full["orthogonality_error"]
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_procrustes_float32_products_match_float64(center: bool) -> None:
+    X, Y = _anisotropic_pairs(2000, 24, seed=31)
+    full = _streamed(X, Y, [2000])
+    fast = _streamed(X, Y, [300, 1, 0, 517])
+    W64 = solve_projection(full, "procrustes", center=center)
+    W = solve_projection(fast, "procrustes", center=center)
+    np.testing.assert_allclose(W, W64, atol=1e-6)
+    # the data are hard enough that one float32 product of all rows (scipy's) is visibly off
+    U, _, Vt = np.linalg.svd((X.T @ Y).astype(np.float64))
+    if not center:
+        assert np.abs(U @ Vt - W64).max() > 1e-5
+    np.testing.assert_allclose(fast.XtY, full.XtY, rtol=0, atol=1e-8 * np.abs(full.XtY).max())
+    assert fast.xx == pytest.approx(full.xx, rel=1e-9)
+    assert fast.yy == pytest.approx(full.yy, rel=1e-9)
+    np.testing.assert_allclose(fast.sum_x, full.sum_x, rtol=1e-12)
+    residual = np.linalg.norm(apply_projection(X, W).astype(np.float64) - Y) / np.linalg.norm(Y)
+    assert projection_diagnostics(fast, W)["fit_residual"] == pytest.approx(residual, rel=1e-5)
+
+
+def test_procrustes_float32_products_merge_and_float64_fallback() -> None:
+    X, Y = _anisotropic_pairs(1500, 12, seed=32)
+    one = _streamed(X, Y, [1500], need_xtx=False, float32_products=True)
+    a = _streamed(X[:700], Y[:700], [100], need_xtx=False, float32_products=True)
+    b = _streamed(X[700:], Y[700:], [800], need_xtx=False, float32_products=True)
+    a.merge(b)
+    assert a.n == 1500
+    np.testing.assert_allclose(solve_projection(a, "procrustes"), solve_projection(one, "procrustes"), atol=1e-6)
+    assert a.xx == pytest.approx(one.xx, rel=1e-9)
+    # a shard with XᵀX merges into one without: only its trace is kept
+    c = _streamed(X[:700], Y[:700], [700], need_xtx=False)
+    c.merge(_streamed(X[700:], Y[700:], [800]))
+    assert c.XtX is None and c.xx == pytest.approx(one.xx, rel=1e-9)
+    # float64 rows are never rounded to float32: the float64 products are used
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    np.testing.assert_array_equal(
+        _streamed(X64, Y64, [1500], need_xtx=False, float32_products=True).XtY,
+        _streamed(X64, Y64, [1500], need_xtx=False).XtY,
+    )
+
+
+def test_statistics_without_xtx_refuse_what_needs_it() -> None:
+    X, Y = _pairs(200, 5, seed=33)
+    lean = _streamed(X, Y, [200], need_xtx=False, float32_products=True)
+    with pytest.raises(UsageError, match="lstsq needs XᵀX") as exc:
+        solve_projection(lean, "lstsq")
+    assert exc.value.hint is not None and "need_xtx=True" in exc.value.hint
+    with pytest.raises(UsageError, match="non-orthogonal map"):
+        lean.residual(fit_lstsq(X, Y))
+    assert lean.condition_number() is None
+    full = _streamed(X, Y, [200])
+    with pytest.raises(UsageError, match="cannot merge"):
+        full.merge(lean)
+    with pytest.raises(UsageError, match="need_xtx=False"):
+        SufficientStats(float32_products=True)
+
+
+def test_fit_projection_procrustes_streams_without_xtx(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xl.core.projection as projection
+
+    X, Y = _anisotropic_pairs(1200, 16, seed=34, mean_share=0.5)
+    made: list[SufficientStats] = []
+    real = projection.SufficientStats
+
+    def spy(**options: Any) -> SufficientStats:
+        made.append(real(**options))
+        return made[-1]
+
+    monkeypatch.setattr(projection, "SufficientStats", spy)
+    proj = fit_projection(lambda: _uneven(X, Y, [500]), "procrustes", center=True)
+    assert made[-1].XtX is None and made[-1].float32_products
+    assert proj.diagnostics["condition_number"] is None
+    np.testing.assert_allclose(proj.W, fit_procrustes(X, Y, center=True), atol=1e-6)
+    lst = fit_projection(lambda: _uneven(X, Y, [500]), "lstsq")
+    assert made[-1].XtX is not None and not made[-1].float32_products
+    assert lst.diagnostics["condition_number"] > 1.0
+
+
+def test_condition_number_is_computed_once_per_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xl.core.projection as projection
+
+    calls: list[int] = []
+    real = projection._condition
+
+    def counted(A: NDArray[np.float64]) -> float:
+        calls.append(A.shape[0])
+        return real(A)
+
+    monkeypatch.setattr(projection, "_condition", counted)
+    X, Y = _pairs(300, 6, seed=35)
+    proj = fit_projection(lambda: _uneven(X, Y, [100]), "lstsq", ridge=0.5)
+    assert len(calls) == 1 and proj.diagnostics["condition_number"] is not None
+    stats = _one_update(X, Y)
+    first = stats.condition_number(center=True)
+    assert stats.condition_number(center=True) == first and len(calls) == 2
+    stats.update(X[:50] * 3.0, Y[:50])  # new rows: computed again
+    assert stats.condition_number(center=True) != first and len(calls) == 3
+
+
+def test_zip_row_chunks_copies_only_across_array_boundaries() -> None:
+    X, Y = _pairs(64, 3, seed=36)
+    aligned = list(zip_row_chunks([X[:32], X[32:]], [Y[:32], Y[32:]], chunk_rows=32))
+    assert all(np.shares_memory(a, X) and np.shares_memory(b, Y) for a, b in aligned)
+    # across boundaries: a new array, with the dtype np.concatenate would give
+    mixed = list(zip_row_chunks([X[:10].astype(np.float16), X[10:20]], [Y[:20]], chunk_rows=20))
+    assert mixed[0][0].dtype == np.float32 and not np.shares_memory(mixed[0][0], X)
+    np.testing.assert_array_equal(mixed[0][0][10:], X[10:20])
+
+
 def test_apply_projection_linear_and_shapes() -> None:
     X, _ = _pairs(5, 4, seed=9)
     W = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -179,6 +335,11 @@ def test_procrustes_diagnostics_orthogonal_and_perfect_fit() -> None:
     diag = projection_diagnostics(stats, solve_projection(stats, "procrustes"))
     assert diag["orthogonality_error"] < 1e-6
     assert diag["fit_residual"] < 1e-3
+    # without XᵀX: as exact in float64; with float32 products, within their rounding
+    lean = _streamed(X, Y, [200], need_xtx=False)
+    assert projection_diagnostics(lean, solve_projection(lean, "procrustes"))["fit_residual"] < 1e-6
+    fast = _streamed(X, Y, [200], need_xtx=False, float32_products=True)
+    assert projection_diagnostics(fast, solve_projection(fast, "procrustes"))["fit_residual"] < 1e-3
 
 
 # -------------------------------------------------------------------------------------------------

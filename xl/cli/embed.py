@@ -27,7 +27,6 @@ def embed_cli(
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[INPUT]...",
             help="Text (one sentence per line) or JSONL files; - for stdin. "
             "Several inputs share one model load and need {stem} in -o.",
         ),

@@ -70,7 +70,7 @@ def _raise_nonfinite(A: NDArray[Any], label: str, row_offset: int) -> None:
     bad = np.flatnonzero(~np.isfinite(A).all(axis=1))
     if bad.size == 0:  # the sums overflowed although every value is finite
         raise InputError(
-            f"{label} rows {row_offset}–{row_offset + A.shape[0] - 1} overflow float64 sums",
+            f"{label} rows {row_offset}–{row_offset + A.shape[0] - 1} overflow the sums",
             hint="the values are far too large for embeddings; check how the matrix was produced",
         )
     row = int(bad[0])
@@ -314,11 +314,12 @@ class SufficientStats:
     streams carry) folds ``XᵀY`` in as float32 products of ``STATS_BLOCK_ROWS`` rows summed into float64
     totals: half the cost of float64 products and no float64 copies of the rows, which is what makes the
     procrustes fit as fast as ``scipy.linalg.orthogonal_procrustes``. The rows are first shifted by the
-    mean of the first block (rounded to float32) and the shift is added back exactly in float64 from the
-    column sums, so the float32 products round relative to the spread of the rows, not to their common
-    component (large in sentence embeddings, and what makes XᵀY ill-conditioned). Rounding per block is
-    about ``2⁻²⁴·√STATS_BLOCK_ROWS`` of the shifted products, far below one float32 product over all n rows
-    (scipy's) and far below what moves an orthogonal map by 1e-6.
+    mean of the first block (rounded to float32), and the shift is added back in float64 from the sums of
+    the shifted rows when ``XtY``, ``xx`` or ``yy`` is read, so the float32 products round relative to the
+    spread of the rows, not to their common component (large in sentence embeddings, and what makes a plain
+    float32 XᵀY lose about 1e-4 of the map). Rounding per block is about ``2⁻²⁴·√STATS_BLOCK_ROWS`` of the
+    shifted products, far below one float32 product over all n rows (scipy's): the maps come out about
+    1e-7 from the float64 ones.
 
     ``x_label``/``y_label`` name the two sides in error messages (e.g. file names).
     """
@@ -343,17 +344,40 @@ class SufficientStats:
         self.sum_x: F64 = np.zeros(0)
         self.sum_y: F64 = np.zeros(0)
         self.XtX: F64 | None = np.zeros((0, 0)) if need_xtx else None
-        self.XtY: F64 = np.zeros((0, 0))
-        self.yy = 0.0
+        # The float32 path adds the products of shifted rows x̃ = x − s, ỹ = y − t to _XtY, _xx, _yy and
+        # their sums and count to _shifted; the properties add the shift back (see _unshift).
+        self._XtY: F64 = np.zeros((0, 0))
         self._xx = 0.0  # tr(XᵀX) when XᵀX itself is not kept
-        self._shift: tuple[F32, F32] | None = None  # float32 path: subtracted before the products
-        self._scratch: tuple[F32, F32] | None = None  # float32 path: the shifted block, reused
+        self._yy = 0.0
+        self._shift: tuple[F32, F32] | None = None
+        self._shifted: tuple[int, F64, F64] = (0, np.zeros(0), np.zeros(0))  # m, Σx̃, Σỹ over shifted rows
+        self._scratch: tuple[F32, F32] | None = None  # the shifted block, reused
         self._conditions: dict[tuple[bool, float], float] = {}
+
+    @property
+    def XtY(self) -> F64:
+        """``XᵀY`` (d, d') float64."""
+        return self._unshift()[0]
+
+    @property
+    def yy(self) -> float:
+        """``tr(YᵀY) = Σ‖y‖²``."""
+        return self._unshift()[2]
 
     @property
     def xx(self) -> float:
         """``tr(XᵀX) = Σ‖x‖²``."""
-        return float(np.trace(self.XtX)) if self.XtX is not None else self._xx
+        return float(np.trace(self.XtX)) if self.XtX is not None else self._unshift()[1]
+
+    def _unshift(self) -> tuple[F64, float, float]:
+        """(XᵀY, Σ‖x‖², Σ‖y‖²) with the shift added back: with x = x̃ + s, y = ỹ + t over m shifted rows,
+        ``Σ x yᵀ = Σ x̃ ỹᵀ + (Σx̃) tᵀ + s (Σỹ + m t)ᵀ`` and ``Σ‖x‖² = Σ‖x̃‖² + 2 sᵀΣx̃ + m‖s‖²``, in float64."""
+        if self._shift is None:
+            return self._XtY, self._xx, self._yy
+        s, t = (v.astype(np.float64) for v in self._shift)
+        m, sx, sy = self._shifted
+        XtY = self._XtY + np.outer(sx, t) + np.outer(s, sy + m * t)
+        return XtY, self._xx + 2.0 * float(s @ sx) + m * float(s @ s), self._yy + 2.0 * float(t @ sy) + m * float(t @ t)
 
     def _start(self, d_x: int, d_y: int) -> None:
         self.d_x, self.d_y = d_x, d_y
@@ -361,7 +385,7 @@ class SufficientStats:
         self.sum_y = np.zeros(d_y)
         if self.need_xtx:
             self.XtX = np.zeros((d_x, d_x))
-        self.XtY = np.zeros((d_x, d_y))
+        self._XtY = np.zeros((d_x, d_y))
 
     def update(self, X: ArrayLike, Y: ArrayLike) -> None:
         """Fold in a chunk of pairs. X: (m, d), Y: (m, d') real (float32 expected); m may be 0."""
@@ -381,48 +405,50 @@ class SufficientStats:
         if Xm.shape[0]:
             self._conditions.clear()
 
-    def _sums(self, Xb: NDArray[Any], Yb: NDArray[Any]) -> tuple[F64, F64]:
-        sx, sy = Xb.sum(axis=0, dtype=np.float64), Yb.sum(axis=0, dtype=np.float64)
+    def _check_sums(self, sx: NDArray[Any], sy: NDArray[Any], Xb: NDArray[Any], Yb: NDArray[Any]) -> None:
         # NaN and Inf propagate into the sums, so checking the sums costs nothing per row.
         if not np.isfinite(sx).all():
             _raise_nonfinite(Xb, self.x_label, self.n)
         if not np.isfinite(sy).all():
             _raise_nonfinite(Yb, self.y_label, self.n)
-        return sx, sy
 
     def _fold_float64(self, Xb: F64, Yb: F64) -> None:
-        sx, sy = self._sums(Xb, Yb)
+        sx, sy = Xb.sum(axis=0), Yb.sum(axis=0)
+        self._check_sums(sx, sy, Xb, Yb)
         if self.XtX is not None:
             self.XtX += Xb.T @ Xb
         else:
             self._xx += float(np.vdot(Xb, Xb))
-        self.XtY += Xb.T @ Yb
-        self.yy += float(np.vdot(Yb, Yb))
+        self._XtY += Xb.T @ Yb
+        self._yy += float(np.vdot(Yb, Yb))
         self.sum_x += sx
         self.sum_y += sy
         self.n += Xb.shape[0]
 
     def _fold_float32(self, Xb: F32, Yb: F32) -> None:
         m = Xb.shape[0]
-        sx, sy = self._sums(Xb, Yb)
         if self._shift is None:
+            sx, sy = Xb.sum(axis=0, dtype=np.float64), Yb.sum(axis=0, dtype=np.float64)
+            self._check_sums(sx, sy, Xb, Yb)
             self._shift = ((sx / m).astype(np.float32), (sy / m).astype(np.float32))
+            self._shifted = (0, np.zeros(Xb.shape[1]), np.zeros(Yb.shape[1]))
         if self._scratch is None or self._scratch[0].shape[0] < m:
             rows = m if self._scratch is None else max(m, STATS_BLOCK_ROWS)
             self._scratch = (np.empty((rows, Xb.shape[1]), np.float32), np.empty((rows, Yb.shape[1]), np.float32))
         s, t = self._shift
         Xs = np.subtract(Xb, s, out=self._scratch[0][:m])
         Ys = np.subtract(Yb, t, out=self._scratch[1][:m])
-        s64, t64 = s.astype(np.float64), t.astype(np.float64)
-        # With x = x̃ + s, y = ỹ + t over the block: Σ x yᵀ = Σ x̃ ỹᵀ + s (Σy)ᵀ + (Σx − m s) tᵀ and
-        # Σ‖x‖² = Σ‖x̃‖² + 2 sᵀΣx − m‖s‖². Only Σ x̃ ỹᵀ and Σ‖x̃‖² (row by row) are float32.
-        self.XtY += Xs.T @ Ys
-        self.XtY += np.outer(s64, sy)
-        self.XtY += np.outer(sx - m * s64, t64)
-        self._xx += _sum_of_squares(Xs) + 2.0 * float(s64 @ sx) - m * float(s64 @ s64)
-        self.yy += _sum_of_squares(Ys) + 2.0 * float(t64 @ sy) - m * float(t64 @ t64)
-        self.sum_x += sx
-        self.sum_y += sy
+        # Sums of the shifted rows are small, so float32 sums of one block lose nothing that matters
+        # (the shift goes back in float64); NaN and Inf still propagate into them.
+        ax, ay = Xs.sum(axis=0).astype(np.float64), Ys.sum(axis=0).astype(np.float64)
+        self._check_sums(ax, ay, Xb, Yb)
+        self._XtY += Xs.T @ Ys
+        self._xx += _sum_of_squares(Xs)
+        self._yy += _sum_of_squares(Ys)
+        n_shifted, sx_shifted, sy_shifted = self._shifted
+        self._shifted = (n_shifted + m, sx_shifted + ax, sy_shifted + ay)
+        self.sum_x += ax + m * s.astype(np.float64)
+        self.sum_y += ay + m * t.astype(np.float64)
         self.n += m
 
     def merge(self, other: SufficientStats) -> None:
@@ -442,11 +468,12 @@ class SufficientStats:
             self.XtX += other.XtX
         else:
             self._xx += other.xx
+        other_XtY, _, other_yy = other._unshift()
+        self._XtY += other_XtY
+        self._yy += other_yy
         self.sum_x += other.sum_x
         self.sum_y += other.sum_y
-        self.XtY += other.XtY
         self.n += other.n
-        self.yy += other.yy
         self._conditions.clear()
 
     def centered(self) -> tuple[F64 | None, F64, float]:
@@ -476,9 +503,12 @@ class SufficientStats:
         W: (d, d') or (d+1, d') with the bias as last row. Uses
         ``‖XW + 1bᵀ − Y‖² = tr(WᵀXᵀXW) + 2bᵀWᵀΣx + n‖b‖² − 2tr(WᵀXᵀY) − 2bᵀΣy + tr(YᵀY)``. Without XᵀX
         (``need_xtx=False``) W must be orthogonal (then ``tr(WᵀXᵀXW) = tr(XᵀX)``); UsageError otherwise.
+        With ``float32_products`` the terms that cancel carry float32 rounding of XᵀY, so a near-perfect fit
+        reads as about 1e-4 instead of 0 (negligible for real residuals: 2e-7 of a residual of 0.01).
         """
         W_lin, bias = _split_affine(np.asarray(W, dtype=np.float64), self.d_x or 0)
         b = np.zeros(W_lin.shape[1]) if bias is None else bias
+        XtY, _, yy = self._unshift()
         if self.XtX is not None:
             quadratic = float(np.sum(W_lin * (self.XtX @ W_lin)))
         else:
@@ -489,17 +519,21 @@ class SufficientStats:
                     "statistics were accumulated without it",
                     hint="accumulate with SufficientStats(need_xtx=True)",
                 )
+            # One Newton–Schulz step of the polar decomposition makes W orthogonal to float64 rounding (it
+            # moves W by about its float32 rounding); otherwise tr(WᵀXᵀXW) = tr(XᵀX) holds only to about
+            # 1e-7, which floors the residual of a near-perfect fit at about 1e-4.
+            W_lin = W_lin @ (3.0 * np.eye(W_lin.shape[1]) - W_lin.T @ W_lin) / 2.0
             quadratic = self.xx
         sq = (
             quadratic
-            - 2.0 * float(np.sum(W_lin * self.XtY))
-            + self.yy
+            - 2.0 * float(np.sum(W_lin * XtY))
+            + yy
             + 2.0 * float(b @ (W_lin.T @ self.sum_x))
             + self.n * float(b @ b)
             - 2.0 * float(b @ self.sum_y)
         )
         # Rounding can make a perfect fit come out slightly negative.
-        return math.sqrt(max(sq, 0.0) / self.yy) if self.yy > 0 else math.nan
+        return math.sqrt(max(sq, 0.0) / yy) if yy > 0 else math.nan
 
 
 def _sum_of_squares(A: F32) -> float:
