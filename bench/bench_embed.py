@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 import unicodedata
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._measure import run_measured  # noqa: E402
 from xl.config import data_dir  # noqa: E402
 
 LANGS = ("eng_Latn", "rus_Cyrl", "zho_Hans", "arb_Arab", "hin_Deva", "kor_Hang", "tha_Thai", "ell_Grek")
@@ -36,7 +35,7 @@ PER_LANG = 250
 BATCH = 32
 
 WORKER = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 variant, sentences_path, out_path = sys.argv[1:4]
 texts = open(sentences_path, encoding="utf-8").read().split("\n")[:-1]
@@ -64,8 +63,7 @@ else:
     X = torch.stack([x.float() for x in X]).numpy()
 seconds = time.perf_counter() - start
 np.save(out_path, X.astype(np.float32))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"variant": variant, "seconds": seconds, "dtype": dtype, "peak_rss_mb": peak}))
+print(json.dumps({"variant": variant, "seconds": seconds, "dtype": dtype}))
 """.replace("BATCH", str(BATCH))
 
 
@@ -84,23 +82,12 @@ def _sentences(root: Path) -> tuple[list[str], int]:
     return normalized, sum(a != b for a, b in zip(texts, normalized, strict=True))
 
 
-def _run_variant(variant: str, sentences: Path, out: Path) -> dict[str, float | str]:
-    result = subprocess.run([sys.executable, "-c", WORKER, variant, str(sentences), str(out)],
-                            capture_output=True, text=True, check=False, cwd=REPO)  # fmt: skip
-    if result.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{result.stderr[-3000:]}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
-def _peak_rss_of_cli(args: list[str]) -> tuple[float, float]:
-    """Run a command, return (seconds, peak RSS in MB) of that child alone (os.wait4)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-    return seconds, usage.ru_maxrss / 1024
+def _run_variant(variant: str, sentences: Path, out: Path, tmp: Path) -> dict[str, float | str]:
+    """One speed variant in its own process: the worker's timing of the encode, the process's peak RSS."""
+    measured = run_measured([sys.executable, "-c", WORKER, variant, str(sentences), str(out)], tmp)
+    row = dict(json.loads(measured["stdout"].strip().splitlines()[-1]))
+    row["peak_rss_mb"] = measured["peak_rss_mb"]
+    return row
 
 
 def _min_cosine(X: np.ndarray, R: np.ndarray) -> float:
@@ -118,7 +105,7 @@ def main() -> None:
         sentences.write_text("\n".join(texts) + "\n", encoding="utf-8")
         outputs: dict[str, np.ndarray] = {}
         for variant in ("st-fp32", "st-bf16", "xl-fp32", "xl"):
-            row = _run_variant(variant, sentences, tmp / f"{variant}.npy")
+            row = _run_variant(variant, sentences, tmp / f"{variant}.npy", tmp)
             outputs[variant] = np.load(tmp / f"{variant}.npy")
             row["sentences_per_s"] = len(texts) / float(row["seconds"])
             results.append(row)
@@ -138,9 +125,9 @@ def main() -> None:
         for n in (5_000, 100_000):
             src = tmp / f"mem{n}.txt"
             src.write_text("\n".join(pool[i % len(pool)] for i in range(n)) + "\n", encoding="utf-8")
-            seconds, peak = _peak_rss_of_cli([sys.executable, "-m", "xl", "embed", str(src), "-o",
-                                              str(tmp / f"mem{n}.npy"), "-q"])  # fmt: skip
-            memory[n] = {"rows": n, "seconds": seconds, "peak_rss_mb": peak}
+            measured = run_measured([sys.executable, "-m", "xl", "embed", str(src), "-o", str(tmp / f"mem{n}.npy"),
+                                     "-q"], tmp)  # fmt: skip
+            memory[n] = {"rows": n, "seconds": measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]}
             print(json.dumps(memory[n]), file=sys.stderr)
 
     from xl.models.encoder import cpu_supports_bf16

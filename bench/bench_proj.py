@@ -6,13 +6,14 @@ generated once (seeded) in blocks straight into two NPY files in a temporary fol
 whose eigenvalues decay as 1/k along a random basis; ``Y = X R + noise`` with ``R`` a random rotation
 (relative residual of the true map about 0.4).
 
-Four variants, each in its own process so that its peak RSS is its own (``os.wait4``); seconds are the
-wall-clock of the whole process (interpreter start, imports, reading the files, the fit, writing W) for all four:
+Four variants, each in its own process so that its peak RSS is its own (``os.wait4`` from a bare launcher
+process: Linux carries a parent's peak RSS over fork and exec); seconds are the wall-clock of the whole process
+(interpreter start, imports, reading the files, the fit, writing W) for all four:
 
 - ``xl fit-proj --method lstsq --dev-frac 0`` (the real command) against ``numpy.linalg.lstsq(np.load(X),
-  np.load(Y))``;
+  np.load(Y))`` (numpy solves float32 input in float64: a float64 copy of both matrices, then LAPACK gelsd);
 - ``xl fit-proj --method procrustes --dev-frac 0`` against ``scipy.linalg.orthogonal_procrustes(np.load(X),
-  np.load(Y))``.
+  np.load(Y))`` (one float32 product XᵀY of all rows, then the SVD).
 
 Printed: seconds, peak RSS, ratios to the peer, the largest difference between the maps, and the largest
 difference of each map to the exact float64 map (normal equations / SVD of XᵀY accumulated in float64 while
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import xl  # noqa: E402
+from bench._measure import run_measured  # noqa: E402
 
 GEN_BLOCK_ROWS = 65_536
 TARGET_LSTSQ_SPEEDUP = 3.0
@@ -59,22 +60,6 @@ else:
     import scipy.linalg
     W = scipy.linalg.orthogonal_procrustes(X, Y)[0]
 np.save(out_path, W)
-"""
-
-#: Forks, execs and waits for one command; writes {"seconds", "status", "peak_rss_mb"} to argv[1].
-LAUNCHER = r"""
-import json, os, sys, time
-start = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.execv(sys.argv[2], sys.argv[2:])
-    finally:
-        os._exit(127)
-_, status, usage = os.wait4(pid, 0)
-seconds = time.perf_counter() - start
-with open(sys.argv[1], "w") as out:
-    json.dump({"seconds": seconds, "status": status, "peak_rss_mb": usage.ru_maxrss / 1024}, out)
 """
 
 PEER = {"xl-lstsq": "numpy-lstsq", "xl-procrustes": "scipy-procrustes"}
@@ -130,25 +115,6 @@ def exact_maps(XtX: np.ndarray, XtY: np.ndarray) -> dict[str, np.ndarray]:
     return {"lstsq": scipy.linalg.solve(XtX, XtY, assume_a="pos"), "procrustes": U @ Vt}
 
 
-def _run_child(args: list[str], tmp: Path) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB of that command alone).
-
-    Linux carries the high-water RSS of a process over ``exec`` into its ``ru_maxrss``, so a child forked
-    by this (large) process would report at least this process's peak. A bare Python launcher (a few MB,
-    no imports beyond the standard library) therefore forks the command and reads its rusage with
-    ``os.wait4``; it also times it.
-    """
-    result_path, out_path, err_path = tmp / "child.json", tmp / "child.out", tmp / "child.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(result_path), *args], stdout=out, stderr=err,
-                       cwd=REPO, check=False)  # fmt: skip
-    result = json.loads(result_path.read_text()) if result_path.is_file() else {"status": -1}
-    result_path.unlink(missing_ok=True)
-    if result["status"] != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{err_path.read_text(errors='replace')[-3000:]}")
-    return float(result["seconds"]), float(result["peak_rss_mb"])
-
-
 def _command(variant: str, x_path: Path, y_path: Path, w_path: Path) -> list[str]:
     if variant.startswith("xl-"):
         method = variant.removeprefix("xl-")
@@ -179,7 +145,7 @@ VARIANTS = ("xl-lstsq", "numpy-lstsq", "xl-procrustes", "scipy-procrustes")
 def run(n: int, d: int, seed: int, repeat: int, tmp_root: str | None) -> tuple[list[dict[str, Any]], str]:
     """Generate the files, run every variant ``repeat`` times (interleaved), compare the maps."""
     load_before = _loadavg()
-    runs: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     maps: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="xl-bench-proj-", dir=tmp_root) as tmp_name:
         tmp = Path(tmp_name)
@@ -192,21 +158,24 @@ def run(n: int, d: int, seed: int, repeat: int, tmp_root: str | None) -> tuple[l
         for _ in range(repeat):
             for variant in VARIANTS:
                 w_path = tmp / f"W-{variant}.npy"
-                runs[variant].append(_run_child(_command(variant, x_path, y_path, w_path), tmp))
+                runs[variant].append(run_measured(_command(variant, x_path, y_path, w_path), tmp))
                 maps[variant] = np.load(w_path).astype(np.float64)
-                seconds, peak = runs[variant][-1]
-                print(f"{variant}: {seconds:.2f} s, peak RSS {peak:.0f} MB", file=sys.stderr)
+                last = runs[variant][-1]
+                print(f"{variant}: {last['seconds']:.2f} s ({last['cpu_seconds']:.2f} s CPU), "
+                      f"peak RSS {last['peak_rss_mb']:.0f} MB", file=sys.stderr)  # fmt: skip
     load_after = _loadavg()
     results: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         method = "lstsq" if variant.endswith("lstsq") else "procrustes"
+        fastest = min(runs[variant], key=lambda r: r["seconds"])
         results[variant] = {
             "variant": variant,
             "rows": n,
             "dim": d,
-            "seconds": min(r[0] for r in runs[variant]),
-            "peak_rss_mb": max(r[1] for r in runs[variant]),
-            "seconds_all": [round(r[0], 3) for r in runs[variant]],
+            "seconds": fastest["seconds"],
+            "cpu_seconds": fastest["cpu_seconds"],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[variant]),
+            "seconds_all": [round(r["seconds"], 3) for r in runs[variant]],
             "max_abs_diff_to_float64": float(np.abs(maps[variant] - exact[method]).max()),
         }
     for variant, peer in PEER.items():
@@ -248,11 +217,12 @@ def render(results: list[dict[str, Any]], load: str, repeat: int) -> str:
     lines = [
         f"Measured by `make bench-proj` ({_machine()}; {load}; {n:,} × {d} float32 synthetic pairs in two NPY "
         f"files; {best}seconds are the wall-clock of the whole process — start-up, reading both files, the fit, "
-        "writing W — for all four; `xl` with `--dev-frac 0`).",
+        "writing W — for all four, CPU seconds its user + system time over all threads; `xl` with `--dev-frac 0`; "
+        "× peer speed is the peer's seconds over xl's).",
         "",
-        "| run | seconds | peak RSS (MB) | × peer speed | share of peer's memory | max \\|W − W_peer\\| "
+        "| run | seconds | CPU seconds | peak RSS (MB) | × peer speed | share of peer's memory | max \\|W − W_peer\\| "
         "| max \\|W − W_float64\\| |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for variant in VARIANTS:
         r = by[variant]
@@ -261,8 +231,8 @@ def render(results: list[dict[str, Any]], load: str, repeat: int) -> str:
         share = f"{r['memory_share_of_peer']:.3f}" if mine else ""
         diff = f"{r['max_abs_diff_to_peer']:.1e}" if mine else ""
         lines.append(
-            f"| {NAMES[variant]} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | {speed} | {share} | {diff} "
-            f"| {r['max_abs_diff_to_float64']:.1e} |"
+            f"| {NAMES[variant]} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['peak_rss_mb']:.0f} | {speed} "
+            f"| {share} | {diff} | {r['max_abs_diff_to_float64']:.1e} |"
         )
     lines += [
         "",

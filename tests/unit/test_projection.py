@@ -4,6 +4,7 @@ error cases, diagnostics and the dev split. Everything is seeded and small (d â‰
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,6 +213,8 @@ def test_procrustes_float32_products_merge_and_float64_fallback() -> None:
     one = _streamed(X, Y, [1500], need_xtx=False, float32_products=True)
     a = _streamed(X[:700], Y[:700], [100], need_xtx=False, float32_products=True)
     b = _streamed(X[700:], Y[700:], [800], need_xtx=False, float32_products=True)
+    b = pickle.loads(pickle.dumps(b))  # shards come from other processes; the scratch buffer stays behind
+    assert b._scratch is None
     a.merge(b)
     assert a.n == 1500
     np.testing.assert_allclose(solve_projection(a, "procrustes"), solve_projection(one, "procrustes"), atol=1e-6)
