@@ -112,6 +112,9 @@ def embed_cli(
             errors=errors,  # type: ignore[arg-type]
             log=messages.info, progress=advance, on_total=set_total,
         )  # fmt: skip
+    for path, report in zip(inputs or ["-"], reports, strict=True):
+        messages.detail(f"{path} -> {', '.join(report.outputs)}: {report.rows} rows, {report.truncated} truncated, "
+                        f"{report.seconds:.1f} s")  # fmt: skip
     rows, seconds = sum(r.rows for r in reports), sum(r.seconds for r in reports)
     rate = rows / seconds if seconds > 0 else 0.0
     messages.info(f"{rows} rows in {seconds:.1f} s ({rate:.0f}/s)")

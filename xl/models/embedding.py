@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -89,11 +89,6 @@ def output_for(template: str, layer: int, several_layers: bool, input_path: str 
                          "its extension) or {name} (its whole name) in the output: -o 'emb/{stem}.npy'")  # fmt: skip
     path = Path(str(input_path))
     return template.replace("{layer}", str(layer)).replace("{stem}", path.stem).replace("{name}", path.name)
-
-
-def embed_file(input_path: str | Path, output: str, options: EmbedOptions, **kwargs: Any) -> EmbedReport:
-    """Embed one input; see :func:`embed_files`."""
-    return embed_files([input_path], output, options, **kwargs)[0]
 
 
 def embed_files(
