@@ -48,3 +48,16 @@ def run_measured(args: list[str], tmp: Path) -> dict[str, Any]:
     measured: dict[str, Any] = {key: float(result[key]) for key in ("seconds", "cpu_seconds", "peak_rss_mb")}
     measured["stdout"] = out_path.read_text(errors="replace")
     return measured
+
+
+def write_readme_section(name: str, table: str) -> None:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in README.md, if present."""
+    readme = REPO / "README.md"
+    if not readme.is_file():
+        return
+    text = readme.read_text(encoding="utf-8")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")

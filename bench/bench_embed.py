@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._measure import run_measured  # noqa: E402
+from bench._measure import run_measured, write_readme_section  # noqa: E402
 from xl.config import data_dir  # noqa: E402
 
 LANGS = ("eng_Latn", "rus_Cyrl", "zho_Hans", "arb_Arab", "hin_Deva", "kor_Hang", "tha_Thai", "ell_Grek")
@@ -169,14 +169,7 @@ def main() -> None:
     print(table)
     for r in results:
         print(json.dumps(r))
-    readme = REPO / "README.md"
-    if readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-        start, end = "<!-- bench-embed:start -->", "<!-- bench-embed:end -->"
-        if start in text and end in text:
-            head, rest = text.split(start, 1)
-            _, tail = rest.split(end, 1)
-            readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+    write_readme_section("bench-embed", table)
 
 
 if __name__ == "__main__":

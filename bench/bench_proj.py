@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import xl  # noqa: E402
-from bench._measure import run_measured  # noqa: E402
+from bench._measure import run_measured, write_readme_section  # noqa: E402
 
 GEN_BLOCK_ROWS = 65_536
 TARGET_LSTSQ_SPEEDUP = 3.0
@@ -245,18 +245,6 @@ def render(results: list[dict[str, Any]], load: str, repeat: int) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
-    readme = REPO / "README.md"
-    if not readme.is_file():
-        return
-    text = readme.read_text(encoding="utf-8")
-    start, end = "<!-- bench-proj:start -->", "<!-- bench-proj:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=1_000_000, help="pairs to generate (default 1,000,000)")
@@ -274,7 +262,7 @@ def main() -> None:
     for r in results:
         print(json.dumps(r))
     if not args.no_readme:
-        write_readme(table)
+        write_readme_section("bench-proj", table)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,8 @@ def test_apply_errors(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path
     _error(run_xl("apply-proj", str(tmp_path / "cube.npy"), str(x), "-o", str(tmp_path / "o.npy")), 1,
            "apply-proj", "2-D")  # fmt: skip
     assert not (tmp_path / "o.npy").exists()
+    _error(run_xl("apply-proj", str(tmp_path / "W.npy"), str(x), "--side", "sideways", "-o", str(tmp_path / "o.npy")),
+           2, "apply-proj", "sideways")  # fmt: skip
     empty = run_xl("apply-proj", str(tmp_path / "W.npy"), "-", stdin=_npy(np.zeros((0, 16), np.float32)))
     assert empty.returncode == 0 and np.load(io.BytesIO(empty.stdout)).shape == (0, 16)
 
@@ -176,3 +178,5 @@ def test_eval_retrieval_json_line(pairs: tuple[Path, Path, np.ndarray, np.ndarra
     assert piped.returncode == 0 and b"| src2tgt |" in piped.stdout
     _error(run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--scoring", "magic"), 2,
            "eval retrieval", "magic")  # fmt: skip
+    _error(run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--tag", "no-equals-sign"), 2,
+           "eval retrieval", "KEY=VALUE")  # fmt: skip

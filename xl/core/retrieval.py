@@ -352,19 +352,6 @@ def _retrieve_normalized(
         csls = _scan(Xn, Yn, 1, block_rows=rows, r_src=r_src, r_tgt=r_tgt)
         s2t["csls"], t2s["csls"] = csls.row_idx[:, 0].copy(), csls.col_idx[:, 0].copy()
     return RetrievalPredictions(s2t, t2s)
-    if "nn" in scorings:
-        s2t["nn"], t2s["nn"] = scan.row_idx[:, 0].copy(), scan.col_idx[:, 0].copy()
-    if "margin" in scorings:
-        mean_src = scan.row_vals[:, :margin_k].mean(axis=1, dtype=np.float64)
-        mean_tgt = scan.col_vals[:, :margin_k].mean(axis=1, dtype=np.float64)
-        s2t["margin"] = _margin_argmax(scan.row_vals[:, :margin_k], scan.row_idx[:, :margin_k], mean_src, mean_tgt)
-        t2s["margin"] = _margin_argmax(scan.col_vals[:, :margin_k], scan.col_idx[:, :margin_k], mean_tgt, mean_src)
-    if "csls" in scorings:
-        r_src = scan.row_vals[:, :csls_k].mean(axis=1, dtype=np.float64).astype(np.float32)
-        r_tgt = scan.col_vals[:, :csls_k].mean(axis=1, dtype=np.float64).astype(np.float32)
-        csls = _scan(Xn, Yn, 1, block_rows=rows, r_src=r_src, r_tgt=r_tgt)
-        s2t["csls"], t2s["csls"] = csls.row_idx[:, 0].copy(), csls.col_idx[:, 0].copy()
-    return RetrievalPredictions(s2t, t2s)
 
 
 # --------------------------------------------------------------------------------------------------

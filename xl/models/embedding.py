@@ -125,7 +125,7 @@ def embed_files(
         RecordReader(path).close()  # fail on a missing or unreadable input before loading the model
     ref = resolve_model(options.model, log=log)
     encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
-                      max_length=options.max_length, log=log)  # fmt: skip
+                      max_length=options.max_length)  # fmt: skip
     prefix = ref.prefix if options.prefix is None else options.prefix
     log(f"model {ref.name} · {encoder.device} · {encoder.dtype_name} · layers {encoder.layers} · "
         f"pooling {options.pooling} · prefix {prefix!r}")  # fmt: skip

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 Pooling = Literal["mean", "cls", "max"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-Log = Callable[[str], None]
 
 
 @contextlib.contextmanager
@@ -150,7 +149,6 @@ class Encoder:
         device: str = "auto",
         dtype: str = "auto",
         max_length: int = 512,
-        log: Log | None = None,
     ) -> None:
         import torch
 
