@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup model demo test test-fast lint bench bench-embed align-study clean
+.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune align-study transfer-study transfer-sts transfer-sentiment transfer-qa clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: setup
 	$(BIN)/ruff format --check xl tests bench
 	$(BIN)/mypy xl/core xl/io
 
-bench: bench-embed bench-proj
+bench: bench-embed bench-proj bench-finetune
 
 bench-embed: model
 	$(BIN)/python bench/bench_embed.py
@@ -45,8 +45,22 @@ bench-embed: model
 bench-proj: setup
 	$(BIN)/python bench/bench_proj.py $(BENCH_PROJ_ARGS)
 
+bench-finetune: model
+	$(BIN)/python bench/bench_finetune.py $(BENCH_FINETUNE_ARGS)
+
 align-study: model
 	$(MAKE) -C examples/align XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" DATA="$(XL_DATA)"
+
+TRANSFER = $(MAKE) -C examples/transfer XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" \
+  XL_DATA="$(XL_DATA)" FULL="$(FULL)"
+transfer-study: model
+	$(TRANSFER) all
+transfer-sts: model
+	$(TRANSFER) sts
+transfer-sentiment: model
+	$(TRANSFER) sentiment
+transfer-qa: model
+	$(TRANSFER) qa
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ Writes the tables between the ``bench-embed`` markers of README.md and prints JS
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,15 +36,16 @@ PER_LANG = 250
 BATCH = 32
 
 WORKER = r"""
-import json, sys, time
+import json, os, sys, time
 import numpy as np
 variant, sentences_path, out_path = sys.argv[1:4]
+device = os.environ.get("XL_BENCH_DEVICE", "cpu")
 texts = open(sentences_path, encoding="utf-8").read().split("\n")[:-1]
 if variant.startswith("xl"):
     from xl.models.embedding import EmbedOptions, embed_texts
     from xl.models.encoder import Encoder
     from xl.models.registry import resolve_model
-    encoder = Encoder(resolve_model("default"), dtype="float32" if variant == "xl-fp32" else "auto")
+    encoder = Encoder(resolve_model("default"), dtype="float32" if variant == "xl-fp32" else "auto", device=device)
     dtype = encoder.dtype_name
     start = time.perf_counter()
     X = embed_texts(encoder, texts, EmbedOptions(batch_size=BATCH))
@@ -53,7 +55,7 @@ else:
     from xl.models.registry import default_model_dir
     module = models.Transformer(str(default_model_dir()), max_seq_length=512)
     st = SentenceTransformer(modules=[module, models.Pooling(module.get_word_embedding_dimension(), "mean")],
-                             device="cpu")
+                             device=device)
     # transformers 5 rebuilds the XLM-R tokenizer from the vocabulary and differs from the model's shipped
     # tokenizer.json on ~4% of these sentences (trailing spaces, some Greek/Thai/Arabic); give the peer the
     # shipped one, as xl uses, so the cosine column compares numerics and not tokenizers.
@@ -67,14 +69,14 @@ else:
     prefixed = ["query: " + t for t in texts]
     start = time.perf_counter()
     X = st.encode(prefixed, batch_size=BATCH, convert_to_numpy=False)
-    X = torch.stack([x.float() for x in X]).numpy()
+    X = torch.stack([x.float() for x in X]).cpu().numpy()
 seconds = time.perf_counter() - start
 np.save(out_path, X.astype(np.float32))
 print(json.dumps({"variant": variant, "seconds": seconds, "dtype": dtype}))
 """.replace("BATCH", str(BATCH))
 
 
-def _sentences(root: Path) -> tuple[list[str], int]:
+def _sentences(root: Path, per_lang: int = PER_LANG) -> tuple[list[str], int]:
     """The benchmark sentences, NFC-normalised, and how many NFC changed.
 
     xl NFC-normalises its input and sentence-transformers does not; both get NFC text here so that the
@@ -84,7 +86,7 @@ def _sentences(root: Path) -> tuple[list[str], int]:
     texts: list[str] = []
     for lang in LANGS:
         lines = (root / "flores200" / "dev" / f"{lang}.dev").read_text(encoding="utf-8").split("\n")
-        texts += lines[:PER_LANG]
+        texts += lines[:per_lang]
     normalized = [unicodedata.normalize("NFC", t) for t in texts]
     return normalized, sum(a != b for a, b in zip(texts, normalized, strict=True))
 
@@ -103,11 +105,18 @@ def _min_cosine(X: np.ndarray, R: np.ndarray) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (the README figures) or cuda")
+    parser.add_argument("--per-lang", type=int, default=PER_LANG, help=f"sentences per script (default {PER_LANG})")
+    parser.add_argument("--speed-only", action="store_true", help="skip the streaming-memory runs")
+    parser.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    args = parser.parse_args()
+    os.environ["XL_BENCH_DEVICE"] = args.device
     root = data_dir()
     results: list[dict[str, float | str]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        texts, nfc_changed = _sentences(root)
+        texts, nfc_changed = _sentences(root, args.per_lang)
         sentences = tmp / "sentences.txt"
         sentences.write_text("\n".join(texts) + "\n", encoding="utf-8")
         outputs: dict[str, np.ndarray] = {}
@@ -124,6 +133,10 @@ def main() -> None:
             r["x_st_fp32"] = float(r["sentences_per_s"]) / float(by["st-fp32"]["sentences_per_s"])
             r["x_st_bf16"] = float(r["sentences_per_s"]) / float(by["st-bf16"]["sentences_per_s"])
 
+        if args.speed_only:
+            for r in results:
+                print(json.dumps({**r, "device": args.device}))
+            return
         # Streaming memory: the real command on 5,000 and 100,000 sentences.
         pool: list[str] = []
         for path in sorted((root / "tatoeba").glob("tatoeba.*-eng.*")):
@@ -169,7 +182,8 @@ def main() -> None:
     print(table)
     for r in results:
         print(json.dumps(r))
-    write_readme_section("bench-embed", table)
+    if not args.no_readme:
+        write_readme_section("bench-embed", table)
 
 
 if __name__ == "__main__":

@@ -180,3 +180,22 @@ def test_eval_retrieval_json_line(pairs: tuple[Path, Path, np.ndarray, np.ndarra
            "eval retrieval", "magic")  # fmt: skip
     _error(run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--tag", "no-equals-sign"), 2,
            "eval retrieval", "KEY=VALUE")  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["lstsq", "procrustes", "sgd", "identity"])
+def test_nan_in_a_train_or_dev_row_is_named_by_every_method(
+    pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, method: str
+) -> None:
+    from xl.core.projection import dev_row_mask
+
+    x, y, X, _ = pairs
+    dev_rows = np.flatnonzero(dev_row_mask(np.arange(len(X)), 0.1, 0))
+    train_rows = np.setdiff1d(np.arange(len(X)), dev_rows)
+    for row in (int(dev_rows[3]), int(train_rows[-5])):
+        bad = X.copy()
+        bad[row, 2] = np.inf
+        np.save(tmp_path / "inf.npy", bad)
+        out = tmp_path / "W.npy"
+        _error(run_xl("fit-proj", "--method", method, "--src", str(y), "--tgt", str(tmp_path / "inf.npy"),
+                      "--epochs", "1", "-o", str(out)), 1, "fit-proj", f"row {row}")  # fmt: skip
+        assert not out.exists()

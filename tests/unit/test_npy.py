@@ -164,3 +164,32 @@ def test_write_matrix_then_read(tmp_path: Path) -> None:
     X = _random(33)
     write_matrix(tmp_path / "m.npy", X, {"kind": "m"})
     np.testing.assert_array_equal(read_matrix(tmp_path / "m.npy"), X)
+
+
+def test_mapped_reading_equals_copied_reading_and_hands_out_read_only_views(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((1000, 7), dtype=np.float32), rng.standard_normal((13, 7), dtype=np.float32)
+    path = tmp_path / "two.npy"
+    with path.open("wb") as handle:  # two arrays back to back, as `cat a.npy b.npy > two.npy` makes
+        np.save(handle, a)
+        np.save(handle, b)
+    copied = list(iter_matrix_chunks(path, chunk_rows=64))
+    mapped = list(iter_matrix_chunks(path, chunk_rows=64, mapped=True))
+    assert [len(c) for c in mapped] == [len(c) for c in copied]
+    np.testing.assert_array_equal(np.concatenate(mapped), np.concatenate([a, b]))
+    assert not mapped[0].flags.writeable  # a view of the file, not a copy
+    # a view kept past later chunks (whose pages were released) still reads the right rows
+    np.testing.assert_array_equal(mapped[0], a[:64])
+
+
+def test_mapped_reading_still_names_bad_rows_and_truncation(tmp_path: Path) -> None:
+    X = np.ones((500, 4), dtype=np.float32)
+    X[321, 2] = np.inf
+    np.save(tmp_path / "inf.npy", X)
+    with pytest.raises(InputError, match="row 321"):
+        list(iter_matrix_chunks(tmp_path / "inf.npy", chunk_rows=100, mapped=True))
+    np.save(tmp_path / "cut.npy", np.ones((500, 4), dtype=np.float32))
+    data = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-40])
+    with pytest.raises(InputError, match="truncated"):
+        list(iter_matrix_chunks(tmp_path / "cut.npy", mapped=True))

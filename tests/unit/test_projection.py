@@ -189,7 +189,13 @@ def test_procrustes_without_xtx_equals_full_statistics(center: bool) -> None:
 
 
 @pytest.mark.parametrize("center", [False, True])
-def test_procrustes_float32_products_match_float64(center: bool) -> None:
+@pytest.mark.parametrize("block_rows", [16_384, 97])
+def test_procrustes_float32_products_match_float64(
+    center: bool, block_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import xl.core.projection as projection
+
+    monkeypatch.setattr(projection, "FLOAT32_BLOCK_ROWS", block_rows)
     X, Y = _anisotropic_pairs(2000, 24, seed=31)
     full = _streamed(X, Y, [2000])
     fast = _streamed(X, Y, [300, 1, 0, 517])

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import xl
-from xl.cli import align, embed, eval, model
+from xl.cli import align, data, embed, eval, finetune, model
 from xl.cli._common import err
 
 app = typer.Typer(
@@ -26,7 +26,13 @@ app = typer.Typer(
 )
 
 eval_app = typer.Typer(
-    help="Zero-shot evaluation: retrieval (more tasks to come).",
+    help="Zero-shot evaluation: sts, classify, qa, retrieval (also `xl eval --task TASK …`).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+data_app = typer.Typer(
+    help="Benchmark data under $XL_DATA as task JSONL.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -41,8 +47,15 @@ model_app = typer.Typer(
 app.command("embed")(embed.embed_cli)
 app.command("fit-proj")(align.fit_proj_cli)
 app.command("apply-proj")(align.apply_proj_cli)
+app.command("finetune")(finetune.finetune_cli)
+eval_app.command("sts")(eval.sts_cli)
+eval_app.command("classify")(eval.classify_cli)
+eval_app.command("qa")(eval.qa_cli)
 eval_app.command("retrieval")(eval.retrieval_cli)
 app.add_typer(eval_app, name="eval")
+data_app.command("convert")(data.convert_cli)
+data_app.command("list")(data.list_cli)
+app.add_typer(data_app, name="data")
 model_app.command("install")(model.install_cli)
 model_app.command("list")(model.list_cli)
 model_app.command("info")(model.info_cli)
@@ -65,9 +78,22 @@ def _root(
     """Unix-style tools for zero-shot cross-lingual transfer research."""
 
 
+def _task_as_subcommand(argv: list[str]) -> list[str]:
+    """``xl eval --task sts …`` is ``xl eval sts …`` (the spelling of the issue and of XTREME's scripts)."""
+    if not argv or argv[0] != "eval":
+        return argv
+    for i, item in enumerate(argv[1:], start=1):
+        if item == "--task" and i + 1 < len(argv):
+            return ["eval", argv[i + 1], *argv[1:i], *argv[i + 2 :]]
+        if item.startswith("--task="):
+            return ["eval", item.split("=", 1)[1], *argv[1:i], *argv[i + 1 :]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click command ourselves so usage errors render as ``xl CMD: error: …``."""
     command = typer.main.get_command(app)
+    argv = _task_as_subcommand(list(sys.argv[1:] if argv is None else argv))
     try:
         code = command.main(args=argv, prog_name="xl", standalone_mode=False)
     except typer.Exit as exc:

@@ -1,4 +1,4 @@
-"""``xl eval``: zero-shot evaluation. ``retrieval`` scores bitext retrieval between two matrices."""
+"""``xl eval sts | classify | qa | retrieval``: zero-shot evaluation, one JSON line per data set."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from xl.cli._common import handle_errors
+from xl.cli._common import DeviceOpt, DtypeOpt, ModelOpt, QuietOpt, handle_errors
 from xl.errors import UsageError
 from xl.io.jsonl import dumps_line
 
@@ -74,3 +74,138 @@ def retrieval_cli(
         print(render_markdown(result))
     else:
         sys.stdout.buffer.write(dumps_line(result))
+
+
+DataArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Task files (PATH or LANG=PATH) or datasets DATASET:SPLIT:LANG[,LANG…] (see `xl data list`)."),
+]
+BootstrapOpt = Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
+PredictionsOpt = Annotated[
+    str | None, typer.Option("--predictions", help="Write predictions here, one file per data set and language.")
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (a line per set, then a summary) or md.")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="Score a seeded random N records of each set.")]
+TagOpt = Annotated[
+    list[str] | None, typer.Option("--tag", help="KEY=VALUE added to every JSON line (repeatable), e.g. --tag run=sts.")
+]
+
+
+def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None:
+    from xl.cli._common import Messages
+    from xl.evaluate import EvalOptions, evaluate, render_markdown
+
+    if output_format not in ("jsonl", "md"):
+        raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    messages = Messages(f"eval {task}", quiet)
+    lines: list[dict[str, Any]] = []
+
+    def emit(result: dict[str, Any]) -> None:
+        if output_format == "md":
+            lines.append(result)
+        else:
+            sys.stdout.buffer.write(dumps_line(result))
+            sys.stdout.buffer.flush()
+
+    tags = parse_tags(kwargs.pop("tag", None) or [])
+    evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info)
+    if output_format == "md":
+        print(render_markdown(task, lines))
+
+
+@handle_errors("eval sts")
+def sts_cli(
+    data: DataArg = None,
+    model: ModelOpt = "default",
+    embeddings1: Annotated[
+        str | None, typer.Option(help="Precomputed embeddings of text1 (NPY), instead of a model.")
+    ] = None,
+    embeddings2: Annotated[str | None, typer.Option(help="Precomputed embeddings of text2 (NPY).")] = None,
+    proj: Annotated[str | None, typer.Option(help="Map embeddings with this W.npy (from xl fit-proj) first.")] = None,
+    proj_side: Annotated[str, typer.Option(help="Which side --proj maps: both, text1 or text2.")] = "both",
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text (default 512).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    bootstrap: BootstrapOpt = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    limit: LimitOpt = None,
+    predictions: PredictionsOpt = None,
+    output_format: FormatOpt = "jsonl",
+    force: Annotated[bool, typer.Option("--force", help="Use --proj even if fitted on another model.")] = False,
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """STS: Spearman and Pearson × 100 of the cosine of each pair's embeddings against the gold scores.
+
+    Embeddings come from a model (the default, a hub id, or an `xl finetune` output) or from
+    precomputed NPY files; `--proj` maps them into another space first (both texts by default).
+
+    Examples:
+
+        xl eval sts --model runs/sts stsb-multi-mt:test:de,es,fr korsts:test --bootstrap 1000
+
+        xl eval sts --embeddings1 a.npy --embeddings2 b.npy --proj W.npy ko=korsts-test.jsonl
+    """
+    _run_eval("sts", output_format, quiet, data=list(data or []), model=model, embeddings1=embeddings1,
+              embeddings2=embeddings2, proj=proj, proj_side=proj_side, max_length=max_length, device=device,
+              dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions, force=force,
+              tag=tag)  # fmt: skip
+
+
+@handle_errors("eval classify")
+def classify_cli(
+    data: DataArg = None,
+    model: ModelOpt = "default",
+    max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: as trained).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    bootstrap: BootstrapOpt = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    limit: LimitOpt = None,
+    predictions: PredictionsOpt = None,
+    output_format: FormatOpt = "jsonl",
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Classification: accuracy and macro-F1 × 100 of a fine-tuned classifier (`xl finetune --task classify`).
+
+    Examples:
+
+        xl eval classify --model runs/sst2 nsmc:test:ko --bootstrap 1000
+
+        xl eval classify --model runs/umsab umsab:test:ar,de,es,fr,hi,it,pt --format md
+    """
+    _run_eval("classify", output_format, quiet, data=list(data or []), model=model, max_length=max_length,
+              device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions,
+              tag=tag)  # fmt: skip
+
+
+@handle_errors("eval qa")
+def qa_cli(
+    data: DataArg = None,
+    model: ModelOpt = "default",
+    normalize: Annotated[
+        str, typer.Option(help="Answer normalisation: squad (v1.1 script) or mlqa (language-aware).")
+    ] = "squad",  # fmt: skip
+    max_length: Annotated[int | None, typer.Option(help="Tokens per window (default: as trained).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    bootstrap: BootstrapOpt = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    limit: LimitOpt = None,
+    predictions: PredictionsOpt = None,
+    output_format: FormatOpt = "jsonl",
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Extractive QA: exact match and F1 × 100 of a fine-tuned span model (`xl finetune --task qa`).
+
+    Examples:
+
+        xl eval qa --model runs/qa xquad:test:de,ru,zh korquad:dev --bootstrap 1000
+
+        xl eval qa --model runs/qa mlqa-de:test:de --normalize mlqa --predictions preds/
+    """
+    _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalize,
+              max_length=max_length, device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
+              predictions=predictions, tag=tag)  # fmt: skip

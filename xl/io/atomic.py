@@ -53,6 +53,13 @@ def temp_path_beside(path: Path) -> Path:
     return Path(name)
 
 
+def temp_dir_beside(path: Path) -> Path:
+    """Create an empty hidden temporary directory next to ``path`` (same file system: renames are atomic)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+
+
 def commit(temp: Path, path: Path) -> None:
     """Move a finished temporary file onto ``path`` (atomic; keeps the umask's permissions)."""
     umask = os.umask(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import mmap
 import os
 import stat
 import sys
@@ -113,12 +114,18 @@ def iter_matrix_chunks(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     source: str | None = None,
     check_values: bool = True,
+    mapped: bool = False,
 ) -> Iterator[FloatMatrix]:
     """Yield (k, d) float32 row chunks of one or more back-to-back NPY arrays, in order.
 
     Memory is bounded by ``chunk_rows`` whatever the size of the input. Every array must be 2-D (a 1-D
     array is read as one row) with the same width; object dtypes, NaN/Inf rows (named) and truncated
     streams are refused with :class:`~xl.errors.InputError`.
+
+    ``mapped=True`` maps C-order float32 arrays of regular files into memory (``numpy.memmap``) and hands
+    out read-only views of the page cache instead of copying every chunk into a fresh buffer: for a caller
+    that only reads each chunk once (the streamed fits), this removes a copy of the whole file. Pipes and
+    other dtypes are read as usual.
     """
     if isinstance(path, (str, Path)):
         stream, name = open_binary_input(path)
@@ -154,10 +161,13 @@ def iter_matrix_chunks(
                 whole = np.frombuffer(data, dtype=dtype).reshape((n, d), order="F")
                 chunks: Iterator[NDArray[Any]] = (whole[i : i + chunk_rows] for i in range(0, n, max(1, chunk_rows)))
             else:
-                chunks = _iter_c_rows(stream, name, n, d, dtype, chunk_rows, row)
+                mapped_chunks = _map_rows(stream, n, d, dtype, chunk_rows) if mapped else None
+                chunks = mapped_chunks or _iter_c_rows(stream, name, n, d, dtype, chunk_rows, row)
             for chunk in chunks:
                 out = np.ascontiguousarray(chunk, dtype=np.float32)
-                if check_values:
+                # A finite float32 sum (one pass, no temporary) proves every value finite; only a chunk
+                # whose sum is not (NaN, Inf, or an overflow of large values) is checked value by value.
+                if check_values and not np.isfinite(np.add.reduce(out, axis=None)):
                     check_finite(out, name, row)
                 row += len(out)
                 yield out
@@ -166,6 +176,46 @@ def iter_matrix_chunks(
     finally:
         if owned:
             stream.close()
+
+
+def _map_rows(stream: BinaryIO, n: int, d: int, dtype: np.dtype[Any], chunk_rows: int) -> Iterator[NDArray[Any]] | None:
+    """Row chunks of the (n, d) float32 C-order array starting at the stream's position, as read-only views
+    of its regular file mapped into memory, with the stream moved past it; None where that is not possible
+    (a pipe, another dtype, a truncated file: the copying reader then handles it, errors included).
+
+    Pages of chunks already handed out are released (``MADV_DONTNEED``) when the next chunk is asked for,
+    so the resident set stays about one chunk whatever the file size; a view still held after that stays
+    valid (the kernel reads the pages back from the page cache)."""
+    if dtype != np.dtype(np.float32) or n == 0:
+        return None
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    offset = stream.tell()
+    end = offset + n * d * dtype.itemsize
+    if end > info.st_size:
+        return None
+    array = np.memmap(stream, dtype=dtype, mode="r", offset=offset, shape=(n, d), order="C")
+    stream.seek(end)
+    return _release_as_read(array, chunk_rows)
+
+
+def _release_as_read(array: np.memmap[Any, Any], chunk_rows: int) -> Iterator[NDArray[Any]]:
+    mapping = getattr(array, "_mmap", None)
+    # np.memmap maps from the offset rounded down to the allocation granularity.
+    lead = array.offset - array.offset // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+    row_bytes = array.shape[1] * array.itemsize
+    step = max(1, chunk_rows)
+    released = 0
+    for start in range(0, array.shape[0], step):
+        if start and mapping is not None and hasattr(mapping, "madvise"):
+            done = (lead + start * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+            mapping.madvise(mmap.MADV_DONTNEED, released, done - released)
+            released = done
+        yield np.asarray(array[start : start + step])
 
 
 def _iter_c_rows(

@@ -192,3 +192,14 @@ class RecordReader:
                 hint="--field NAME picks the field that holds the text",
             )
         return Record(value, line, obj)
+
+
+def sha256_file(path: str | Path) -> str | None:
+    """Hex sha256 of a file's bytes (None for stdin, which cannot be read twice)."""
+    if str(path) == "-":
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

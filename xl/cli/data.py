@@ -1,0 +1,69 @@
+"""``xl data convert | list``: the benchmark files under ``$XL_DATA`` as task JSONL on stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from xl.cli._common import Messages, OutputOpt, QuietOpt, handle_errors
+from xl.io.jsonl import dumps_line
+
+
+@handle_errors("data convert")
+def convert_cli(
+    dataset: Annotated[str, typer.Argument(help="A dataset of `xl data list` (e.g. stsb, korsts, xquad).")],
+    split: Annotated[str, typer.Argument(help="train, dev, test (as the dataset names them).")],
+    lang: Annotated[str | None, typer.Argument(help="Language code; optional for one-language datasets.")] = None,
+    output: OutputOpt = "-",
+    limit: Annotated[int | None, typer.Option(min=1, help="Keep a seeded random N records (in file order).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --limit.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert one benchmark file of $XL_DATA into xl's task JSONL (schemas in the README).
+
+    Every record is validated; the row count is checked against the folder's README, and a damaged file
+    leaves no output behind (-o is atomic).
+
+    Examples:
+
+        xl data convert stsb train en > stsb-train.jsonl
+
+        xl data convert xquad test ko -o xquad-ko.jsonl
+    """
+    import numpy as np
+
+    from xl.io.atomic import OutputTarget
+    from xl.tasks import convert, resolve
+
+    spec, split, lang = resolve(dataset, split, lang)
+    records = list(convert(dataset, split, lang))
+    if limit is not None and limit < len(records):
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+        records = [records[i] for i in keep]
+    target = OutputTarget(output)
+    try:
+        for record in records:
+            target.handle.write(dumps_line(record))
+    except BaseException:
+        target.abort()
+        raise
+    target.commit()
+    Messages("data convert", quiet).info(f"{dataset} {split} {lang}: {len(records)} {spec.task} records")
+
+
+@handle_errors("data list")
+def list_cli() -> None:
+    """List the datasets xl converts: one JSON line per (dataset, split, language) with its task and rows.
+
+    Examples:
+
+        xl data list
+
+        xl data list | grep '"xquad"'
+    """
+    from xl.tasks import available
+
+    for dataset, split, lang, rows in available():
+        sys.stdout.buffer.write(dumps_line({"dataset": dataset, "split": split, "lang": lang, "rows": rows}))

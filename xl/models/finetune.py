@@ -1,0 +1,753 @@
+"""``xl finetune``: train an encoder with a task head on English data (the source task of zero-shot transfer).
+
+A plain torch loop, seeded and resumable:
+
+- **Data order**: epoch ``e`` visits the training examples in ``numpy.random.default_rng([seed, e])`` order;
+  with ``group_by_length`` (the default) that order is cut into mega-batches of 50 batches whose examples
+  are sorted by length before being cut into batches, and the batches are shuffled again (as Hugging Face's
+  ``group_by_length``): little padding, still random batches.
+- **Batches**: ``batch_size`` examples per micro-batch, ``grad_accum`` micro-batches per optimizer step.
+  Under ``torchrun`` (DDP) each of the N processes takes a contiguous 1/N of every micro-batch and the
+  losses are scaled so that the gradient equals the single-process one (sum over the batch / batch size).
+- **Optimisation**: AdamW (weight decay on matrices only), linear warm-up then linear decay, gradient
+  clipping, bf16/fp16 autocast with float32 master weights (fp16 adds a gradient scaler).
+- **Losses**: sts ``cosine`` (MSE of the pair cosine against score / 5, sentence-transformers'
+  CosineSimilarityLoss) or ``cosent`` (Su 2022); classification and qa: cross-entropy (qa: mean of the
+  start and end losses).
+- **Model choice**: evaluated on the English dev set every ``eval_steps`` and at the end; the best is kept
+  (target-language labels are never read), and the choice is recorded. Without a dev set, the last step.
+- **Checkpoints** every ``save_steps`` in ``DIR/checkpoints/step-N`` (model, optimizer, scheduler, RNG),
+  written beside and renamed into place, then named in ``latest.json``: a crash never leaves a partial
+  checkpoint as the latest. ``resume`` continues from it to the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import xl
+from xl.errors import InputError, ModelError, UsageError
+from xl.io.atomic import atomic_write, temp_dir_beside
+from xl.io.records import sha256_file
+from xl.models.features import QAFeatures, qa_features, tokenize_pairs, tokenize_texts
+from xl.models.registry import ModelRef, resolve_model
+
+if TYPE_CHECKING:
+    import torch
+
+Log = Callable[[str], None]
+
+FINETUNE_MANIFEST = "xl-finetune.json"
+LOG_FILE = "log.jsonl"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+MEGA_BATCH = 50
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+@dataclass
+class FinetuneOptions:
+    """Everything that shapes a fine-tuning run (all of it recorded in the manifest)."""
+
+    task: str  # sts | classify | qa
+    train: str
+    output: str
+    dev: str | None = None
+    model: str = "default"
+    init: str | None = None
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr: float = 2e-5
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    batch_size: int = 16
+    grad_accum: int = 1
+    max_length: int | None = None
+    doc_stride: int = 128
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    loss: str = "cosine"
+    dropout: float | None = None
+    freeze_embeddings: bool = False
+    group_by_length: bool = True
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    keep_checkpoints: int = 2
+    train_limit: int | None = None
+    dev_limit: int | None = None
+    log_every: int = 50
+    resume: bool = False
+    overwrite: bool = False
+
+    def result_fields(self) -> dict[str, Any]:
+        """The options that change the trained model (not where it goes or how often it is logged)."""
+        skip = {"output", "resume", "overwrite", "log_every", "keep_checkpoints", "save_steps", "device"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+# --------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TaskData:
+    """Tokenized examples of one split: ``inputs[i]`` is a list of token-id rows (two for an sts pair)."""
+
+    records: list[Mapping[str, Any]]
+    inputs: list[list[list[int]]]
+    targets: list[Any]
+    lengths: list[int]
+    truncated: int = 0
+    features: QAFeatures | None = None  # qa: windows (inputs/targets are per window)
+
+
+def _schema(task: str, path: str) -> str:
+    if task == "sts":
+        return "sts"
+    if task == "qa":
+        return "qa"
+    if task != "classify":
+        raise UsageError(f"unknown task {task!r}", hint="use sts, classify or qa")
+    from xl.tasks import detect_schema
+    from xl.tasks.schemas import iter_task_file
+
+    if path == "-":
+        raise UsageError("classify needs a file, not stdin, to tell single texts from pairs")
+    try:
+        with Path(path).open("rb") as handle:
+            records, _ = iter_task_file(handle, source=path)
+            first = next(iter(records), None)
+    except FileNotFoundError:
+        raise InputError("file not found", source=path, hint="check the path") from None
+    if first is None:
+        raise InputError("empty training set: no records", source=path, hint="convert data with `xl data convert`")
+    schema = detect_schema(first)
+    return "pair-classification" if schema == "pair-classification" else "classification"
+
+
+def read_records(path: str, schema: str, *, labels: Sequence[Any] | None = None, limit: int | None = None,
+                 seed: int = 0, what: str = "training") -> list[Mapping[str, Any]]:  # fmt: skip
+    """Validated records of a task file; ``limit`` keeps a seeded random subset in file order."""
+    from xl.tasks import read_task_file
+
+    records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
+    if not records:
+        raise InputError(f"empty {what} set: no records", source=path,
+                         hint="convert data with `xl data convert DATASET SPLIT LANG`")  # fmt: skip
+    if limit is not None and limit < len(records):
+        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+        records = [records[i] for i in keep]
+    return records
+
+
+def label_set(records: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The sorted labels of a training set (ints numerically, strings alphabetically; one type per file)."""
+    return sorted({r["label"] for r in records}, key=lambda v: (isinstance(v, str), v))
+
+
+def tokenize_task(
+    task: str, schema: str, records: list[Mapping[str, Any]], tokenizer: Any, *, prefix: str, max_length: int,
+    doc_stride: int = 128, labels: Sequence[Any] = (), with_labels: bool = True,
+) -> TaskData:  # fmt: skip
+    """Token ids (and targets) of the records of one split."""
+    if task == "sts":
+        first = tokenize_texts(tokenizer, [r["text1"] for r in records], prefix=prefix, max_length=max_length)
+        second = tokenize_texts(tokenizer, [r["text2"] for r in records], prefix=prefix, max_length=max_length)
+        inputs = [[a, b] for a, b in zip(first.ids, second.ids, strict=True)]
+        targets = [float(r["score"]) / 5.0 for r in records]
+        return TaskData(records, inputs, targets, [len(a) + len(b) for a, b in inputs],
+                        first.truncated + second.truncated)  # fmt: skip
+    if task == "classify":
+        if schema == "pair-classification":
+            tok = tokenize_pairs(tokenizer, [r["text1"] for r in records], [r["text2"] for r in records],
+                                 prefix=prefix, max_length=max_length)  # fmt: skip
+        else:
+            tok = tokenize_texts(tokenizer, [r["text"] for r in records], prefix=prefix, max_length=max_length)
+        index = {label: i for i, label in enumerate(labels)}
+        targets = [index[r["label"]] for r in records] if with_labels else [0] * len(records)
+        return TaskData(records, [[row] for row in tok.ids], targets, [len(row) for row in tok.ids], tok.truncated)
+    features = qa_features(tokenizer, records, prefix=prefix, max_length=max_length, doc_stride=doc_stride,
+                           with_labels=with_labels)  # fmt: skip
+    targets = list(zip(features.start, features.end, strict=True)) if with_labels else [(0, 0)] * len(features.ids)
+    return TaskData(records, [[row] for row in features.ids], targets, [len(row) for row in features.ids],
+                    features.truncated_questions, features)  # fmt: skip
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
+    """The micro-batches (index arrays) of one epoch, in order (see the module docstring)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    mega = batch_size * MEGA_BATCH
+    length_of = np.asarray(lengths)
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-length_of[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunState:
+    """What a checkpoint stores besides tensors: where the run is and what it found so far."""
+
+    step: int = 0
+    micro: int = 0  # micro-batches done in total
+    examples: int = 0
+    best_step: int | None = None
+    best_metric: float | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_fingerprint(options: FinetuneOptions, train_sha: str | None, dev_sha: str | None, model_fp: str,
+                    init_fp: str | None) -> str:  # fmt: skip
+    payload = {"options": options.result_fields(), "train": train_sha, "dev": dev_sha, "model": model_fp,
+               "init": init_fp}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _prepare_output(out: Path, fingerprint: str, options: FinetuneOptions) -> dict[str, Any] | None:
+    """Check the output directory; return the latest checkpoint record to resume from (or None)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a directory", hint="choose another -o")
+    manifest_path = out / FINETUNE_MANIFEST
+    latest_path = out / CHECKPOINTS / "latest.json"
+    state_path = out / "run.json"
+    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    if not existing:
+        if options.resume:
+            raise UsageError(f"nothing to resume in {out}", hint="drop --resume to start the run")
+        return None
+    if options.overwrite:
+        for path in existing:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return None
+    run = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if run is None:
+        raise UsageError(
+            f"{out} is not empty and holds no xl finetune run",
+            hint="choose an empty or new directory, or pass --overwrite to replace its contents",
+        )
+    if run.get("fingerprint") != fingerprint:
+        raise UsageError(
+            f"{out} holds a different run (other data, model or options)",
+            hint="pass --overwrite to replace it, or choose another -o",
+        )
+    if manifest_path.is_file() and not options.resume:
+        raise UsageError(f"{out} already holds this finished run", hint="pass --overwrite to train it again")
+    if not options.resume:
+        raise UsageError(f"{out} holds an unfinished run of these options",
+                         hint="pass --resume to continue it, or --overwrite to start again")  # fmt: skip
+    if manifest_path.is_file():
+        return {"finished": True}
+    for stale in [*out.glob(".*.tmp"), *(out / CHECKPOINTS).glob(".*.tmp")]:  # left by a kill mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    if not latest_path.is_file():
+        return {"step": 0}
+    latest = json.loads(latest_path.read_text())
+    return latest if isinstance(latest, dict) else None
+
+
+class Trainer:
+    """One fine-tuning run (see the module docstring)."""
+
+    def __init__(self, options: FinetuneOptions, log: Log = _quiet) -> None:
+        self.options = options
+        self.log = log
+        self.dist = Dist.from_env()
+        self._check_options()
+
+    def _check_options(self) -> None:
+        o = self.options
+        if o.task not in ("sts", "classify", "qa"):
+            raise UsageError(f"unknown task {o.task!r}", hint="use sts, classify or qa")
+        if o.loss not in ("cosine", "cosent"):
+            raise UsageError(f"unknown loss {o.loss!r}", hint="use cosine or cosent (sts only)")
+        for name in ("batch_size", "grad_accum", "keep_checkpoints", "log_every"):
+            if getattr(o, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if o.epochs <= 0 and not o.max_steps:
+            raise UsageError("--epochs must be positive (or give --max-steps)")
+        if o.max_steps is not None and o.max_steps < 1:
+            raise UsageError("--max-steps must be at least 1")
+        if not 0 <= o.warmup < 1:
+            raise UsageError(f"--warmup {o.warmup} is not a fraction in [0, 1)")
+        if o.lr <= 0:
+            raise UsageError("--lr must be positive")
+        if o.resume and o.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other")
+        if o.batch_size % self.dist.world:
+            raise UsageError(f"--batch-size {o.batch_size} is not divisible by the {self.dist.world} processes",
+                             hint="each process takes an equal share of every batch")  # fmt: skip
+
+    # ------------------------------------------------------------------ set-up
+
+    def run(self) -> dict[str, Any]:
+        import torch
+
+        o = self.options
+        out = Path(o.output)
+        if self.dist.world > 1:
+            self._init_process_group()
+        from xl.models.encoder import resolve_device, resolve_dtype
+        from xl.models.task_model import check_head_fits, load_encoder, load_head, make_task_model
+
+        device = resolve_device(o.device)
+        if self.dist.world > 1 and device.startswith("cuda"):
+            device = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device)
+        self.device = device
+        self.dtype_name = resolve_dtype(o.dtype, device)
+        task_schema = {"sts": "sts", "classify": "classification", "qa": "qa"}[o.task]
+        base_ref = resolve_model(o.init or o.model, log=self.log)
+        if o.init is not None and o.model != "default":
+            raise UsageError("pass either --model (continue a model, its head included) or --init (its encoder, a "
+                             "fresh head), not both")  # fmt: skip
+        schema = _schema(o.task, o.train)
+        train_records = read_records(o.train, schema, limit=o.train_limit, seed=o.seed)
+        labels = label_set(train_records) if o.task == "classify" else []
+        head = None if o.init else check_head_fits(base_ref, task_schema, labels or None)
+        dev_records = (read_records(o.dev, schema, labels=labels or None, limit=o.dev_limit, seed=o.seed, what="dev")
+                       if o.dev else None)  # fmt: skip
+        train_sha = sha256_file(o.train)
+        dev_sha = sha256_file(o.dev) if o.dev else None
+        fingerprint = run_fingerprint(o, train_sha, dev_sha, base_ref.fingerprint, None)
+        resume_from = None
+        if self.dist.main:
+            resume_from = _prepare_output(out, fingerprint, o)
+            if not (resume_from and resume_from.get("finished")):
+                out.mkdir(parents=True, exist_ok=True)
+                _write_atomic(out / "run.json", json.dumps({"fingerprint": fingerprint, "options": asdict(o)},
+                                                          indent=2, default=str).encode())  # fmt: skip
+        resume_from = self._broadcast(resume_from)
+        if resume_from and resume_from.get("finished"):
+            self.log(f"{out} already holds this finished run; nothing to do")
+            return json.loads((out / FINETUNE_MANIFEST).read_text()) if self.dist.main else {}
+
+        from xl.models.encoder import from_pretrained, load_tokenizer
+
+        tokenizer = from_pretrained(load_tokenizer, base_ref)
+        max_length = o.max_length or (384 if o.task == "qa" else 128)
+        limit = int(json.loads((base_ref.path / "config.json").read_text()).get("max_position_embeddings", 514)) - 2 \
+            if base_ref.path is not None else 512  # fmt: skip
+        max_length = min(max_length, limit)
+        prefix = base_ref.prefix
+        train = tokenize_task(o.task, schema, train_records, tokenizer, prefix=prefix, max_length=max_length,
+                              doc_stride=o.doc_stride, labels=labels)  # fmt: skip
+        dev = (tokenize_task(o.task, schema, dev_records, tokenizer, prefix=prefix, max_length=max_length,
+                             doc_stride=o.doc_stride, labels=labels, with_labels=o.task != "qa")
+               if dev_records else None)  # fmt: skip
+        pooling = str((head or {}).get("pooling") or base_ref.info.get("pooling") or "mean")
+        torch.manual_seed(o.seed)
+        encoder = load_encoder(base_ref, dropout=o.dropout)
+        model = make_task_model(encoder, task_schema, n_labels=len(labels), pooling=pooling)
+        if head is not None and model.head is not None:
+            load_head(model, base_ref.path or Path("."))
+        if o.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
+        model.to(device)
+        self.model = model
+        from xl.models.task_model import pad_id_of
+
+        self.pad_id = pad_id_of(encoder)
+        self.head_info = {"task": task_schema, "pooling": pooling, "max_length": max_length,
+                          "labels": labels or None, "pair": schema == "pair-classification", "doc_stride": o.doc_stride,
+                          "loss": o.loss if o.task == "sts" else "cross-entropy"}  # fmt: skip
+        self.info = {**{k: v for k, v in base_ref.info.items() if k not in ("head", "weights_sha256")},
+                     "name": f"{base_ref.name}+{o.task}", "prefix": prefix, "pooling": pooling,
+                     "base_model": {"spec": base_ref.spec, "name": base_ref.name, "fingerprint": base_ref.fingerprint},
+                     "xl_version": xl.__version__}  # fmt: skip
+        self.tokenizer = tokenizer
+
+        n_micro = math.ceil(len(train.inputs) / o.batch_size)
+        steps_per_epoch = math.ceil(n_micro / o.grad_accum)
+        total_steps = o.max_steps or max(1, math.ceil(steps_per_epoch * o.epochs))
+        self.total_steps = total_steps
+        params_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+        params_plain = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": params_decay, "weight_decay": o.weight_decay},
+                  {"params": params_plain, "weight_decay": 0.0}]  # fmt: skip
+        try:  # the fused kernel (one pass per tensor, CPU and CUDA) is several times faster than the default loop
+            optimizer = torch.optim.AdamW(groups, lr=o.lr, fused=True)
+        except (RuntimeError, TypeError):
+            optimizer = torch.optim.AdamW(groups, lr=o.lr)
+        warmup_steps = int(o.warmup * total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.dtype_name)
+        self.autocast_dtype = autocast_dtype
+        scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 and device.startswith("cuda") else None
+        state = RunState()
+        if resume_from and resume_from.get("step"):
+            state = self._load_checkpoint(out / CHECKPOINTS / f"step-{resume_from['step']}", optimizer, scheduler)
+            self.log(f"resuming at step {state.step} of {total_steps}")
+        train_model: torch.nn.Module = model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(
+                model, device_ids=[torch.device(device)] if device.startswith("cuda") else None
+            )
+        self.log(f"{o.task}: {len(train_records)} training examples"
+                 + (f" ({len(train.inputs)} windows)" if o.task == "qa" else "")
+                 + f", {total_steps} steps of {o.batch_size * o.grad_accum}, {device} {self.dtype_name}"
+                 + (f", {self.dist.world} processes" if self.dist.world > 1 else ""))  # fmt: skip
+        if train.truncated:
+            self.log(f"{train.truncated} training inputs truncated to {max_length} tokens")
+
+        # ------------------------------------------------------------------ the loop
+        log_path = out / LOG_FILE
+        if self.dist.main:
+            _truncate_log(log_path, state.step)
+        started = time.perf_counter() - state.seconds
+        eval_steps = o.eval_steps or steps_per_epoch
+        save_steps = o.save_steps
+        epoch = state.micro // n_micro
+        loss_sum, loss_count = 0.0, 0
+        fault_step = int(os.environ.get("XL_FAULT_AFTER_STEP", "0") or 0)  # tests: die as if killed
+        train_model.train()
+        while state.step < total_steps:
+            batches = epoch_batches(train.lengths, o.batch_size, o.seed, epoch, o.group_by_length)
+            index_in_epoch = state.micro - epoch * n_micro
+            while index_in_epoch < len(batches) and state.step < total_steps:
+                group = batches[index_in_epoch : index_in_epoch + o.grad_accum]
+                group = group[: max(1, min(len(group), len(batches) - index_in_epoch))]
+                for batch in group:
+                    share = np.array_split(batch, self.dist.world)[self.dist.rank]
+                    with torch.autocast(device.split(":")[0], dtype=autocast_dtype or torch.float32,
+                                        enabled=autocast_dtype is not None):  # fmt: skip
+                        loss_total = self._loss(train_model, train, share)
+                    # Sum over this process's share / global batch size x processes (DDP averages), / accumulation:
+                    # the gradient is the mean over the global batch, whatever the number of processes.
+                    loss = loss_total * (self.dist.world / (len(batch) * len(group)))
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                    loss_sum += self._global_sum(loss_total.detach()) / len(batch)
+                    loss_count += 1
+                    state.examples += len(batch)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if o.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                index_in_epoch += len(group)
+                state.micro += len(group)
+                state.step += 1
+                state.seconds = time.perf_counter() - started
+                if self.dist.main and (state.step % o.log_every == 0 or state.step == total_steps):
+                    row = {"step": state.step, "epoch": round(state.micro / n_micro, 4),
+                           "loss": loss_sum / max(1, loss_count), "lr": scheduler.get_last_lr()[0],
+                           "examples": state.examples, "seconds": round(state.seconds, 3)}  # fmt: skip
+                    _append_log(log_path, row)
+                    self.log(f"step {state.step}/{total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
+                             f"{state.examples / max(state.seconds, 1e-9):.1f} ex/s")  # fmt: skip
+                    loss_sum, loss_count = 0.0, 0
+                if dev is not None and (state.step % eval_steps == 0 or state.step == total_steps):
+                    self._evaluate(dev, state, out, log_path)
+                if save_steps and state.step % save_steps == 0 and state.step < total_steps:
+                    self._save_checkpoint(out, state, optimizer, scheduler)
+                if fault_step and state.step == fault_step:
+                    os._exit(137)
+            if index_in_epoch >= len(batches):
+                epoch += 1
+        return self._finish(out, state, dev is not None, train, dev, fingerprint, train_sha, dev_sha, base_ref)
+
+    def _init_process_group(self) -> None:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.options.device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+
+    def _global_sum(self, value: torch.Tensor) -> float:
+        """The sum of a scalar over all processes (for the log: the loss of the whole batch)."""
+        if self.dist.world == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        total = value.detach().float().clone()
+        dist.all_reduce(total)
+        return float(total)
+
+    def _broadcast(self, value: Any) -> Any:
+        if self.dist.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    # ------------------------------------------------------------------ losses
+
+    def _loss(self, model: torch.nn.Module, data: TaskData, share: np.ndarray) -> torch.Tensor:
+        """Sum of the per-example losses of ``share`` (float32 scalar)."""
+        import torch
+        import torch.nn.functional as F
+
+        from xl.models.task_model import pad_batch
+
+        if len(share) == 0:
+            return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)  # type: ignore[return-value]
+        if self.options.task == "sts":
+            rows = [data.inputs[i][0] for i in share] + [data.inputs[i][1] for i in share]
+            ids, mask = pad_batch(rows, self.pad_id, self.device)
+            pooled = model(ids, mask).float()
+            a, b = pooled[: len(share)], pooled[len(share) :]
+            cosine = F.cosine_similarity(a, b, dim=-1)
+            target = torch.tensor([data.targets[i] for i in share], dtype=torch.float32, device=cosine.device)
+            if self.options.loss == "cosine":
+                return F.mse_loss(cosine, target, reduction="sum")
+            # CoSENT (Su 2022): log(1 + Σ_{s_i > s_j} exp(λ (cos_j − cos_i))), λ = 20, over the pairs of the share.
+            scaled = cosine * 20.0
+            diff = scaled[None, :] - scaled[:, None]  # [i, j] = cos_j − cos_i
+            worse = target[:, None] > target[None, :]
+            diff = diff.masked_fill(~worse, -1e12)
+            zero = torch.zeros(1, device=diff.device)
+            return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0) * len(share)
+        ids, mask = pad_batch([data.inputs[i][0] for i in share], self.pad_id, self.device)
+        logits = model(ids, mask).float()
+        if self.options.task == "classify":
+            target = torch.tensor([data.targets[i] for i in share], dtype=torch.long, device=logits.device)
+            return F.cross_entropy(logits, target, reduction="sum")
+        starts = torch.tensor([data.targets[i][0] for i in share], dtype=torch.long, device=logits.device)
+        ends = torch.tensor([data.targets[i][1] for i in share], dtype=torch.long, device=logits.device)
+        logits = logits.masked_fill(mask[..., None] == 0, -1e4)
+        return (F.cross_entropy(logits[..., 0], starts, reduction="sum")
+                + F.cross_entropy(logits[..., 1], ends, reduction="sum")) / 2  # fmt: skip
+
+    # ------------------------------------------------------------------ evaluation and saving
+
+    def _evaluate(self, dev: TaskData, state: RunState, out: Path, log_path: Path) -> None:
+        if self.dist.main:
+            from xl.models.task_eval import score_task_data
+
+            metrics = score_task_data(self.model, self.options.task, dev, self.pad_id, self.device,
+                                      labels=self.head_info["labels"], autocast=self.autocast_dtype)  # fmt: skip
+            metric = metrics["selection_metric"]
+            row = {"step": state.step, "dev": metrics}
+            state.evaluations.append(row)
+            _append_log(log_path, row)
+            improved = state.best_metric is None or (metric is not None and metric > state.best_metric)
+            self.log(f"dev at step {state.step}: {metrics['selection_name']} {metric:.2f}"
+                     + ("  (best so far)" if improved else ""))  # fmt: skip
+            if improved:
+                state.best_metric, state.best_step = metric, state.step
+                self._save_model(out / BEST)
+        self.dist.barrier()
+
+    def _save_model(self, directory: Path) -> None:
+        from xl.models.task_model import save_task_model
+
+        save_task_model(self.model, self.tokenizer, directory, self.info, self.head_info)
+
+    def _save_checkpoint(self, out: Path, state: RunState, optimizer: Any, scheduler: Any) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        if self.dist.main:
+            folder = out / CHECKPOINTS / f"step-{state.step}"
+            staging = temp_dir_beside(folder)
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(_untie(weights), str(staging / "model.safetensors"))
+            if os.environ.get("XL_FAULT_IN_CHECKPOINT"):  # tests: die half-way through writing a checkpoint
+                os._exit(137)
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                       staging / "optimizer.pt")  # fmt: skip
+            (staging / "state.json").write_text(json.dumps(asdict(state)))
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+            _write_atomic(out / CHECKPOINTS / "latest.json", json.dumps({"step": state.step}).encode())
+            kept = sorted((p for p in (out / CHECKPOINTS).glob("step-*") if p.name[5:].isdigit()),
+                          key=lambda p: int(p.name[5:]))  # fmt: skip
+            for old in kept[: -self.options.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.dist.barrier()
+
+    def _load_checkpoint(self, folder: Path, optimizer: Any, scheduler: Any) -> RunState:
+        import torch
+        from safetensors.torch import load_file
+
+        needed = ("model.safetensors", "optimizer.pt", "state.json")
+        if not all((folder / name).is_file() for name in needed):
+            raise ModelError("the latest checkpoint is incomplete", source=str(folder),
+                             hint="rerun with --overwrite to start again")  # fmt: skip
+        weights = load_file(str(folder / "model.safetensors"), device="cpu")
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError:
+            raise ModelError("the checkpoint does not fit the model", source=str(folder)) from None
+        saved = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        if saved.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        return RunState(**json.loads((folder / "state.json").read_text()))
+
+    def _finish(
+        self,
+        out: Path,
+        state: RunState,
+        has_dev: bool,
+        train: TaskData,
+        dev: TaskData | None,
+        fingerprint: str,
+        train_sha: str | None,
+        dev_sha: str | None,
+        base_ref: ModelRef,
+    ) -> dict[str, Any]:
+        o = self.options
+        manifest: dict[str, Any] = {}
+        if self.dist.main:
+            if has_dev and (out / BEST).is_dir():
+                chosen = {"step": state.best_step, "metric": state.best_metric, "by": "best on the English dev set",
+                          "dev": o.dev}  # fmt: skip
+                source = out / BEST
+            else:
+                self._save_model(out / BEST)
+                chosen = {"step": state.step, "metric": None, "by": "last step (no dev set)", "dev": None}
+                source = out / BEST
+            for path in source.iterdir():
+                os.replace(path, out / path.name)
+            shutil.rmtree(source, ignore_errors=True)
+            manifest = {
+                "kind": "finetune",
+                "xl_version": xl.__version__,
+                "task": o.task,
+                "fingerprint": fingerprint,
+                "options": asdict(o),
+                "base_model": {"spec": base_ref.spec, "name": base_ref.name, "fingerprint": base_ref.fingerprint},
+                "train": {"path": o.train, "sha256": train_sha, "examples": len(train.records),
+                          "inputs": len(train.inputs), "truncated": train.truncated},
+                "dev": None if dev is None else {"path": o.dev, "sha256": dev_sha, "examples": len(dev.records)},
+                "device": self.device,
+                "dtype": self.dtype_name,
+                "processes": self.dist.world,
+                "steps": state.step,
+                "examples_seen": state.examples,
+                "seconds": round(state.seconds, 3),
+                "examples_per_second": state.examples / max(state.seconds, 1e-9),
+                "chosen": chosen,
+                "evaluations": state.evaluations,
+                "head": self.head_info,
+            }  # fmt: skip
+            _write_atomic(out / FINETUNE_MANIFEST, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+            self.log(f"done: {state.step} steps in {state.seconds:.0f} s; kept step {chosen['step']} "
+                     f"({chosen['by']}) in {out}")  # fmt: skip
+        self.dist.barrier()
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        return manifest
+
+
+def _untie(weights: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses tensors that share memory: store a copy of each repeat."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in weights.items():
+        pointer = tensor.data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    with atomic_write(path) as handle:
+        handle.write(data)
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(row, default=float) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after ``step`` (a resumed run writes them again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    _write_atomic(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def finetune(options: FinetuneOptions, log: Log = _quiet) -> dict[str, Any]:
+    """Run ``xl finetune``; returns the manifest written to ``DIR/xl-finetune.json``."""
+    return Trainer(options, log).run()
+
+
+def resolve_for_eval(spec: str) -> ModelRef:
+    """A model spec as ``xl eval`` loads it (finetune outputs included)."""
+    return resolve_model(spec)
