@@ -22,6 +22,12 @@ from xl.io.atomic import atomic_write
 
 Log = Callable[[str], None]
 
+#: Fields of every result line; a --tag may not reuse them.
+RESERVED_FIELDS = frozenset(
+    ("task data lang n model proj source xl_version device dtype summary sets langs embeddings missing "
+     "normalization per_label reason spearman pearson accuracy macro_f1 exact_match f1").split()
+)  # fmt: skip
+
 HEADLINE = {"sts": ("spearman", "pearson"), "classify": ("accuracy", "macro_f1"), "qa": ("exact_match", "f1")}
 
 
@@ -147,6 +153,10 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
         raise UsageError(f"unknown task {options.task!r}", hint="use sts, classify, qa (or retrieval)")
     if options.bootstrap < 0:
         raise UsageError("--bootstrap must be 0 or more")
+    clash = sorted(set(options.tags or {}) & RESERVED_FIELDS)
+    if clash:
+        raise UsageError(f"--tag {clash[0]}=… would be overwritten by the result field {clash[0]!r}",
+                         hint="choose another key, e.g. --tag run=…")  # fmt: skip
     if options.task == "sts" and (options.embeddings1 or options.embeddings2):
         results = [_sts_from_embeddings(options)]
         emit(results[0])

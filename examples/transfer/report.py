@@ -31,7 +31,7 @@ def sts_table(rows: list[dict[str, Any]]) -> list[str]:
     columns = [("untrained", "none", "untrained"), ("sts", "none", "STSb fine-tuned"),
                ("sts-frozen", "none", "fine-tuned, embeddings frozen"), ("untrained", "procrustes", "untrained + map"),
                ("sts", "procrustes", "fine-tuned + map")]  # fmt: skip
-    found = {(r["run"], r["proj"], _key(r)): r for r in rows if r["task"] == "sts" and not r.get("summary")}
+    found = {(r["run"], r["map"], _key(r)): r for r in rows if r["task"] == "sts" and not r.get("summary")}
     sets = list(dict.fromkeys(_key(r) for r in rows if r["task"] == "sts" and not r.get("summary")))
     out = ["| data | n | " + " | ".join(c[2] for c in columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for name in sets:
@@ -72,7 +72,7 @@ def ordering(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| task | English | mean of targets | targets | target / English |", "|---|---:|---:|---:|---:|"]
     for label, task, metric, run, datasets in spec:
         chosen = [r for r in rows if r["task"] == task and r.get("run") == run and not r.get("summary")
-                  and r.get("proj", "none") == "none" and r["data"].split(".")[0] in datasets]  # fmt: skip
+                  and r.get("map", "none") == "none" and r["data"].split(".")[0] in datasets]  # fmt: skip
         english = [r[metric] for r in chosen if r["lang"] == "en"]
         targets = [r[metric] for r in chosen if r["lang"] != "en" and r.get(metric) is not None]
         if not english or not targets:
@@ -86,7 +86,8 @@ def main() -> None:
     results_path, readme_path = Path(sys.argv[1]), Path(sys.argv[2])
     rows = [orjson.loads(line) for line in results_path.read_bytes().splitlines() if line.strip()]
     for r in rows:
-        r.setdefault("proj", "none")
+        # which map was applied: the recipe's "map" tag, else read off the projection path
+        r["map"] = r.get("map") or ("procrustes" if r.get("proj") else "none")
     parts = [
         "### (a) STS: Spearman × 100 of cosines (95% bootstrap CI)", "", *sts_table(rows), "",
         "### (b) Sentiment: accuracy and macro-F1 × 100", "", *task_table(rows, "classify", ("accuracy", "macro_f1")),

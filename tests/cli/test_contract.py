@@ -37,6 +37,9 @@ GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
     ("finetune",): (["--task", "sts", "--model", "{tiny}", "--train", "{garbage}", "-o", "{out}"], None),
     ("data", "convert"): (["stsb", "train", "en", "-o", "{out}"], None),  # XL_DATA points at garbage
     ("data", "list"): ([], None),
+    ("tasksim", "embed"): (["x={garbage}", "--model", "{tiny}", "-o", "{out}"], None),
+    ("tasksim", "similarity"): (["{garbage}", "-o", "{out}"], None),
+    ("tasksim", "correlate"): (["--sim", "{garbage}", "--gains", "{garbage}"], None),
     ("model", "install"): (["--force"], None),  # with XL_WHEELS pointing at garbage, see below
     ("model", "list"): ([], None),
     ("model", "info"): (["{garbage_dir}"], None),
@@ -104,9 +107,10 @@ def test_cli_and_maths_layers_never_import_torch() -> None:
         "from xl.cli.app import main\n"
         "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.models.registry, xl.align, xl.tasks\n"
         "import xl.core.batching, xl.core.projection, xl.core.retrieval, xl.core.stats, xl.core.ranking\n"
-        "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.models.features\n"
+        "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.models.features, xl.tasksim, xl.core.tasksim\n"
         "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help'],\n"
-        "             ['eval', 'sts', '--help'], ['finetune', '--help'], ['data', 'list']):\n"
+        "             ['eval', 'sts', '--help'], ['finetune', '--help'], ['data', 'list'],\n"
+        "             ['tasksim', 'correlate', '--help'], ['tasksim', 'similarity', '--help']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit:\n"

@@ -316,3 +316,8 @@ def test_output_directory_and_head_mismatches_are_refused(
     _error(_finetune("--task", "classify", *base, "-o", str(other)), 2, "holds no xl finetune run")
     assert (other / "notes.txt").read_text() == "mine"
     _ok(_finetune("--task", "classify", *base, "-o", str(run), "--lr", "1e-3", "--overwrite"))
+
+
+def test_a_tag_may_not_overwrite_a_result_field(task_files: dict[str, Path]) -> None:
+    _error(run_xl("eval", "sts", "--model", "default", str(task_files["korsts"]), "--tag", "proj=none"), 2,
+           "--tag proj", "run=")  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import xl
-from xl.cli import align, data, embed, eval, finetune, model
+from xl.cli import align, data, embed, eval, finetune, model, tasksim
 from xl.cli._common import err
 
 app = typer.Typer(
@@ -37,6 +37,12 @@ data_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+tasksim_app = typer.Typer(
+    help="Task embeddings, task similarity, and its correlation with transfer gains.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
 model_app = typer.Typer(
     help="Install and inspect models (the offline default model).",
     no_args_is_help=True,
@@ -53,6 +59,10 @@ eval_app.command("classify")(eval.classify_cli)
 eval_app.command("qa")(eval.qa_cli)
 eval_app.command("retrieval")(eval.retrieval_cli)
 app.add_typer(eval_app, name="eval")
+tasksim_app.command("embed")(tasksim.embed_cli)
+tasksim_app.command("similarity")(tasksim.similarity_cli)
+tasksim_app.command("correlate")(tasksim.correlate_cli)
+app.add_typer(tasksim_app, name="tasksim")
 data_app.command("convert")(data.convert_cli)
 data_app.command("list")(data.list_cli)
 app.add_typer(data_app, name="data")

@@ -1,0 +1,93 @@
+"""``xl tasksim embed | similarity | correlate`` through real subprocesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_xl
+
+
+def _error(result, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    assert result.stdout == b"" and "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+
+
+def test_textemb_is_the_mean_of_xl_embed(tiny_model_path: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("".join(f"Satz {i} über Seoul.\n" for i in range(30)), encoding="utf-8")
+    b.write_text("".join(f"Review number {i}: great film!\n" for i in range(20)), encoding="utf-8")
+    out = tmp_path / "tasks.npy"
+    result = run_xl("tasksim", "embed", f"alpha={a}", f"beta={b}", "--model", str(tiny_model_path), "--dtype",
+                    "float32", "-o", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    E = np.load(out)
+    manifest = json.loads(Path(f"{out}.json").read_text())
+    assert manifest["labels"] == ["alpha", "beta"] and E.shape[0] == 2
+    for row, path in zip(E, (a, b), strict=True):
+        embedded = tmp_path / "e.npy"
+        assert run_xl("embed", str(path), "--model", str(tiny_model_path), "--dtype", "float32", "-o",
+                      str(embedded)).returncode == 0  # fmt: skip
+        np.testing.assert_allclose(row, np.load(embedded).astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_similarity_then_correlate(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = ["s0", "s1", "s2", "s3", "t0", "t1"]
+    np.save(tmp_path / "E.npy", rng.standard_normal((6, 12)).astype(np.float32))
+    (tmp_path / "E.npy.json").write_text(json.dumps({"labels": labels}))
+    result = run_xl("tasksim", "similarity", str(tmp_path / "E.npy"), "-o", str(tmp_path / "S.npy"), "--plot",
+                    str(tmp_path / "S.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    S = np.load(tmp_path / "S.npy")
+    assert S.shape == (6, 6) and json.loads((tmp_path / "S.npy.json").read_text())["labels"] == labels
+    assert (tmp_path / "S.png").read_bytes()[:4] == b"\x89PNG"
+    gains = [{"source": s, "target": t, "lang": lang, "gain": float(5 * S[labels.index(s), labels.index(t)])}
+             for s in labels[:4] for t in labels[4:] for lang in ("de", "ko", "th")]  # fmt: skip
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gains))
+    sim, gain_file, scatter = str(tmp_path / "S.npy"), str(tmp_path / "g.jsonl"), str(tmp_path / "scatter.png")
+    result = run_xl("tasksim", "correlate", "--sim", sim, "--gains", gain_file, "--permutations", "2000",
+                    "--bootstrap", "200", "--plot", scatter)  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    overall = [line for line in lines if line["kind"] == "correlation" and line["scope"] == "overall"]
+    assert {line["method"] for line in overall} == {"pearson", "spearman", "kendall"}
+    assert all(line["value"] == pytest.approx(1.0) and line["n"] == 24 for line in overall)
+    families = {line["family"] for line in lines if line["scope"] == "family"}
+    assert families == {"Indo-European", "Korean", "Kra-Dai"}
+    assert (tmp_path / "scatter.png").is_file()
+    md = run_xl("tasksim", "correlate", "--sim", str(tmp_path / "S.npy"), "--gains", str(tmp_path / "g.jsonl"),
+                "--permutations", "0", "--bootstrap", "0", "--format", "md")  # fmt: skip
+    assert b"| scope | method | n |" in md.stdout and b"best_rank" in md.stdout
+
+
+def test_correlate_bad_input(tmp_path: Path) -> None:
+    labels = ["s0", "t0"]
+    np.save(tmp_path / "S.npy", np.eye(2, dtype=np.float32))
+    (tmp_path / "S.npy.json").write_text(json.dumps({"labels": labels}))
+
+    def gains(*rows: dict) -> str:  # type: ignore[type-arg]
+        path = tmp_path / "g.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    def run(path: str, sim: str = str(tmp_path / "S.npy")):  # type: ignore[no-untyped-def]
+        return run_xl("tasksim", "correlate", "--sim", sim, "--gains", path, "--permutations", "0")
+
+    ok = {"source": "s0", "target": "t0", "lang": "de", "gain": 1.0}
+    _error(run(gains(ok, {**ok, "source": "s5", "target": "t9"})), 1, "missing from the similarity matrix: s5, t9")
+    _error(run(gains(ok, {**ok, "lang": "xx"})), 1, "unknown language", "'xx'", "override")
+    _error(run(gains(ok, {**ok, "lang": "fr", "gain": None})), 1, "g.jsonl:2", "NaN or not a number")
+    _error(run(gains(ok, ok)), 1, "duplicate")
+    np.save(tmp_path / "R.npy", np.zeros((2, 3), dtype=np.float32))
+    (tmp_path / "R.npy.json").write_text(json.dumps({"labels": labels}))
+    _error(run(gains(ok), str(tmp_path / "R.npy")), 1, "not square")
+    (tmp_path / "S.npy.json").write_text(json.dumps({"labels": ["s0", "t0", "x"]}))
+    _error(run(gains(ok)), 1, "3 labels")

@@ -1,0 +1,102 @@
+"""Task similarity and its correlation with gains (xl.core.tasksim)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from xl.core.tasksim import GainRow, Similarity, correlate, parse_gains, similarity_matrix
+from xl.errors import InputError, ShapeError
+
+
+def test_similarity_methods() -> None:
+    rng = np.random.default_rng(0)
+    E = rng.standard_normal((5, 8)) + 3.0
+    S = similarity_matrix(E)
+    U = E / np.linalg.norm(E, axis=1, keepdims=True)
+    np.testing.assert_allclose(S, U @ U.T, atol=1e-12)
+    C = similarity_matrix(E, "centered")
+    Z = E - E.mean(0)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    np.testing.assert_allclose(C, Z @ Z.T, atol=1e-12)
+    assert C.mean() < S.mean()  # the shared component no longer dominates
+    F = np.abs(E)
+    T = similarity_matrix(F, "task2vec")
+    np.testing.assert_allclose(np.diag(T), 1.0)
+    np.testing.assert_allclose(T, T.T)
+    a, b = F[0], F[1]
+    x, y = a / (a + b), b / (a + b)
+    assert T[0, 1] == pytest.approx(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+    with pytest.raises(InputError, match="non-negative"):
+        similarity_matrix(E - 10, "task2vec")
+
+
+def test_similarity_must_be_square_with_matching_labels() -> None:
+    with pytest.raises(ShapeError, match="not square"):
+        Similarity(("a", "b"), np.zeros((2, 3)))
+    with pytest.raises(ShapeError, match="3 labels"):
+        Similarity(("a", "b", "c"), np.eye(2))
+
+
+def test_gains_are_validated_with_record_numbers() -> None:
+    rows = parse_gains([{"source": "s", "target": "t", "lang": "de", "score_with": 71.5, "score_without": 70.0}])
+    assert rows[0].gain == pytest.approx(1.5)
+    with pytest.raises(InputError, match="gains:2.*NaN"):
+        parse_gains([{"source": "s", "target": "t", "lang": "de", "gain": 1},
+                     {"source": "s", "target": "t", "lang": "fr", "gain": math.nan}])  # fmt: skip
+    with pytest.raises(InputError, match="gains:2: duplicate.*first at record 1"):
+        parse_gains([{"source": "s", "target": "t", "lang": "de", "gain": 1}] * 2)
+    with pytest.raises(InputError, match="'lang'"):
+        parse_gains([{"source": "s", "target": "t", "gain": 1}])
+    with pytest.raises(InputError, match="no gain"):
+        parse_gains([{"source": "s", "target": "t", "lang": "de"}])
+
+
+def _study(perfect: bool, seed: int = 0) -> tuple[Similarity, list[GainRow]]:
+    rng = np.random.default_rng(seed)
+    sources, targets = [f"s{i}" for i in range(6)], ["t0", "t1"]
+    labels = (*sources, *targets)
+    S = rng.uniform(0, 1, (8, 8))
+    S = (S + S.T) / 2
+    sim = Similarity(labels, S)
+    rows = []
+    for lang in ("de", "fr", "ar", "ko", "hi"):
+        for t in targets:
+            for s in sources:
+                value = sim.lookup(s, t, lang) or 0.0
+                rows.append(GainRow(s, t, lang, 10 * value if perfect else float(rng.standard_normal())))
+    return sim, rows
+
+
+def test_correlate_overall_per_family_and_ranking() -> None:
+    sim, rows = _study(perfect=True)
+    lines = correlate(sim, rows, n_perm=2000, n_boot=200)
+    overall = {line["method"]: line for line in lines if line["kind"] == "correlation" and line["scope"] == "overall"}
+    assert overall["spearman"]["value"] == pytest.approx(1.0) and overall["spearman"]["p_perm"] < 0.01
+    assert overall["pearson"]["n"] == 60
+    families = {line["family"] for line in lines if line["scope"] == "family" and line["kind"] == "correlation"}
+    assert families == {"Indo-European", "Afro-Asiatic", "Korean"}  # Korean: an isolate, pooled over its pairs
+    korean = next(line for line in lines if line.get("family") == "Korean" and line["method"] == "kendall")
+    assert korean["n"] == 12 and korean["languages"] == ["ko"]
+    ranking = next(line for line in lines if line["kind"] == "ranking" and line["scope"] == "overall")
+    assert ranking["targets"] == 10 and ranking["best_rank"]["mean"] == 1.0 and ranking["regret@1"]["mean"] == 0.0
+    x = [sim.lookup(r.source, r.target, r.lang) for r in rows]
+    y = [r.gain for r in rows]
+    assert overall["pearson"]["value"] == pytest.approx(scipy.stats.pearsonr(x, y).statistic)
+
+
+def test_correlate_names_missing_tasks_and_unknown_languages() -> None:
+    sim, rows = _study(perfect=False)
+    with pytest.raises(InputError, match="missing from the similarity matrix: s9, t7"):
+        correlate(sim, [*rows, GainRow("s9", "t7", "de", 1.0)], n_perm=0, n_boot=0)
+    with pytest.raises(InputError, match="'xx'.*'qq'|unknown language"):
+        correlate(sim, [*rows, GainRow("s0", "t0", "xx", 1.0), GainRow("s1", "t0", "qq", 1.0)], n_perm=0, n_boot=0)
+
+
+def test_per_language_target_labels_are_preferred() -> None:
+    sim = Similarity(("s", "t", "t@de"), np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]]))
+    assert sim.lookup("s", "t", "de") == 0.9
+    assert sim.lookup("s", "t", "fr") == 0.2
