@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune align-study transfer-study transfer-sts transfer-sentiment transfer-qa clean
+.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: setup
 	$(BIN)/ruff format --check xl tests bench
 	$(BIN)/mypy xl/core xl/io
 
-bench: bench-embed bench-proj bench-finetune
+bench: bench-embed bench-proj bench-finetune bench-tasksim
 
 bench-embed: model
 	$(BIN)/python bench/bench_embed.py
@@ -47,6 +47,9 @@ bench-proj: setup
 
 bench-finetune: model
 	$(BIN)/python bench/bench_finetune.py $(BENCH_FINETUNE_ARGS)
+
+bench-tasksim: setup
+	$(BIN)/python bench/bench_tasksim.py
 
 align-study: model
 	$(MAKE) -C examples/align XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" DATA="$(XL_DATA)"

@@ -72,10 +72,16 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     return name, texts
 
 
-def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions) -> int:
-    """TextEmb (Vu et al. 2020): the mean sentence embedding of each task's inputs; one row per task."""
+def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, method: str = "textemb") -> int:
+    """Task embeddings, one row per task (Vu et al. 2020): ``textemb``, the mean sentence embedding of each
+    task's inputs (``NAME=DATA``); ``taskemb``, the pooled Fisher diagonal of a model fine-tuned on the task
+    (``NAME=RUN_DIR`` or ``NAME=RUN_DIR@DATA``; see ``xl.models.fisher``)."""
     if not specs:
         raise UsageError("no tasks given", hint="e.g. xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en")
+    if method == "taskemb":
+        return _embed_taskemb(specs, output, options)
+    if method != "textemb":
+        raise UsageError(f"unknown --method {method!r}", hint="use textemb or taskemb")
     tasks = [_task_texts(spec, options.sample, options.seed) for spec in specs]
     names = [name for name, _ in tasks]
     if len(set(names)) != len(names):
@@ -92,6 +98,33 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions) ->
                 "model_fingerprint": ref.fingerprint, "sample": options.sample, "seed": options.seed,
                 "inputs": {name: len(texts) for name, texts in tasks}, "tasks": list(specs)}  # fmt: skip
     write_matrix(output, np.stack(rows).astype(np.float32), manifest)
+    return len(rows)
+
+
+def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions) -> int:
+    from xl.models.fisher import task_fisher
+    from xl.models.registry import resolve_model
+
+    names, rows, described = [], [], []
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest:
+            raise UsageError(f"{spec!r} is not NAME=RUN_DIR[@DATA]", hint="e.g. sst2=runs/sst2")
+        run_dir, _, data = rest.partition("@")
+        ref = resolve_model(run_dir)
+        vector, info = task_fisher(ref, data=data or None, sample=options.sample, seed=options.seed,
+                                   device=options.device)  # fmt: skip
+        if rows and vector.shape != rows[0].shape:
+            raise InputError(f"{name}: its Fisher vector has {vector.size} values, the first task's {rows[0].size}",
+                             hint="TaskEmb compares models of one architecture")  # fmt: skip
+        names.append(name)
+        rows.append(vector)
+        described.append({"name": name, "model": run_dir, "fingerprint": ref.fingerprint, **info})
+    if len(set(names)) != len(names):
+        raise UsageError("task names must be unique")
+    manifest = {**base_manifest("task-embeddings"), "method": "taskemb", "labels": names, "sample": options.sample,
+                "seed": options.seed, "tasks": described}  # fmt: skip
+    write_matrix(output, np.stack(rows), manifest)
     return len(rows)
 
 

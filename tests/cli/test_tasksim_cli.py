@@ -91,3 +91,40 @@ def test_correlate_bad_input(tmp_path: Path) -> None:
     _error(run(gains(ok), str(tmp_path / "R.npy")), 1, "not square")
     (tmp_path / "S.npy.json").write_text(json.dumps({"labels": ["s0", "t0", "x"]}))
     _error(run(gains(ok)), 1, "3 labels")
+
+
+def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path: Path, data_root: Path) -> None:
+    import torch
+
+    from xl.tasks import convert
+
+    records = list(convert("sst2", "dev", None))[:12]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = tmp_path / "run"
+    result = run_xl("finetune", "--task", "classify", "--model", str(tiny_model_path), "--train", str(train), "-o",
+                    str(run), "--max-steps", "3", "--lr", "1e-3", "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    out = tmp_path / "fisher.npy"
+    result = run_xl("tasksim", "embed", "--method", "taskemb", f"cls={run}", f"again={run}", "--sample", "100",
+                    "-o", str(out), "--device", "cpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    F = np.load(out)
+    manifest = json.loads(Path(f"{out}.json").read_text())
+    assert F.shape[0] == 2 and (F >= 0).all() and np.isfinite(F).all()
+    np.testing.assert_array_equal(F[0], F[1])  # deterministic
+    assert manifest["tasks"][0]["examples"] == 12 and manifest["tasks"][0]["layout"][-1] == ["head.bias", 2]
+    # For cross-entropy, d loss / d bias = softmax(logits) − onehot(gold): the head-bias entries of the Fisher
+    # are the mean of its square over the examples.
+    from xl.models.features import tokenize_texts
+    from xl.models.registry import resolve_model
+    from xl.models.task_model import TaskRunner, pad_batch
+
+    runner = TaskRunner(resolve_model(str(run)), "classification", device="cpu", dtype="float32")
+    ids = tokenize_texts(runner.tokenizer, [r["text"] for r in records], prefix="", max_length=128).ids
+    with torch.no_grad():
+        logits = torch.cat([runner.model(*pad_batch([row], runner.pad_id, "cpu")) for row in ids]).numpy()
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(2)[[r["label"] for r in records]]
+    np.testing.assert_allclose(F[0][-2:], ((p - onehot) ** 2).mean(0), rtol=1e-4, atol=1e-7)

@@ -30,20 +30,22 @@ def embed_cli(
     """Task embeddings: one row per task (NPY with a manifest naming the tasks, in the order given).
 
     `textemb` is the mean of the sentence embeddings (`xl embed`) of a task's input texts (text; text1 and
-    text2; question and context), over a seeded sample of `--sample` records.
+    text2; question and context); `taskemb` the diagonal empirical Fisher of a model fine-tuned on the task
+    (`xl finetune` output), pooled per component, over its training data (or DATA).
 
     Examples:
 
         xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en -o tasks.npy
 
-        xl tasksim embed nli=xnli-de.jsonl reviews=reviews.txt --sample 500 -o tasks.npy
+        xl tasksim embed --method taskemb sst2=runs/sst2 stsb=runs/sts -o fisher.npy
     """
     from xl.tasksim import TaskEmbedOptions, embed_tasks
 
-    if method != "textemb":
-        raise UsageError(f"--method {method!r} is not available", hint="use textemb (taskemb is not built yet)")
-    rows = embed_tasks(list(tasks or []), output, TaskEmbedOptions(model=model, sample=sample, seed=seed,
-                                                                   device=device, dtype=dtype))  # fmt: skip
+    if method not in ("textemb", "taskemb"):
+        raise UsageError(f"--method {method!r} is not textemb or taskemb")
+    count = sample or (1000 if method == "textemb" else 200)
+    rows = embed_tasks(list(tasks or []), output, TaskEmbedOptions(model=model, sample=count, seed=seed,
+                                                                   device=device, dtype=dtype), method)  # fmt: skip
     Messages("tasksim embed", quiet).info(f"{rows} task embeddings written")
 
 

@@ -549,39 +549,7 @@ class Trainer:
 
     def _loss(self, model: torch.nn.Module, data: TaskData, share: np.ndarray) -> torch.Tensor:
         """Sum of the per-example losses of ``share`` (float32 scalar)."""
-        import torch
-        import torch.nn.functional as F
-
-        from xl.models.task_model import pad_batch
-
-        if len(share) == 0:
-            return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)  # type: ignore[return-value]
-        if self.options.task == "sts":
-            rows = [data.inputs[i][0] for i in share] + [data.inputs[i][1] for i in share]
-            ids, mask = pad_batch(rows, self.pad_id, self.device)
-            pooled = model(ids, mask).float()
-            a, b = pooled[: len(share)], pooled[len(share) :]
-            cosine = F.cosine_similarity(a, b, dim=-1)
-            target = torch.tensor([data.targets[i] for i in share], dtype=torch.float32, device=cosine.device)
-            if self.options.loss == "cosine":
-                return F.mse_loss(cosine, target, reduction="sum")
-            # CoSENT (Su 2022): log(1 + Σ_{s_i > s_j} exp(λ (cos_j − cos_i))), λ = 20, over the pairs of the share.
-            scaled = cosine * 20.0
-            diff = scaled[None, :] - scaled[:, None]  # [i, j] = cos_j − cos_i
-            worse = target[:, None] > target[None, :]
-            diff = diff.masked_fill(~worse, -1e12)
-            zero = torch.zeros(1, device=diff.device)
-            return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0) * len(share)
-        ids, mask = pad_batch([data.inputs[i][0] for i in share], self.pad_id, self.device)
-        logits = model(ids, mask).float()
-        if self.options.task == "classify":
-            target = torch.tensor([data.targets[i] for i in share], dtype=torch.long, device=logits.device)
-            return F.cross_entropy(logits, target, reduction="sum")
-        starts = torch.tensor([data.targets[i][0] for i in share], dtype=torch.long, device=logits.device)
-        ends = torch.tensor([data.targets[i][1] for i in share], dtype=torch.long, device=logits.device)
-        logits = logits.masked_fill(mask[..., None] == 0, -1e4)
-        return (F.cross_entropy(logits[..., 0], starts, reduction="sum")
-                + F.cross_entropy(logits[..., 1], ends, reduction="sum")) / 2  # fmt: skip
+        return task_loss(model, self.options.task, data, share, self.pad_id, self.device, self.options.loss)
 
     # ------------------------------------------------------------------ evaluation and saving
 
@@ -723,6 +691,45 @@ def _untie(weights: dict[str, Any]) -> dict[str, Any]:
         out[name] = tensor.clone() if pointer in seen else tensor
         seen.add(pointer)
     return out
+
+
+def task_loss(model: torch.nn.Module, task: str, data: TaskData, share: np.ndarray, pad_id: int, device: Any,
+              loss: str = "cosine") -> torch.Tensor:  # fmt: skip
+    """Sum of the per-example losses of the examples ``share`` of ``data`` (float32 scalar): sts ``cosine``
+    (MSE of the pair cosine against score / 5) or ``cosent``; classify and qa cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    from xl.models.task_model import pad_batch
+
+    if len(share) == 0:
+        return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)  # type: ignore[return-value]
+    if task == "sts":
+        rows = [data.inputs[i][0] for i in share] + [data.inputs[i][1] for i in share]
+        ids, mask = pad_batch(rows, pad_id, device)
+        pooled = model(ids, mask).float()
+        a, b = pooled[: len(share)], pooled[len(share) :]
+        cosine = F.cosine_similarity(a, b, dim=-1)
+        target = torch.tensor([data.targets[i] for i in share], dtype=torch.float32, device=cosine.device)
+        if loss == "cosine":
+            return F.mse_loss(cosine, target, reduction="sum")
+        # CoSENT (Su 2022): log(1 + Σ_{s_i > s_j} exp(λ (cos_j − cos_i))), λ = 20, over the pairs of the share.
+        scaled = cosine * 20.0
+        diff = scaled[None, :] - scaled[:, None]  # [i, j] = cos_j − cos_i
+        worse = target[:, None] > target[None, :]
+        diff = diff.masked_fill(~worse, -1e12)
+        zero = torch.zeros(1, device=diff.device)
+        return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0) * len(share)
+    ids, mask = pad_batch([data.inputs[i][0] for i in share], pad_id, device)
+    logits = model(ids, mask).float()
+    if task == "classify":
+        target = torch.tensor([data.targets[i] for i in share], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target, reduction="sum")
+    starts = torch.tensor([data.targets[i][0] for i in share], dtype=torch.long, device=logits.device)
+    ends = torch.tensor([data.targets[i][1] for i in share], dtype=torch.long, device=logits.device)
+    logits = logits.masked_fill(mask[..., None] == 0, -1e4)
+    return (F.cross_entropy(logits[..., 0], starts, reduction="sum")
+            + F.cross_entropy(logits[..., 1], ends, reduction="sum")) / 2  # fmt: skip
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
