@@ -29,8 +29,8 @@ def _key(row: dict[str, Any]) -> str:
 
 def sts_table(rows: list[dict[str, Any]]) -> list[str]:
     columns = [("untrained", "none", "untrained"), ("sts", "none", "STSb fine-tuned"),
-               ("sts-frozen", "none", "fine-tuned, embeddings frozen"), ("untrained", "procrustes", "untrained + map"),
-               ("sts", "procrustes", "fine-tuned + map")]  # fmt: skip
+               ("sts-frozen", "none", "fine-tuned, embeddings frozen"), ("untrained", "lstsq", "untrained + lstsq map"),
+               ("sts", "lstsq", "fine-tuned + lstsq map")]  # fmt: skip
     found = {(r["run"], r["map"], _key(r)): r for r in rows if r["task"] == "sts" and not r.get("summary")}
     sets = list(dict.fromkeys(_key(r) for r in rows if r["task"] == "sts" and not r.get("summary")))
     out = ["| data | n | " + " | ".join(c[2] for c in columns) + " |", "|---|---:|" + "---:|" * len(columns)]
@@ -51,6 +51,12 @@ def sts_table(rows: list[dict[str, Any]]) -> list[str]:
         ]
         means.append(f"{statistics.mean(values):.1f} ({len(values)})" if values else "")
     out.append("| **mean, non-English sets** (count) | | " + " | ".join(means) + " |")
+    mapped = [k for (ru, pr, k) in found if pr != "none"]
+    same = []
+    for run, proj, _ in columns:
+        values = [found[(run, proj, k)]["spearman"] for k in dict.fromkeys(mapped) if (run, proj, k) in found]
+        same.append(f"{statistics.mean(values):.1f} ({len(values)})" if values else "")
+    out.append("| **mean over the sets with a map** (count) | | " + " | ".join(same) + " |")
     return out
 
 
@@ -64,21 +70,26 @@ def task_table(rows: list[dict[str, Any]], task: str, metrics: tuple[str, str]) 
 
 
 def ordering(rows: list[dict[str, Any]]) -> list[str]:
-    """Per task: the English score, the mean over target languages, and their ratio (share kept in transfer)."""
-    spec = [("STS (STSb → stsb-multi-mt, KorSTS)", "sts", "spearman", "sts", ("stsb-multi-mt", "korsts")),
-            ("sentiment (UMSAB en → 7 languages)", "classify", "accuracy", "umsab", ("umsab",)),
-            ("sentiment (SST-2 → NSMC)", "classify", "accuracy", "sst2", ("sst2", "nsmc")),
-            ("QA (SQuAD − XQuAD → XQuAD)", "qa", "f1", "qa", ("xquad",))]  # fmt: skip
-    out = ["| task | English | mean of targets | targets | target / English |", "|---|---:|---:|---:|---:|"]
-    for label, task, metric, run, datasets in spec:
+    """Per task: the English score, the mean over target languages, the share of the English score kept, and
+    the share of the English margin over chance kept (accuracy has a floor: 50 for two classes, 33.3 for three;
+    Spearman and QA F1 have none)."""
+    sts_sets = ("stsb-multi-mt", "korsts")
+    spec = [("STS (STSb → stsb-multi-mt 8 languages, KorSTS)", "sts", "spearman", "sts", sts_sets, 0.0),
+            ("sentiment (SST-2 → NSMC)", "classify", "accuracy", "sst2", ("sst2", "nsmc"), 50.0),
+            ("sentiment (UMSAB en → 7 languages)", "classify", "accuracy", "umsab", ("umsab",), 100 / 3),
+            ("QA (SQuAD − XQuAD → XQuAD 11 languages)", "qa", "f1", "qa", ("xquad",), 0.0)]  # fmt: skip
+    out = ["| task | metric | English | mean of targets | targets | target / English | "
+           "(target − chance) / (English − chance) |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for label, task, metric, run, datasets, chance in spec:
         chosen = [r for r in rows if r["task"] == task and r.get("run") == run and not r.get("summary")
                   and r.get("map", "none") == "none" and r["data"].split(".")[0] in datasets]  # fmt: skip
         english = [r[metric] for r in chosen if r["lang"] == "en"]
         targets = [r[metric] for r in chosen if r["lang"] != "en" and r.get(metric) is not None]
         if not english or not targets:
             continue
-        ratio = statistics.mean(targets) / english[0]
-        out.append(f"| {label} | {english[0]:.1f} | {statistics.mean(targets):.1f} | {len(targets)} | {ratio:.3f} |")
+        mean = statistics.mean(targets)
+        out.append(f"| {label} | {metric} | {english[0]:.1f} | {mean:.1f} | {len(targets)} | {mean / english[0]:.3f} | "
+                   f"{(mean - chance) / (english[0] - chance):.3f} |")  # fmt: skip
     return out
 
 
@@ -87,7 +98,7 @@ def main() -> None:
     rows = [orjson.loads(line) for line in results_path.read_bytes().splitlines() if line.strip()]
     for r in rows:
         # which map was applied: the recipe's "map" tag, else read off the projection path
-        r["map"] = r.get("map") or ("procrustes" if r.get("proj") else "none")
+        r["map"] = r.get("map") or ("lstsq" if r.get("proj") else "none")
     parts = [
         "### (a) STS: Spearman × 100 of cosines (95% bootstrap CI)", "", *sts_table(rows), "",
         "### (b) Sentiment: accuracy and macro-F1 × 100", "", *task_table(rows, "classify", ("accuracy", "macro_f1")),
