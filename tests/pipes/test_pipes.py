@@ -55,7 +55,10 @@ def test_ctrl_c_leaves_no_partial_output_and_keeps_the_old_file(tiny_model_path:
     before = out.read_bytes()
     proc = subprocess.Popen([sys.executable, "-m", "xl", "embed", "big.txt", "-o", "out.npy", "--model",
                              str(tiny_model_path), "--batch-size", "4"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # a test run started in the background (`make test &`) inherits an ignored SIGINT,
+                            # which Python then leaves ignored: give the child the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]:
         time.sleep(0.2)
