@@ -25,29 +25,16 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-eval_app = typer.Typer(
-    help="Zero-shot evaluation: sts, classify, qa, retrieval (also `xl eval --task TASK …`).",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-data_app = typer.Typer(
-    help="Benchmark data under $XL_DATA as task JSONL.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+def _group(help: str) -> typer.Typer:
+    """A command group (``xl eval …``) with the same conventions as the root."""
+    return typer.Typer(help=help, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
-tasksim_app = typer.Typer(
-    help="Task embeddings, task similarity, and its correlation with transfer gains.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-model_app = typer.Typer(
-    help="Install and inspect models (the offline default model).",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+eval_app = _group("Zero-shot evaluation: sts, classify, qa, retrieval (also `xl eval --task TASK …`).")
+data_app = _group("Benchmark data under $XL_DATA as task JSONL.")
+tasksim_app = _group("Task embeddings, task similarity, and its correlation with transfer gains.")
+model_app = _group("Install and inspect models (the offline default model).")
 
 # ---- the command list ---------------------------------------------------------------------------
 app.command("embed")(embed.embed_cli)
