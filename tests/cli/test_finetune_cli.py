@@ -96,6 +96,11 @@ def test_sts_training_lowers_the_loss_keeps_the_best_dev_step_and_is_a_model_dir
     for name in ("config.json", "model.safetensors", "tokenizer.json", "xl-model.json"):
         assert (run / name).is_file()
     assert not (run / "checkpoints").exists() and not (run / "best").exists()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("ein Satz\nanother sentence\n", encoding="utf-8")
+    embedded = run_xl("embed", str(texts), "--model", str(run), "-o", str(tmp_path / "e.npy"))
+    assert embedded.returncode == 0, embedded.stderr.decode()
+    assert np.load(tmp_path / "e.npy").shape == (2, 32)
     line = _lines(run_xl("eval", "sts", "--model", str(run), f"en={task_files['sts-dev']}"))[0]
     assert line["spearman"] == pytest.approx(manifest["chosen"]["metric"], abs=0.5)  # bf16 eval vs bf16 autocast
     # (that training beats the untrained model on dev is asserted with the default model in tests/e2e/)
