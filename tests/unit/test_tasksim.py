@@ -100,3 +100,14 @@ def test_per_language_target_labels_are_preferred() -> None:
     sim = Similarity(("s", "t", "t@de"), np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]]))
     assert sim.lookup("s", "t", "de") == 0.9
     assert sim.lookup("s", "t", "fr") == 0.2
+
+
+def test_parallel_and_serial_runs_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xl.core.tasksim as tasksim
+
+    sim, rows = _study(perfect=False, seed=3)
+    monkeypatch.setattr(tasksim, "PARALLEL_MIN_WORK", 10**12)
+    serial = correlate(sim, rows, n_perm=500, n_boot=200)
+    monkeypatch.setattr(tasksim, "PARALLEL_MIN_WORK", 0)
+    parallel = correlate(sim, rows, n_perm=500, n_boot=200)
+    assert serial == parallel
