@@ -75,7 +75,7 @@ def _schema_for(task: str, pair: bool) -> str:
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
                    limit: int | None = None, seed: int = 0) -> Iterator[EvalSet]:  # fmt: skip
     """Read every data spec (see the module docstring) as validated records."""
-    from xl.tasks import DATASETS, convert, get_dataset, read_task_file, validate_records
+    from xl.tasks import DATASETS, convert, get_dataset, read_task_file, seeded_subset, validate_records
 
     if not specs:
         raise UsageError("no evaluation data given", hint="e.g. xl eval sts korsts:test  or  xl eval sts ko=ko.jsonl")
@@ -89,7 +89,7 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
             if lang is None and records:
                 lang = records[0].get("lang")
             name = Path(path).stem if path != "-" else "stdin"
-            yield EvalSet(name, lang, _subset(records, limit, seed), path)
+            yield EvalSet(name, lang, seeded_subset(records, limit, seed), path)
             continue
         dataset, _, rest = path.partition(":")
         if dataset not in DATASETS:
@@ -108,14 +108,7 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
             records = list(validate_records(convert(dataset, split, one), schema, source=f"{dataset}:{split}",  # type: ignore[arg-type]
                                             labels=labels))  # fmt: skip
             code = records[0].get("lang") if records else one
-            yield EvalSet(f"{dataset}.{split}", code, _subset(records, limit, seed), f"{dataset}:{split}:{code}")
-
-
-def _subset(records: list[Mapping[str, Any]], limit: int | None, seed: int) -> list[Mapping[str, Any]]:
-    if limit is None or limit >= len(records):
-        return records
-    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
-    return [records[i] for i in keep]
+            yield EvalSet(f"{dataset}.{split}", code, seeded_subset(records, limit, seed), f"{dataset}:{split}:{code}")
 
 
 def _summary(task: str, results: list[dict[str, Any]], tags: Mapping[str, str] | None) -> dict[str, Any]:
@@ -285,7 +278,9 @@ def _task_with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, A
         raise UsageError("--proj applies to sts (embedding similarity) only")
     if options.normalization not in ("squad", "mlqa"):
         raise UsageError(f"--normalize {options.normalization!r} is not squad or mlqa")
-    task_schema = "classification" if options.task == "classify" else "qa"
+    from xl.models.task_model import TASK_SCHEMA
+
+    task_schema = TASK_SCHEMA[options.task]
     runner = TaskRunner(ref, task_schema, device=options.device, dtype=options.dtype, max_length=options.max_length)
     schema = _schema_for(options.task, runner.pair)
     labels = runner.labels if options.task == "classify" else None

@@ -61,9 +61,9 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
             raise InputError("records of no known task schema", source=data)
     if not records:
         raise InputError("no records", source=data)
-    if sample < len(records):
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=sample, replace=False))
-        records = [records[i] for i in keep]
+    from xl.tasks import seeded_subset
+
+    records = seeded_subset(records, sample, seed)
     texts: list[str] = []
     for record in records:
         for field in ("text", "text1", "text2", "question", "context"):

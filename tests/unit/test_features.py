@@ -51,12 +51,17 @@ def test_span_decoding_respects_order_length_and_context(tokenizer) -> None:  # 
     starts, ends = np.zeros(n), np.zeros(n)
     starts[0] = ends[0] = 100.0  # the <s> token is not context: never an answer
     context_tokens = np.flatnonzero(features.offsets[0][:, 0] >= 0)
-    starts[context_tokens[3]] = 5.0
-    ends[context_tokens[1]] = 9.0  # ends before the best start: not a valid pair
-    ends[context_tokens[3]] = 4.0
+    t1, t3 = context_tokens[1], context_tokens[3]
+    starts[t3] = 5.0
+    ends[t1] = 9.0  # the best end, but before the best start: (t3, t1) is not a valid pair
+    ends[t3] = 4.5  # (t3, t3) scores 9.5 and beats every start at or before t1 with ends[t1] (0 + 9)
     answer = best_spans(features, [starts], [ends], [record["context"]])[0]
-    assert answer and answer in record["context"]
-    assert record["context"].index(answer) >= features.offsets[0][context_tokens[3], 0] or answer.startswith("beta")
+    first, last = features.offsets[0][t3]
+    assert answer == record["context"][first:last].strip() and answer
+    # a span longer than max_answer_tokens is refused: then the best is a start at or before t1 with end t1
+    ends[t3] = -100.0
+    long = best_spans(features, [starts], [ends], [record["context"]], max_answer_tokens=1)[0]
+    assert long == record["context"][features.offsets[0][t1][0] : features.offsets[0][t1][1]].strip()
 
 
 def test_pairs_are_encoded_together_and_truncated(tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -457,3 +457,14 @@ def test_squad_minus_xquad_leaves_no_xquad_context() -> None:
     assert {r["id"] for r in remaining}.isdisjoint({r["id"] for r in xquad_en})
     assert len(remaining) == 10570 - 1190 == 9380
     assert len(_contexts(iter(remaining))) == 2067 - 240
+
+
+def test_seeded_subset_keeps_file_order_and_is_reproducible() -> None:
+    from xl.tasks import seeded_subset
+
+    records = [{"i": i} for i in range(100)]
+    a, b = seeded_subset(records, 10, seed=3), seeded_subset(records, 10, seed=3)
+    assert a == b and len(a) == 10
+    assert [r["i"] for r in a] == sorted(r["i"] for r in a)
+    assert seeded_subset(records, 10, seed=4) != a
+    assert seeded_subset(records, None) == records and seeded_subset(records, 500) == records

@@ -32,16 +32,11 @@ def convert_cli(
 
         xl data convert xquad test ko -o xquad-ko.jsonl
     """
-    import numpy as np
-
     from xl.io.atomic import OutputTarget
-    from xl.tasks import convert, resolve
+    from xl.tasks import convert, resolve, seeded_subset
 
     spec, split, lang = resolve(dataset, split, lang)
-    records = list(convert(dataset, split, lang))
-    if limit is not None and limit < len(records):
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
-        records = [records[i] for i in keep]
+    records = seeded_subset(list(convert(dataset, split, lang)), limit, seed)
     target = OutputTarget(output)
     try:
         for record in records:

@@ -170,16 +170,13 @@ def _schema(task: str, path: str) -> str:
 def read_records(path: str, schema: str, *, labels: Sequence[Any] | None = None, limit: int | None = None,
                  seed: int = 0, what: str = "training") -> list[Mapping[str, Any]]:  # fmt: skip
     """Validated records of a task file; ``limit`` keeps a seeded random subset in file order."""
-    from xl.tasks import read_task_file
+    from xl.tasks import read_task_file, seeded_subset
 
     records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
     if not records:
         raise InputError(f"empty {what} set: no records", source=path,
                          hint="convert data with `xl data convert DATASET SPLIT LANG`")  # fmt: skip
-    if limit is not None and limit < len(records):
-        keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
-        records = [records[i] for i in keep]
-    return records
+    return seeded_subset(records, limit, seed)
 
 
 def label_set(records: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -343,7 +340,7 @@ class Trainer:
         if self.dist.world > 1:
             self._init_process_group()
         from xl.models.encoder import resolve_device, resolve_dtype
-        from xl.models.task_model import check_head_fits, load_encoder, load_head, make_task_model
+        from xl.models.task_model import TASK_SCHEMA, check_head_fits, load_encoder, load_head, make_task_model
 
         device = resolve_device(o.device)
         if self.dist.world > 1 and device.startswith("cuda"):
@@ -351,7 +348,7 @@ class Trainer:
             torch.cuda.set_device(device)
         self.device = device
         self.dtype_name = resolve_dtype(o.dtype, device)
-        task_schema = {"sts": "sts", "classify": "classification", "qa": "qa"}[o.task]
+        task_schema = TASK_SCHEMA[o.task]
         base_ref = resolve_model(o.init or o.model, log=self.log)
         if o.init is not None and o.model != "default":
             raise UsageError("pass either --model (continue a model, its head included) or --init (its encoder, a "
@@ -415,7 +412,6 @@ class Trainer:
         n_micro = math.ceil(len(train.inputs) / o.batch_size)
         steps_per_epoch = math.ceil(n_micro / o.grad_accum)
         total_steps = o.max_steps or max(1, math.ceil(steps_per_epoch * o.epochs))
-        self.total_steps = total_steps
         params_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
         params_plain = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": params_decay, "weight_decay": o.weight_decay},
@@ -753,8 +749,3 @@ def _truncate_log(path: Path, step: int) -> None:
 def finetune(options: FinetuneOptions, log: Log = _quiet) -> dict[str, Any]:
     """Run ``xl finetune``; returns the manifest written to ``DIR/xl-finetune.json``."""
     return Trainer(options, log).run()
-
-
-def resolve_for_eval(spec: str) -> ModelRef:
-    """A model spec as ``xl eval`` loads it (finetune outputs included)."""
-    return resolve_model(spec)

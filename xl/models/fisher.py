@@ -51,7 +51,7 @@ def task_fisher(
 
     from xl.models.encoder import from_pretrained, load_tokenizer, resolve_device
     from xl.models.finetune import _schema, read_records, task_loss, tokenize_task
-    from xl.models.task_model import head_of, load_encoder, load_head, make_task_model, pad_id_of
+    from xl.models.task_model import TASK_SCHEMA, head_of, load_encoder, load_head, make_task_model, pad_id_of
 
     run = _run_manifest(ref)
     head = head_of(ref) or {}
@@ -83,8 +83,9 @@ def task_fisher(
     device_name = resolve_device(device)
     torch.manual_seed(seed)
     encoder = load_encoder(ref, dropout=0.0)
-    schema_task = {"sts": "sts", "classify": "classification", "qa": "qa"}[task]
-    model = make_task_model(encoder, schema_task, n_labels=len(labels), pooling=str(head.get("pooling") or "mean"))
+    model = make_task_model(
+        encoder, TASK_SCHEMA[task], n_labels=len(labels), pooling=str(head.get("pooling") or "mean")
+    )
     if model.head is not None:
         load_head(model, ref.path or Path("."))
     model.to(device_name).eval()  # dropout off: the Fisher of the model as it predicts

@@ -16,7 +16,6 @@ weights; none for ``sts``) and the head's description under ``"head"`` in ``xl-m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ import numpy as np
 
 from xl.errors import ModelError, UsageError
 from xl.io.atomic import temp_dir_beside
+from xl.io.records import sha256_file
 from xl.models.encoder import (
     _quiet_transformers,
     from_pretrained,
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     import torch
 
 HEAD_FILE = "xl-head.safetensors"
-TASK_NAMES = {"sts": "sts", "classify": "classification", "qa": "qa"}
+#: The command-line task (``--task``) → the schema of its data and the name of its head.
+TASK_SCHEMA = {"sts": "sts", "classify": "classification", "qa": "qa"}
 
 
 def head_of(ref: ModelRef) -> dict[str, Any] | None:
@@ -168,14 +169,6 @@ def pad_id_of(encoder: Any) -> int:
 # --------------------------------------------------------------------------------------------- saving
 
 
-def weights_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_task_model(
     model: torch.nn.Module, tokenizer: Any, directory: Path, info: dict[str, Any], head: dict[str, Any]
 ) -> None:
@@ -196,7 +189,7 @@ def save_task_model(
         if model.head is not None:  # type: ignore[attr-defined]
             state = {k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()}  # type: ignore[attr-defined]
             save_file(state, str(staging / HEAD_FILE))
-        full_info = {**info, "head": head, "weights_sha256": weights_digest(staging / "model.safetensors")}
+        full_info = {**info, "head": head, "weights_sha256": sha256_file(staging / "model.safetensors")}
         (staging / MODEL_MANIFEST).write_text(json.dumps(full_info, indent=2, ensure_ascii=False) + "\n")
         umask = os.umask(0)
         os.umask(umask)
@@ -270,12 +263,6 @@ class TaskRunner:
         self.pad_id = pad_id_of(encoder)
         with stdout_to_stderr():
             self.tokenizer = from_pretrained(load_tokenizer, ref)
-
-    def run(self, ids: Sequence[Sequence[int]], *, tokens_per_batch: int = 16384,
-            progress: Callable[[int], None] | None = None) -> list[np.ndarray]:  # fmt: skip
-        """Outputs of the model for each row of ids (length-sorted batches, restored to input order)."""
-        return run_batches(self.model, ids, self.pad_id, self.device, tokens_per_batch=tokens_per_batch,
-                           progress=progress)  # fmt: skip
 
 
 def run_batches(

@@ -14,6 +14,7 @@ from xl.tasks.convert import (
     datasets_markdown,
     get_dataset,
     resolve,
+    seeded_subset,
     squad_minus_xquad,
 )
 from xl.tasks.schemas import (
@@ -53,6 +54,7 @@ __all__ = [
     "read_squad_json",
     "read_task_file",
     "resolve",
+    "seeded_subset",
     "squad_minus_xquad",
     "validate_records",
 ]

@@ -29,11 +29,12 @@ Sources (each folder's README.md gives licences and commits):
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from xl.config import data_dir
@@ -701,6 +702,15 @@ def convert(
             found=str(n),
             hint="the data file was changed or truncated",
         )
+
+
+def seeded_subset(records: Sequence[Record], limit: int | None, seed: int = 0) -> list[Record]:
+    """A seeded random ``limit`` of ``records`` in their original order (all of them when ``limit`` is None
+    or not smaller): what every ``--limit``/``--sample`` option of xl takes."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+    return [records[i] for i in keep]
 
 
 def datasets_markdown() -> str:

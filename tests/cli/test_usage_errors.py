@@ -1,0 +1,60 @@
+"""Usage errors of the commands of session 2: one line on stderr, exit 2, nothing on stdout, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_xl
+
+CASES = [
+    (["finetune", "--task", "sts", "--train", "{sts}", "-o", "{out}", "--resume", "--overwrite"], "contradict"),
+    (["finetune", "--task", "translate", "--train", "{sts}", "-o", "{out}"], "unknown task"),
+    (["finetune", "--task", "sts", "--train", "{sts}", "-o", "{out}", "--loss", "hinge"], "unknown loss"),
+    (["eval", "sts", "--embeddings1", "{emb}", "{sts}"], "--embeddings2"),
+    (
+        [
+            "eval",
+            "sts",
+            "--embeddings1",
+            "{emb}",
+            "--embeddings2",
+            "{emb}",
+            "{sts}",
+            "--proj",
+            "{W}",
+            "--proj-side",
+            "sideways",
+        ],
+        "--proj-side",
+    ),  # fmt: skip
+    (["eval", "sts", "--model", "default", "{sts}", "--format", "html"], "--format"),
+    (["eval", "sts", "--model", "default"], "no evaluation data"),
+    (["eval", "qa", "--model", "default", "{sts}", "--normalize", "nfkc"], "--normalize"),
+    (["data", "convert", "no-such-set", "train"], "unknown dataset"),
+    (["data", "convert", "stsb", "validation"], "no split"),
+    (["tasksim", "embed", "just-a-name", "-o", "{out}"], "NAME=DATA"),
+    (["tasksim", "embed", "--method", "fisher", "a={sts}", "-o", "{out}"], "--method"),
+    (["tasksim", "similarity", "{emb}", "--method", "euclid", "-o", "{out}"], "unknown similarity"),
+    (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--methods", "tau"], "unknown --methods"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), CASES, ids=[" ".join(c[0][:3]) + f" ({c[1]})" for c in CASES])
+def test_usage_error_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path: Path) -> None:
+    sts = tmp_path / "sts.jsonl"
+    sts.write_text(json.dumps({"text1": "a", "text2": "b", "score": 1.0}) + "\n")
+    np.save(tmp_path / "emb.npy", np.ones((1, 4), dtype=np.float32))
+    np.save(tmp_path / "W.npy", np.eye(4, dtype=np.float32))
+    out = tmp_path / "out"
+    filled = [a.format(sts=sts, emb=tmp_path / "emb.npy", W=tmp_path / "W.npy", out=out) for a in args]
+    result = run_xl(*filled)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert result.stdout == b"" and "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
+    assert needle in stderr, stderr
+    assert not out.exists()
