@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa clean
+.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ transfer-sentiment: model
 	$(TRANSFER) sentiment
 transfer-qa: model
 	$(TRANSFER) qa
+
+tasksim-study: model
+	$(MAKE) -C examples/tasksim XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" \
+	  XL_DATA="$(XL_DATA)" FULL="$(FULL)" all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

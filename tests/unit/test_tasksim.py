@@ -103,11 +103,11 @@ def test_per_language_target_labels_are_preferred() -> None:
 
 
 def test_parallel_and_serial_runs_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import xl.core.tasksim as tasksim
+    import xl.core.stats as stats
 
     sim, rows = _study(perfect=False, seed=3)
-    monkeypatch.setattr(tasksim, "PARALLEL_MIN_WORK", 10**12)
+    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 10**12)
     serial = correlate(sim, rows, n_perm=500, n_boot=200)
-    monkeypatch.setattr(tasksim, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 0)
     parallel = correlate(sim, rows, n_perm=500, n_boot=200)
     assert serial == parallel

@@ -16,12 +16,17 @@ from xl.io.jsonl import dumps_line
 def embed_cli(
     tasks: Annotated[
         list[str] | None,
-        typer.Argument(help="NAME=DATA per task: a task file or text file, or a dataset DATASET:SPLIT:LANG."),
+        typer.Argument(help="NAME=DATA per task (textemb): a task file or text file, or a dataset "
+                            "DATASET:SPLIT:LANG; NAME=RUN_DIR[@DATA] (taskemb)."),
     ] = None,  # fmt: skip
     output: OutputOpt = "-",
-    method: Annotated[str, typer.Option(help="textemb (mean sentence embedding; Vu et al. 2020).")] = "textemb",
+    method: Annotated[
+        str, typer.Option(help="textemb (mean sentence embedding) or taskemb (pooled Fisher); Vu et al. 2020.")
+    ] = "textemb",
     model: ModelOpt = "default",
-    sample: Annotated[int, typer.Option(min=1, help="Inputs per task (a seeded random sample).")] = 1000,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Inputs per task, a seeded random sample (default 1000; taskemb 200).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -35,7 +40,7 @@ def embed_cli(
 
     Examples:
 
-        xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en -o tasks.npy
+        xl tasksim embed sst2=sst2:dev:en stsb=stsb:dev:en -o tasks.npy
 
         xl tasksim embed --method taskemb sst2=runs/sst2 stsb=runs/sts -o fisher.npy
     """

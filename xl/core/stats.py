@@ -22,8 +22,11 @@ resample are read off per-row value counts). Kendall's τ has no such closed for
 is counted per permutation with Knight's O(n log n) algorithm (1966, "A computer method for calculating
 Kendall's tau with ungrouped data") through SciPy's compiled helper, the one ``scipy.stats.kendalltau`` itself
 calls (a slower path through the public ``kendalltau`` takes over if a SciPy build lacks it), on data sorted
-once by x. Under permutation the tie counts of x and y are fixed, so comparing ``|S|`` is comparing
-``|τ-b|``. That loop is most of the run time; leave Kendall out of ``methods`` when speed matters.
+once by the variable with more distinct values while the other is permuted. Under permutation the tie counts
+of x and y are fixed, so comparing ``|S|`` is comparing ``|τ-b|``. That loop is most of the run time; leave
+Kendall out of ``methods`` when speed matters.
+``correlations_by_group`` splits every group's permutations and resamples into two fixed shares and, given
+enough work, computes the second share in a forked process (results identical either way).
 
 A sample too small for a statistic (n < 3, or x or y constant) gets ``value=None`` and a ``reason``,
 never a number. Every result carries n and is JSON-able through ``Correlation.to_dict``.
@@ -33,8 +36,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
+import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -56,6 +62,11 @@ BLOCK_ELEMENTS = 1 << 16
 #: Permutation statistics closer than this to the observed one count as "at least as extreme": the same
 #: value computed through a different summation order may differ in the last bits.
 _TOLERANCE = 1e-12
+#: Every group's permutations and resamples come in this many fixed shares (one stream each), so that two
+#: processes can split them without changing any result.
+_PARTS = 2
+#: Points × max(permutations, resamples) above which ``correlations_by_group`` forks a second process.
+PARALLEL_MIN_WORK = 2_000_000
 
 try:  # SciPy's compiled Fenwick-tree count of discordant pairs, the one scipy.stats.kendalltau calls.
     from scipy.stats._stats import _kendall_dis
@@ -130,7 +141,8 @@ def correlations(
     """
     X, Y = _check_pair(x, y)
     wanted = _check_options(methods, n_perm, n_boot, ci_level)
-    return _correlate(X, Y, wanted, n_perm, n_boot, ci_level, np.random.SeedSequence(seed))
+    group = _Group("", X, Y, np.random.SeedSequence(seed))
+    return _correlate_groups([group], wanted, n_perm, n_boot, ci_level, parallel=False)[0]
 
 
 def correlations_by_group(
@@ -143,24 +155,34 @@ def correlations_by_group(
     n_boot: int = 2_000,
     ci_level: float = 0.95,
     seed: int = 0,
-) -> dict[str, dict[str, Correlation]]:
+    overall: bool = False,
+    parallel: bool | None = None,
+) -> dict[str | None, dict[str, Correlation]]:
     """``correlations`` within each group: ``groups[i]`` names the group of point ``i`` (e.g. its family).
 
-    Returns ``{group: {method: Correlation}}`` with groups sorted by name. Each group draws from its own
-    streams, derived from ``seed`` and the group's name, so adding or dropping a group leaves the others'
-    results unchanged.
+    Returns ``{group: {method: Correlation}}`` with groups sorted by name, preceded by ``{None: …}``, the
+    statistics of all points together, when ``overall``. Each group draws from its own streams, derived from
+    ``seed`` and the group's name (the overall ones from ``seed`` alone, as ``correlations`` does), so adding
+    or dropping a group leaves the others' results unchanged.
+
+    ``parallel``: split the work in two halves, one in a forked process (None: when there is enough work and
+    more than one CPU). The halves are fixed (see ``_PARTS``), so the results are the same either way.
     """
     X, Y = _check_pair(x, y)
     wanted = _check_options(methods, n_perm, n_boot, ci_level)
     labels = np.asarray([str(g) for g in groups], dtype=object)
     if labels.shape != X.shape:
         raise ShapeError(f"{X.size} points but {labels.size} group labels", expected="one group per point")
-    out: dict[str, dict[str, Correlation]] = {}
+    work: list[_Group] = [_Group(None, X, Y, np.random.SeedSequence(seed))] if overall else []
     for name in sorted(set(labels.tolist())):
         mask = labels == name
         ss = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode("utf-8")),))
-        out[name] = _correlate(X[mask], Y[mask], wanted, n_perm, n_boot, ci_level, ss)
-    return out
+        work.append(_Group(name, X[mask], Y[mask], ss))
+    if parallel is None:
+        size = sum(g.x.size for g in work) * max(n_perm, n_boot, 1)
+        parallel = size > PARALLEL_MIN_WORK and (os.cpu_count() or 1) > 1
+    results = _correlate_groups(work, wanted, n_perm, n_boot, ci_level, parallel=parallel)
+    return {g.name: r for g, r in zip(work, results, strict=True)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,6 +244,7 @@ class _Sample:
     ``zx, zy``: (n,) centred, unit-norm values, so Pearson's r is ``zx @ zy``; ``zrx, zry``: the same for the
     average ranks. ``dx, dy``: (n,) 0-based dense ranks (``kx``, ``ky`` distinct values), ``dxy`` the dense
     rank of the pair (``kxy`` distinct pairs). ``n1, n2``: pairs tied in x, in y (Kendall's tie counts).
+    ``y_by_y, x_by_y``: 1-based dense ranks of y and x with the sample sorted by (y, x) instead.
     """
 
     n: int
@@ -239,6 +262,8 @@ class _Sample:
     kxy: int
     n1: int
     n2: int
+    y_by_y: IP
+    x_by_y: IP
 
     @staticmethod
     def build(x: F64, y: F64) -> _Sample:
@@ -251,6 +276,7 @@ class _Sample:
         xc, yc = xs - xs.mean(), ys - ys.mean()
         rx = scipy.stats.rankdata(xs)
         ry = scipy.stats.rankdata(ys)
+        by_y = np.lexsort((dx, dy))  # the sample sorted by (y, x) instead
         return _Sample(
             n=int(xs.size),
             xc=xc,
@@ -267,6 +293,8 @@ class _Sample:
             kxy=int(dxy.max()) + 1,
             n1=_tied_pairs(cx),
             n2=_tied_pairs(cy),
+            y_by_y=(dy[by_y] + 1).astype(np.intp),
+            x_by_y=(dx[by_y] + 1).astype(np.intp),
         )
 
 
@@ -291,30 +319,94 @@ def _too_small(x: F64, y: F64) -> str | None:
     return None
 
 
-def _correlate(
-    x: F64,
-    y: F64,
-    methods: tuple[Method, ...],
-    n_perm: int,
-    n_boot: int,
-    ci_level: float,
-    ss: np.random.SeedSequence,
-) -> dict[str, Correlation]:
-    n = int(x.size)
-    reason = _too_small(x, y)
+@dataclass(frozen=True)
+class _Group:
+    name: str | None
+    x: F64
+    y: F64
+    ss: np.random.SeedSequence
+
+
+@dataclass
+class _Partial:
+    """One part's share of a group's work: permutation hits per method, permutations done, whether they were
+    all ``n!``, and the bootstrap statistics per method."""
+
+    hits: dict[str, int]
+    count: int
+    exact: bool
+    boot: dict[str, list[F64]]
+
+
+def _child(ss: np.random.SeedSequence, *keys: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, *keys), pool_size=ss.pool_size)
+
+
+def _part_sizes(total: int) -> list[int]:
+    return [total // _PARTS + (1 if i < total % _PARTS else 0) for i in range(_PARTS)]
+
+
+def _run_part(groups: Sequence[_Group], methods: tuple[Method, ...], n_perm: int, n_boot: int,
+              part: int) -> list[_Partial | None]:  # fmt: skip
+    """Part ``part`` of every group's permutations and resamples (None for a group too small to correlate).
+
+    Each group's permutations and resamples come in ``_PARTS`` fixed shares, each drawn from its own stream
+    spawned from the group's seed, so a share's result does not depend on which process computes it."""
+    out: list[_Partial | None] = []
+    for g in groups:
+        if _too_small(g.x, g.y) is not None:
+            out.append(None)
+            continue
+        sample = _Sample.build(g.x, g.y)
+        # Children by explicit spawn keys, as ``SeedSequence.spawn`` numbers them on a fresh sequence (spawn
+        # itself counts the children already made, which would tie a stream to the order of the calls).
+        perm_rng = np.random.default_rng(_child(g.ss, 0, part))
+        boot_rng = np.random.default_rng(_child(g.ss, 1, part))
+        if sample.n <= 10 and math.factorial(sample.n) <= n_perm:  # every permutation, all in the first part
+            hits, count, exact = _permutation_hits(sample, methods, n_perm if part == 0 else 0, perm_rng)
+        else:
+            hits, count, exact = _permutation_hits(sample, methods, _part_sizes(n_perm)[part], perm_rng)
+        boot = _bootstrap_values(sample, methods, _part_sizes(n_boot)[part], boot_rng)
+        out.append(_Partial(hits, count, exact, boot))
+    return out
+
+
+def _correlate_groups(groups: Sequence[_Group], methods: tuple[Method, ...], n_perm: int, n_boot: int,
+                      ci_level: float, *, parallel: bool) -> list[dict[str, Correlation]]:  # fmt: skip
+    """Every group's correlations; with ``parallel``, the second half of the work runs in a forked process."""
+    if parallel:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            future = pool.submit(_run_part, groups, methods, n_perm, n_boot, 1)
+            parts = [_run_part(groups, methods, n_perm, n_boot, 0), future.result()]
+    else:
+        parts = [_run_part(groups, methods, n_perm, n_boot, i) for i in range(_PARTS)]
+    return [_finish(g, [p[i] for p in parts], methods, n_boot, ci_level) for i, g in enumerate(groups)]
+
+
+def _finish(group: _Group, partials: Sequence[_Partial | None], methods: tuple[Method, ...], n_boot: int,
+            ci_level: float) -> dict[str, Correlation]:  # fmt: skip
+    """Combine the parts of one group: permutation p-values, percentile intervals, scipy's point values."""
+    n = int(group.x.size)
+    reason = _too_small(group.x, group.y)
     if reason is not None:
-        return {
-            m: Correlation(m, n, None, None, None, 0, False, None, None, ci_level, n_boot, 0, reason) for m in methods
-        }
-    sample = _Sample.build(x, y)
-    perm_ss, boot_ss = ss.spawn(2)
-    p_perm, perm_count, exact = _permutation_pvalues(sample, methods, n_perm, np.random.default_rng(perm_ss))
-    cis, used = _bootstrap_cis(sample, methods, n_boot, ci_level, np.random.default_rng(boot_ss))
+        return {m: Correlation(m, n, None, None, None, 0, False, None, None, ci_level, n_boot, 0, reason)
+                for m in methods}  # fmt: skip
+    done = [p for p in partials if p is not None]
+    count = sum(p.count for p in done)
+    exact = any(p.exact for p in done)
+    p_perm: dict[str, float] = {}
+    if count:
+        for m in methods:
+            hits = sum(p.hits[m] for p in done)
+            p_perm[m] = hits / count if exact else (hits + 1) / (count + 1)
+    boot: dict[str, list[F64]] = {m: [v for p in done for v in p.boot.get(m, [])] for m in methods}
+    cis, used = _percentile_intervals(boot, methods, ci_level)
     out: dict[str, Correlation] = {}
     for m in methods:
-        value, p_value = _scipy_point(m, x, y)
+        value, p_value = _scipy_point(m, group.x, group.y)
         low, high = cis.get(m, (None, None))
-        out[m] = Correlation(m, n, value, p_value, p_perm.get(m), perm_count, exact, low, high, ci_level, n_boot, used)
+        out[m] = Correlation(m, n, value, p_value, p_perm.get(m), count, exact, low, high, ci_level, n_boot, used)
     return out
 
 
@@ -388,28 +480,30 @@ def _permutation_blocks(n: int, n_perm: int, rng: np.random.Generator) -> tuple[
                 yield np.array(block, dtype=np.intp)
 
         return exhaustive(), math.factorial(n), True
-    identity = np.arange(n, dtype=np.intp)
 
     def blocks() -> Iterator[IP]:
         done = 0
+        block = np.empty((rows, n), dtype=np.intp)
         while done < n_perm:
             b = min(rows, n_perm - done)
-            yield rng.permuted(np.broadcast_to(identity, (b, n)), axis=1)
+            # one Generator.permutation call per row: about 3x faster than Generator.permuted on a (b, n) block
+            for i in range(b):
+                block[i] = rng.permutation(n)
+            yield block[:b]
             done += b
 
     return blocks(), n_perm, False
 
 
-def _permutation_pvalues(
+def _permutation_hits(
     sample: _Sample, methods: tuple[Method, ...], n_perm: int, rng: np.random.Generator
-) -> tuple[dict[str, float], int, bool]:
-    """Two-sided permutation p-values per method, the number of permutations, and whether all were used."""
+) -> tuple[dict[str, int], int, bool]:
+    """Per method, how many of ``n_perm`` permutations give a statistic at least as extreme (two-sided) as the
+    observed one; the number of permutations; whether they were all ``n!`` of them."""
     if n_perm == 0:
-        return {}, 0, False
+        return dict.fromkeys(methods, 0), 0, False
     n = sample.n
     blocks, count, exact = _permutation_blocks(n, n_perm, rng)
-    xr = sample.dx + 1
-    yr = sample.dy + 1
     # With no ties in x or no ties in y, no pair can be tied in both, whatever the permutation.
     n3: int | None = 0 if (sample.kx == n or sample.ky == n) else None
     observed: dict[str, float] = {}
@@ -418,7 +512,11 @@ def _permutation_pvalues(
     if "spearman" in methods:
         observed["spearman"] = abs(float(sample.zrx @ sample.zry)) - _TOLERANCE
     if "kendall" in methods:
-        s_obs = _kendall_s(xr, yr, sample.n1, sample.n2, None)
+        # Permuting y against x or x against y gives the same null distribution. The variable with fewer
+        # distinct values is the one permuted: the Fenwick tree of the count is then smaller (about 20% faster
+        # for 200 distinct similarities among 10,000 gains).
+        fixed, moving = (sample.dx + 1, sample.dy + 1) if sample.ky <= sample.kx else (sample.y_by_y, sample.x_by_y)
+        s_obs = _kendall_s(sample.dx + 1, sample.dy + 1, sample.n1, sample.n2, None)
         observed["kendall"] = float(abs(s_obs))
     hits = dict.fromkeys(observed, 0)
     for P in blocks:
@@ -430,16 +528,14 @@ def _permutation_pvalues(
             rho = sample.zry[P] @ sample.zrx
             hits["spearman"] += int(np.count_nonzero(np.abs(rho) >= observed["spearman"]))
         if "kendall" in methods:
-            Yr = yr[P]
+            M = moving[P]
             if n3 == 0:  # one count per permutation: S = n0 − n1 − n2 − 2D
-                D = np.array([_discordant(xr, row) for row in Yr], dtype=np.int64)
+                D = np.array([_discordant(fixed, row) for row in M], dtype=np.int64)
                 S = (n * (n - 1) // 2 - sample.n1 - sample.n2) - 2 * D
             else:  # the pairs tied in both change with the permutation: count C as well
-                S = np.array([_kendall_s(xr, row, sample.n1, sample.n2, None) for row in Yr], dtype=np.int64)
+                S = np.array([_kendall_s(fixed, row, sample.n1, sample.n2, None) for row in M], dtype=np.int64)
             hits["kendall"] += int(np.count_nonzero(np.abs(S) >= observed["kendall"]))
-    if exact:
-        return {m: h / count for m, h in hits.items()}, count, True
-    return {m: (h + 1) / (count + 1) for m, h in hits.items()}, count, False
+    return hits, count, exact
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,16 +602,14 @@ def _resample_statistics(sample: _Sample, methods: tuple[Method, ...], idx: IP) 
     return out
 
 
-def _bootstrap_cis(
-    sample: _Sample, methods: tuple[Method, ...], n_boot: int, ci_level: float, rng: np.random.Generator
-) -> tuple[dict[str, tuple[float, float]], int]:
-    """Percentile intervals per method and the number of non-degenerate resamples used."""
-    if n_boot == 0:
-        return {}, 0
+def _bootstrap_values(
+    sample: _Sample, methods: tuple[Method, ...], n_boot: int, rng: np.random.Generator
+) -> dict[str, list[F64]]:
+    """The statistics of ``n_boot`` resamples, per method, as a list of blocks (degenerate resamples left out)."""
+    values: dict[str, list[F64]] = {m: [] for m in methods}
     n = sample.n
     rows = max(1, BLOCK_ELEMENTS // n)
     idx_dtype = np.int16 if n <= np.iinfo(np.int16).max else np.intp  # int16 rows sort by radix sort
-    values: dict[str, list[F64]] = {m: [] for m in methods}
     done = 0
     while done < n_boot:
         b = min(rows, n_boot - done)
@@ -526,6 +620,13 @@ def _bootstrap_cis(
         idx.sort(axis=1, kind="stable")
         for m, v in _resample_statistics(sample, methods, idx.astype(np.intp)).items():
             values[m].append(v)
+    return values
+
+
+def _percentile_intervals(
+    values: dict[str, list[F64]], methods: tuple[Method, ...], ci_level: float
+) -> tuple[dict[str, tuple[float, float]], int]:
+    """Percentile intervals per method and the number of non-degenerate resamples used."""
     used = sum(v.size for v in values[methods[0]])
     if used == 0:
         return {}, 0

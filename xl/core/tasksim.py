@@ -18,10 +18,7 @@ looked up as ``target@lang`` first, then as ``target``.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -30,14 +27,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from xl.core.languages import Language, builtin_table, normalize_lang_codes
 from xl.core.ranking import RankingScores, aggregate_rankings, rank_metrics
-from xl.core.stats import METHODS, Method, correlations, correlations_by_group
+from xl.core.stats import METHODS, Method, correlations_by_group
 from xl.errors import InputError, ShapeError, UsageError
 
 SimilarityMethod = Literal["cosine", "centered", "task2vec"]
 SIMILARITY_METHODS: tuple[SimilarityMethod, ...] = get_args(SimilarityMethod)
 F64 = NDArray[np.float64]
-#: Rows × resamples above which the overall statistics run in a second process (below, forking costs more).
-PARALLEL_MIN_WORK = 2_000_000
 
 
 # --------------------------------------------------------------------------------------------- similarity
@@ -188,23 +183,12 @@ def correlate(
     langs = normalize_lang_codes([r.lang for r in rows], table)
     families = [table[code].family for code in langs]
     out: list[dict[str, Any]] = []
-    # The overall statistics and the per-family ones cost about the same (each covers every row once): with
-    # two cores and enough work, the overall ones run in a forked worker while this process does the families.
-    # The random streams depend only on the seed and the group, so the results are those of a serial run.
-    pool = None
-    if len(x) * max(n_perm, n_boot, 1) > PARALLEL_MIN_WORK and (os.cpu_count() or 1) > 1:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        future = pool.submit(correlations, x, y, methods, n_perm=n_perm, n_boot=n_boot, seed=seed)
-    by_family = correlations_by_group(x, y, families, methods, n_perm=n_perm, n_boot=n_boot, seed=seed)
-    if pool is not None:
-        overall = future.result()
-        pool.shutdown()
-    else:
-        overall = correlations(x, y, methods, n_perm=n_perm, n_boot=n_boot, seed=seed)
-    for name, c in overall.items():
+    # Overall (key None) and per family; with enough work half of it runs in a second process.
+    by_family = correlations_by_group(x, y, families, methods, n_perm=n_perm, n_boot=n_boot, seed=seed, overall=True)
+    overall = by_family.pop(None)
+    for c in overall.values():
         out.append({"kind": "correlation", "scope": "overall", "family": None, "languages": sorted(set(langs)),
                     **c.to_dict()})  # fmt: skip
-        del name
     for family, results in by_family.items():
         members = sorted({code for code, fam in zip(langs, families, strict=True) if fam == family})
         for c in results.values():
