@@ -16,8 +16,10 @@ from xl.io.jsonl import dumps_line
 def embed_cli(
     tasks: Annotated[
         list[str] | None,
-        typer.Argument(help="NAME=DATA per task (textemb): a task file or text file, or a dataset "
-                            "DATASET:SPLIT:LANG; NAME=RUN_DIR[@DATA] (taskemb)."),
+        typer.Argument(
+            help="NAME=DATA per task (textemb): a task file or text file, or a dataset "
+            "DATASET:SPLIT:LANG; NAME=RUN_DIR[@DATA] (taskemb)."
+        ),
     ] = None,  # fmt: skip
     output: OutputOpt = "-",
     method: Annotated[
