@@ -246,3 +246,29 @@ def test_several_inputs_share_one_model_load(tiny_model_path: Path, tmp_path: Pa
                      *model)  # fmt: skip
     _assert_one_line_error(missing, 1, "nope.txt", "no such file")
     assert not (tmp_path / "a.txt.npy").exists()  # nothing written before all inputs were checked
+
+
+def test_cuda_length_padding_to_a_multiple_of_8_leaves_embeddings_unchanged(
+    tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA path pads every batch to a multiple of 8 tokens; checked here on the CPU through the same code."""
+    import xl.models.encoder as encoder_module
+    from xl.models.encoder import Encoder
+    from xl.models.registry import resolve_model
+
+    encoder = Encoder(resolve_model(str(tiny_model_path)), dtype="float32")
+    ids = encoder.tokenize(_sentences(9)).ids
+    assert len({len(row) for row in ids}) > 1 and max(len(row) for row in ids) % 8 != 0
+    exact = encoder.embed_ids(ids)[2]
+    shapes: list[tuple[int, ...]] = []
+    real_pad = encoder_module.pad_batch
+
+    def pad_as_on_cuda(rows, pad_id, device, *, multiple=1):  # type: ignore[no-untyped-def]
+        input_ids, mask = real_pad(rows, pad_id, device, multiple=8)
+        shapes.append(tuple(input_ids.shape))
+        return input_ids, mask
+
+    monkeypatch.setattr(encoder_module, "pad_batch", pad_as_on_cuda)
+    padded = encoder.embed_ids(ids)[2]
+    assert shapes and all(length % 8 == 0 for _, length in shapes)
+    np.testing.assert_allclose(padded, exact, rtol=1e-5, atol=1e-6)

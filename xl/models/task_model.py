@@ -32,6 +32,7 @@ from xl.models.encoder import (
     _quiet_transformers,
     from_pretrained,
     load_tokenizer,
+    pad_batch,
     pool,
     resolve_device,
     resolve_dtype,
@@ -146,19 +147,6 @@ def make_task_model(
             return self.head(states.to(self.head.weight.dtype)).float()
 
     return TaskModel()
-
-
-def pad_batch(ids: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, longest) int64 input ids and attention mask on ``device``."""
-    import torch
-
-    longest = max(len(row) for row in ids)
-    batch = np.full((len(ids), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), longest), dtype=np.int64)
-    for i, row in enumerate(ids):
-        batch[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return torch.from_numpy(batch).to(device), torch.from_numpy(mask).to(device)
 
 
 def pad_id_of(encoder: Any) -> int:
