@@ -3,6 +3,7 @@ never imports torch)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,79 @@ class TaskEmbedOptions:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
+    #: npy (a matrix, labels in the manifest) or jsonl (``{task, lang, method, vector}`` per task); None:
+    #: jsonl when the output ends in .jsonl, else npy
+    output_format: str | None = None
+
+
+def output_format_for(output: str, requested: str | None) -> str:
+    """The task-embedding output format: ``requested``, else from ``output``'s suffix (npy for stdout)."""
+    if requested is None:
+        return "jsonl" if output.endswith(".jsonl") else "npy"
+    if requested not in ("npy", "jsonl"):
+        raise UsageError(f"unknown --format {requested!r}", hint="use npy or jsonl")
+    return requested
+
+
+def write_task_embeddings(output: str, names: Sequence[str], E: np.ndarray, manifest: dict[str, Any],
+                          output_format: str) -> None:  # fmt: skip
+    """One row per task: an NPY matrix with ``manifest`` beside it, or JSON lines ``{task, lang, method,
+    vector}`` (a name ``task@lang`` is split at the ``@``; lang is null otherwise), manifest beside the file."""
+    if output_format == "npy":
+        write_matrix(output, E, manifest)
+        return
+    from xl.io.jsonl import JsonlWriter
+
+    writer = JsonlWriter(output, manifest)
+    try:
+        for name, row in zip(names, E, strict=True):
+            task, _, lang = name.partition("@")
+            writer.write_objects([{"task": task, "lang": lang or None, "method": manifest["method"],
+                                   "vector": row.tolist()}])  # fmt: skip
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
+def read_task_embeddings(path: str) -> tuple[np.ndarray, list[str] | None]:
+    """Task embeddings from NPY (labels from the manifest, or None) or from the JSONL of ``tasksim embed``
+    (labels ``task`` or ``task@lang``); ``-`` reads either from stdin."""
+    is_jsonl = path.endswith(".jsonl")
+    if path == "-":
+        is_jsonl = sys.stdin.buffer.peek(1)[:1] == b"{"
+    if not is_jsonl:
+        manifest = read_manifest(path) or {}
+        labels = manifest.get("labels")
+        return read_matrix(path), list(labels) if labels else None
+    from xl.tasks.schemas import iter_jsonl
+
+    if path == "-":
+        records = list(iter_jsonl(sys.stdin.buffer, source="<stdin>"))
+    else:
+        try:
+            with open(path, "rb") as handle:
+                records = list(iter_jsonl(handle, source=path))
+        except FileNotFoundError:
+            raise InputError("no such file", source=path) from None
+    labels, rows = [], []
+    for number, record in enumerate(records, start=1):
+        task, lang, vector = record.get("task"), record.get("lang"), record.get("vector")
+        if not isinstance(task, str) or not task or not isinstance(vector, list) or not vector:
+            raise InputError(f"{path}:{number}: not a task embedding", expected='{"task", "lang", "vector": [...]}')
+        labels.append(f"{task}@{lang}" if lang else task)
+        rows.append(vector)
+    if not rows:
+        raise InputError("no task embeddings", source=path)
+    if len({len(r) for r in rows}) != 1:
+        raise InputError("task vectors of different lengths", source=path, found=str(sorted({len(r) for r in rows})))
+    try:
+        E = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("a task vector holds something other than numbers", source=path) from None
+    if not np.isfinite(E).all():
+        raise InputError("a task vector holds NaN or infinity", source=path)
+    return E, labels
 
 
 def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
@@ -78,6 +152,7 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
     (``NAME=RUN_DIR`` or ``NAME=RUN_DIR@DATA``; see ``xl.models.fisher``)."""
     if not specs:
         raise UsageError("no tasks given", hint="e.g. xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en")
+    output_format_for(output, options.output_format)  # a bad --format fails before any model is loaded
     if method == "taskemb":
         return _embed_taskemb(specs, output, options)
     if method != "textemb":
@@ -97,7 +172,8 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
     manifest = {**base_manifest("task-embeddings"), "method": "textemb", "labels": names, "model": ref.name,
                 "model_fingerprint": ref.fingerprint, "sample": options.sample, "seed": options.seed,
                 "inputs": {name: len(texts) for name, texts in tasks}, "tasks": list(specs)}  # fmt: skip
-    write_matrix(output, np.stack(rows).astype(np.float32), manifest)
+    write_task_embeddings(output, names, np.stack(rows).astype(np.float32), manifest,
+                          output_format_for(output, options.output_format))  # fmt: skip
     return len(rows)
 
 
@@ -124,7 +200,7 @@ def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions)
         raise UsageError("task names must be unique")
     manifest = {**base_manifest("task-embeddings"), "method": "taskemb", "labels": names, "sample": options.sample,
                 "seed": options.seed, "tasks": described}  # fmt: skip
-    write_matrix(output, np.stack(rows), manifest)
+    write_task_embeddings(output, names, np.stack(rows), manifest, output_format_for(output, options.output_format))
     return len(rows)
 
 
@@ -133,9 +209,8 @@ def similarity_file(path: str, output: str, *, method: str = "cosine", labels: S
     """Read task embeddings, write their similarity matrix (manifest: labels, method)."""
     if method not in SIMILARITY_METHODS:
         raise UsageError(f"unknown similarity {method!r}", hint="use cosine, centered or task2vec")
-    E = read_matrix(path)
-    manifest = read_manifest(path) or {}
-    names = list(labels) if labels else list(manifest.get("labels") or [f"task{i}" for i in range(len(E))])
+    E, stored = read_task_embeddings(path)
+    names = list(labels) if labels else list(stored or [f"task{i}" for i in range(len(E))])
     S = Similarity(tuple(names), similarity_matrix(E, method))  # type: ignore[arg-type]
     write_matrix(output, S.matrix.astype(np.float32), {**base_manifest("task-similarity"), "labels": names,
                                                        "method": method, "embeddings": path})  # fmt: skip

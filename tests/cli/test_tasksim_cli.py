@@ -38,6 +38,29 @@ def test_textemb_is_the_mean_of_xl_embed(tiny_model_path: Path, tmp_path: Path) 
         np.testing.assert_allclose(row, np.load(embedded).astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
 
 
+def test_jsonl_task_embeddings_carry_task_lang_method_vector(tiny_model_path: Path, tmp_path: Path) -> None:
+    a = tmp_path / "a.txt"
+    a.write_text("".join(f"Satz {i} über Seoul.\n" for i in range(12)), encoding="utf-8")
+    common = ["--model", str(tiny_model_path), "--dtype", "float32"]
+    npy, jsonl = tmp_path / "t.npy", tmp_path / "t.jsonl"
+    assert run_xl("tasksim", "embed", f"nli={a}", f"nli@de={a}", *common, "-o", str(npy)).returncode == 0
+    result = run_xl("tasksim", "embed", f"nli={a}", f"nli@de={a}", *common, "-o", str(jsonl))
+    assert result.returncode == 0, result.stderr.decode()
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(r["task"], r["lang"], r["method"]) for r in rows] == [("nli", None, "textemb"), ("nli", "de", "textemb")]
+    np.testing.assert_allclose(np.array([r["vector"] for r in rows]), np.load(npy), rtol=1e-6)
+    assert json.loads(Path(f"{jsonl}.json").read_text())["rows"] == 2
+    # similarity reads either form, from a file or from stdin, with the same labels
+    from_npy = run_xl("tasksim", "similarity", str(npy), "-o", str(tmp_path / "S1.npy"))
+    from_jsonl = run_xl("tasksim", "similarity", "-", "-o", str(tmp_path / "S2.npy"), stdin=jsonl.read_bytes())
+    assert from_npy.returncode == 0 and from_jsonl.returncode == 0, from_jsonl.stderr.decode()
+    np.testing.assert_allclose(np.load(tmp_path / "S1.npy"), np.load(tmp_path / "S2.npy"), rtol=1e-6)
+    assert json.loads((tmp_path / "S2.npy.json").read_text())["labels"] == ["nli", "nli@de"]
+    bad = run_xl("tasksim", "embed", f"nli={a}", *common, "--format", "csv", "-o", str(tmp_path / "x"))
+    _error(bad, 2, "--format")
+    assert not (tmp_path / "x").exists()
+
+
 def test_similarity_then_correlate(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = ["s0", "s1", "s2", "s3", "t0", "t1"]
@@ -128,3 +151,13 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
     p /= p.sum(1, keepdims=True)
     onehot = np.eye(2)[[r["label"] for r in records]]
     np.testing.assert_allclose(F[0][-2:], ((p - onehot) ** 2).mean(0), rtol=1e-4, atol=1e-7)
+
+
+def test_similarity_refuses_jsonl_that_is_not_task_embeddings(tmp_path: Path) -> None:
+    for body, needle in ((b'{"text": "hello"}\n', "not a task embedding"),
+                         (b'{"task": "a", "vector": [1, 2]}\n{"task": "b", "vector": [1]}\n', "different lengths"),
+                         (b'{"task": "a", "vector": [1, "x"]}\n', "other than numbers")):  # fmt: skip
+        path = tmp_path / "bad.jsonl"
+        path.write_bytes(body)
+        _error(run_xl("tasksim", "similarity", str(path), "-o", str(tmp_path / "S.npy")), 1, needle)
+        assert not (tmp_path / "S.npy").exists()

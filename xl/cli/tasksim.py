@@ -30,11 +30,19 @@ def embed_cli(
         int | None, typer.Option(min=1, help="Inputs per task, a seeded random sample (default 1000; taskemb 200).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="npy (a row per task) or jsonl ({task, lang, method, vector}); default: "
+            "jsonl for an -o ending in .jsonl, else npy.",
+        ),
+    ] = None,  # fmt: skip
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Task embeddings: one row per task (NPY with a manifest naming the tasks, in the order given).
+    """Task embeddings: one row per task, in the order given (NPY with a manifest naming the tasks, or JSONL).
 
     `textemb` is the mean of the sentence embeddings (`xl embed`) of a task's input texts (text; text1 and
     text2; question and context); `taskemb` the diagonal empirical Fisher of a model fine-tuned on the task
@@ -51,8 +59,9 @@ def embed_cli(
     if method not in ("textemb", "taskemb"):
         raise UsageError(f"--method {method!r} is not textemb or taskemb")
     count = sample or (1000 if method == "textemb" else 200)
-    rows = embed_tasks(list(tasks or []), output, TaskEmbedOptions(model=model, sample=count, seed=seed,
-                                                                   device=device, dtype=dtype), method)  # fmt: skip
+    options = TaskEmbedOptions(model=model, sample=count, seed=seed, device=device, dtype=dtype,
+                               output_format=output_format)  # fmt: skip
+    rows = embed_tasks(list(tasks or []), output, options, method)
     Messages("tasksim embed", quiet).info(f"{rows} task embeddings written")
 
 
