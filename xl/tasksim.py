@@ -63,6 +63,19 @@ def write_task_embeddings(output: str, names: Sequence[str], E: np.ndarray, mani
     writer.close()
 
 
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Every record of a JSONL file, or of stdin for ``-``."""
+    from xl.tasks.schemas import iter_jsonl
+
+    if path == "-":
+        return list(iter_jsonl(sys.stdin.buffer, source="<stdin>"))
+    try:
+        with open(path, "rb") as handle:
+            return list(iter_jsonl(handle, source=path))
+    except FileNotFoundError:
+        raise InputError("file not found", source=path) from None
+
+
 def read_task_embeddings(path: str) -> tuple[np.ndarray, list[str] | None]:
     """Task embeddings from NPY (labels from the manifest, or None) or from the JSONL of ``tasksim embed``
     (labels ``task`` or ``task@lang``); ``-`` reads either from stdin."""
@@ -73,16 +86,7 @@ def read_task_embeddings(path: str) -> tuple[np.ndarray, list[str] | None]:
         manifest = read_manifest(path) or {}
         labels = manifest.get("labels")
         return read_matrix(path), list(labels) if labels else None
-    from xl.tasks.schemas import iter_jsonl
-
-    if path == "-":
-        records = list(iter_jsonl(sys.stdin.buffer, source="<stdin>"))
-    else:
-        try:
-            with open(path, "rb") as handle:
-                records = list(iter_jsonl(handle, source=path))
-        except FileNotFoundError:
-            raise InputError("no such file", source=path) from None
+    records = _read_jsonl(path)
     labels, rows = [], []
     for number, record in enumerate(records, start=1):
         task, lang, vector = record.get("task"), record.get("lang"), record.get("vector")
@@ -244,20 +248,9 @@ def correlate_files(sim_path: str, gains_path: str, *, methods: Sequence[str] = 
     if unknown or not methods:
         raise UsageError(f"unknown --methods {', '.join(unknown) or '(none)'}", hint="use pearson, spearman, kendall")
     sim = read_similarity(sim_path)
-    from xl.tasks.schemas import iter_jsonl
 
     source = "<stdin>" if gains_path == "-" else gains_path
-    if gains_path == "-":
-        import sys
-
-        records = list(iter_jsonl(sys.stdin.buffer, source=source))
-    else:
-        try:
-            with open(gains_path, "rb") as handle:
-                records = list(iter_jsonl(handle, source=source))
-        except FileNotFoundError:
-            raise InputError("file not found", source=gains_path) from None
-    rows = parse_gains(records, source_name=source)
+    rows = parse_gains(_read_jsonl(gains_path), source_name=source)
     table = language_table(Path(languages) if languages else None)
     lines = correlate(sim, rows, table=table, methods=methods, n_perm=n_perm, n_boot=n_boot, seed=seed)  # type: ignore[arg-type]
     if plot:
