@@ -136,13 +136,20 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
     manifest = json.loads(Path(f"{out}.json").read_text())
     assert F.shape[0] == 2 and (F >= 0).all() and np.isfinite(F).all()
     np.testing.assert_array_equal(F[0], F[1])  # deterministic
-    assert manifest["tasks"][0]["examples"] == 12 and manifest["tasks"][0]["layout"][-1] == ["head.bias", 2]
-    # For cross-entropy, d loss / d bias = softmax(logits) − onehot(gold): the head-bias entries of the Fisher
-    # are the mean of its square over the examples.
+    layout = manifest["tasks"][0]["layout"]
+    assert manifest["tasks"][0]["examples"] == 12 and not any(name.startswith("head.") for name, _ in layout)
+    # The library with the head appended: the CLI's vector is its encoder part, and the head-bias entries
+    # match the closed form. For cross-entropy, d loss / d bias = softmax(logits) − onehot(gold): the head-bias
+    # entries of the Fisher are the mean of its square over the examples.
     from xl.models.features import tokenize_texts
+    from xl.models.fisher import task_fisher
     from xl.models.registry import resolve_model
     from xl.models.task_model import TaskRunner, pad_batch
 
+    with_head, info = task_fisher(resolve_model(str(run)), sample=100, device="cpu", include_head=True)
+    assert info["layout"][-1] == ["head.bias", 2] and info["layout"][-2] == ["head.weight", 2]
+    np.testing.assert_allclose(with_head[: F.shape[1]], F[0], rtol=1e-6)
+    assert with_head.size == F.shape[1] + 4
     runner = TaskRunner(resolve_model(str(run)), "classification", device="cpu", dtype="float32")
     ids = tokenize_texts(runner.tokenizer, [r["text"] for r in records], prefix="", max_length=128).ids
     with torch.no_grad():
@@ -150,7 +157,29 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     onehot = np.eye(2)[[r["label"] for r in records]]
-    np.testing.assert_allclose(F[0][-2:], ((p - onehot) ** 2).mean(0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(with_head[-2:], ((p - onehot) ** 2).mean(0), rtol=1e-4, atol=1e-7)
+
+
+def test_taskemb_compares_tasks_with_different_heads(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A two-label, a three-label and an STS run (no head) give vectors of one length."""
+    rows = {"two": [{"text": f"good film {i}", "label": i % 2} for i in range(8)],
+            "three": [{"text": f"tweet number {i}", "label": i % 3} for i in range(9)],
+            "sts": [{"text1": f"a man sings {i}", "text2": f"he sings {i}", "score": i % 5} for i in range(8)]}
+    # fmt: skip
+    specs = []
+    for name, records in rows.items():
+        train = tmp_path / f"{name}.jsonl"
+        train.write_text("".join(json.dumps(r) + "\n" for r in records))
+        task = "sts" if name == "sts" else "classify"
+        result = run_xl("finetune", "--task", task, "--model", str(tiny_model_path), "--train", str(train), "-o",
+                        str(tmp_path / name), "--max-steps", "1", "-q")  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()
+        specs.append(f"{name}={tmp_path / name}")
+    out = tmp_path / "F.npy"
+    result = run_xl("tasksim", "embed", "--method", "taskemb", *specs, "--sample", "4", "-o", str(out))
+    assert result.returncode == 0, result.stderr.decode()
+    F = np.load(out)
+    assert F.shape[0] == 3 and (F > 0).any(axis=1).all()
 
 
 def test_similarity_refuses_jsonl_that_is_not_task_embeddings(tmp_path: Path) -> None:

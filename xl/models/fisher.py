@@ -2,10 +2,10 @@
 fine-tuned on that task.
 
 For a sample of the task's training examples, the loss of each example *with its gold label* (the empirical
-Fisher) is differentiated with respect to the encoder's parameters, one example at a time; the Fisher diagonal
-is the mean of the squared gradients. Like Vu et al., who build task embeddings from the Fisher of BERT's
-components rather than from one vector of all 100 M+ parameters, the diagonal is pooled per component: each
-parameter matrix of the transformer layers becomes one value per output unit (the mean over its inputs),
+Fisher) is differentiated with respect to the encoder's parameters (not the task head's), one example at a
+time; the Fisher diagonal is the mean of the squared gradients. Like Vu et al., who build task embeddings
+from the Fisher of BERT's components rather than from one vector of all 100 M+ parameters, the diagonal is
+pooled per component: each parameter matrix of the transformer layers becomes one value per output unit (the mean over its inputs),
 each vector (bias, LayerNorm) is kept as it is, and the word embedding matrix (one row per vocabulary piece,
 almost all untouched by a sample) is left out. The result is one non-negative vector per task (about 75,000
 values for the default model), in a fixed parameter order, so embeddings of models of one architecture line
@@ -44,9 +44,14 @@ def task_fisher(
     seed: int = 0,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    include_head: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The pooled Fisher diagonal ``(k,)`` float32 of a fine-tuned model on ``sample`` examples of ``data``
-    (default: the run's own training file), and a description (task, data, examples, parameter layout)."""
+    (default: the run's own training file), and a description (task, data, examples, parameter layout).
+
+    Only the encoder's parameters count, as in Vu et al. (BERT's): task heads differ in size (2 or 3 labels, a
+    span head, none for STS), and a vector of the shared encoder is what lines up across tasks.
+    ``include_head`` appends the head's parameters (last, in ``layout``), for checks against closed forms."""
     import torch
 
     from xl.models.encoder import from_pretrained, load_tokenizer, resolve_device
@@ -89,7 +94,8 @@ def task_fisher(
     if model.head is not None:
         load_head(model, ref.path or Path("."))
     model.to(device_name).eval()  # dropout off: the Fisher of the model as it predicts
-    params = [(name, p) for name, p in model.named_parameters() if not any(s in name for s in SKIPPED)]
+    params = [(name, p) for name, p in model.named_parameters()
+              if not any(s in name for s in SKIPPED) and (include_head or not name.startswith("head."))]  # fmt: skip
     totals = [torch.zeros_like(p, dtype=torch.float32) for _, p in params]
     pad_id = pad_id_of(encoder)
     for index in chosen:
