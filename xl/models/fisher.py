@@ -1,15 +1,15 @@
-"""TaskEmb (Vu et al. 2020): a task embedding from the diagonal empirical Fisher information of a model
-fine-tuned on that task.
+"""TaskEmb (Vu et al. 2020): a task embedding from the diagonal empirical Fisher information of a model fine-tuned
+on that task.
 
 For a sample of the task's training examples, the loss of each example *with its gold label* (the empirical
 Fisher) is differentiated with respect to the encoder's parameters (not the task head's), one example at a
-time; the Fisher diagonal is the mean of the squared gradients. Like Vu et al., who build task embeddings
-from the Fisher of BERT's components rather than from one vector of all 100 M+ parameters, the diagonal is
-pooled per component: each parameter matrix of the transformer layers becomes one value per output unit (the mean over its inputs),
-each vector (bias, LayerNorm) is kept as it is, and the word embedding matrix (one row per vocabulary piece,
-almost all untouched by a sample) is left out. The result is one non-negative vector per task (about 75,000
-values for the default model), in a fixed parameter order, so embeddings of models of one architecture line
-up; ``xl tasksim similarity --method task2vec`` compares them (Achille et al. 2019).
+time; the Fisher diagonal is the mean of the squared gradients. Like Vu et al., who build task embeddings from
+the Fisher of BERT's components rather than from one vector of all 100 M+ parameters, the diagonal is pooled
+per component: each parameter matrix of the transformer layers becomes one value per output unit (the mean over
+its inputs), each vector (bias, LayerNorm) is kept as it is, and the word embedding matrix (one row per
+vocabulary piece, almost all untouched by a sample) is left out. The result is one non-negative vector per task
+(about 75,000 values for the default model), in a fixed parameter order, so embeddings of models of one
+architecture line up; ``xl tasksim similarity --method task2vec`` compares them (Achille et al. 2019).
 """
 
 from __future__ import annotations
