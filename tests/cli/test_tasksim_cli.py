@@ -162,9 +162,11 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
 
 def test_taskemb_compares_tasks_with_different_heads(tiny_model_path: Path, tmp_path: Path) -> None:
     """A two-label, a three-label and an STS run (no head) give vectors of one length."""
-    rows = {"two": [{"text": f"good film {i}", "label": i % 2} for i in range(8)],
-            "three": [{"text": f"tweet number {i}", "label": i % 3} for i in range(9)],
-            "sts": [{"text1": f"a man sings {i}", "text2": f"he sings {i}", "score": i % 5} for i in range(8)]}
+    rows = {
+        "two": [{"text": f"good film {i}", "label": i % 2} for i in range(8)],
+        "three": [{"text": f"tweet number {i}", "label": i % 3} for i in range(9)],
+        "sts": [{"text1": f"a man sings {i}", "text2": f"he sings {i}", "score": i % 5} for i in range(8)],
+    }
     # fmt: skip
     specs = []
     for name, records in rows.items():
