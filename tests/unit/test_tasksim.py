@@ -111,3 +111,21 @@ def test_parallel_and_serial_runs_give_the_same_numbers(monkeypatch: pytest.Monk
     monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 0)
     parallel = correlate(sim, rows, n_perm=500, n_boot=200)
     assert serial == parallel
+
+
+def test_regret_is_relative_to_the_best_score_when_rows_give_the_score_without() -> None:
+    matrix = np.array([[1, 0, 0, 0.9], [0, 1, 0, 0.5], [0, 0, 1, 0.1], [0.9, 0.5, 0.1, 1]])
+    sim = Similarity(("a", "b", "c", "t"), matrix)
+    scores = [{"source": s, "target": "t", "lang": "de", "score_with": 50.0 + g, "score_without": 50.0}
+              for s, g in (("a", 1.0), ("b", 3.0), ("c", 2.0))]  # fmt: skip
+    gains_only = [{"source": r["source"], "target": "t", "lang": "de", "gain": r["score_with"] - 50.0} for r in scores]
+
+    def ranking(records: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [line for line in correlate(sim, parse_gains(records), n_perm=0, n_boot=0) if line["kind"] == "ranking"]
+
+    on_scores, on_gains = ranking(scores), ranking(gains_only)
+    # the top source by similarity is a (gain 1); the best is b (gain 3, score 53)
+    assert on_scores[0]["regret@1"]["mean"] == pytest.approx(100 * 2 / 53)
+    assert on_scores[0]["regret_relative_to"] == "best score"
+    assert on_gains[0]["regret@1"]["mean"] == pytest.approx(100 * 2 / 3)
+    assert on_gains[0]["regret_relative_to"] == "best gain"

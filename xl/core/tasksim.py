@@ -97,10 +97,13 @@ class Similarity:
 
 @dataclass(frozen=True)
 class GainRow:
+    """One measured gain; ``baseline`` is the target's score without the source (``score_without``), if given."""
+
     source: str
     target: str
     lang: str
     gain: float
+    baseline: float | None = None
 
 
 def parse_gains(records: Iterable[Mapping[str, Any]], *, source_name: str = "gains") -> list[GainRow]:
@@ -135,7 +138,11 @@ def parse_gains(records: Iterable[Mapping[str, Any]], *, source_name: str = "gai
                 hint="keep one row per (source, target, lang)",
             )
         seen[key] = number
-        rows.append(GainRow(key[0], key[1], key[2], float(gain)))
+        without = record.get("score_without")
+        baseline: float | None = None
+        if isinstance(without, (int, float)) and not isinstance(without, bool) and math.isfinite(without):
+            baseline = float(without)
+        rows.append(GainRow(key[0], key[1], key[2], float(gain), baseline))
     if not rows:
         raise InputError(f"{source_name}: no gain rows")
     return rows
@@ -198,11 +205,16 @@ def correlate(
     target_rows: dict[tuple[str, str], list[int]] = {}
     for i, row in enumerate(rows):
         target_rows.setdefault((row.target, langs[i]), []).append(i)
+    # Regret is relative to the best target score (Poth et al. 2021) where the rows give the score without
+    # the source (one baseline per target and language), else relative to the best gain.
+    ranked = {key: indices for key, indices in target_rows.items() if len(indices) >= 2}
+    baselines = {key: {rows[i].baseline for i in indices} for key, indices in ranked.items()}
+    on_scores = all(len(b) == 1 and None not in b for b in baselines.values())
     per_target: list[tuple[str, RankingScores]] = []
-    for (_target, code), indices in target_rows.items():
-        if len(indices) < 2:
-            continue
-        per_target.append((table[code].family, rank_metrics(x[indices], y[indices], ks=ks, ndcg_k=ndcg_k)))
+    for (target, code), indices in ranked.items():
+        baseline = next(iter(baselines[(target, code)])) if on_scores else None
+        ranking = rank_metrics(x[indices], y[indices], ks=ks, ndcg_k=ndcg_k, baseline=baseline)
+        per_target.append((table[code].family, ranking))
     scopes: dict[str | None, list[RankingScores]] = {None: [r for _, r in per_target]}
     for fam, ranking in per_target:
         scopes.setdefault(fam, []).append(ranking)
@@ -212,7 +224,8 @@ def correlate(
         means = aggregate_rankings(rankings)
         metrics = {k: {"mean": v.mean, "n": v.n, "n_undefined": v.n_undefined} for k, v in means.items()}
         scope = "overall" if scope_family is None else "family"
-        out.append({"kind": "ranking", "scope": scope, "family": scope_family, "targets": len(rankings), **metrics})
+        out.append({"kind": "ranking", "scope": scope, "family": scope_family, "targets": len(rankings),
+                    "regret_relative_to": "best score" if on_scores else "best gain", **metrics})  # fmt: skip
     return out
 
 
