@@ -65,9 +65,11 @@ transfer-sentiment: model
 transfer-qa: model
 	$(TRANSFER) qa
 
+# two jobs of one thread each keep both cores busy through the small runs (how the README's run was made)
+JOBS ?= 2
 tasksim-study: model
-	$(MAKE) -C examples/tasksim XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" \
-	  XL_DATA="$(XL_DATA)" FULL="$(FULL)" all
+	$(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1) $(MAKE) -j$(JOBS) -C examples/tasksim XL="$(abspath $(BIN))/xl" \
+	  PYTHON="$(abspath $(BIN))/python" XL_DATA="$(XL_DATA)" FULL="$(FULL)" all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
