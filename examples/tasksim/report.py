@@ -21,6 +21,7 @@ import orjson
 
 from xl.core.ranking import aggregate_rankings, rank_metrics
 from xl.core.stats import correlations
+from xl.core.tasksim import Similarity
 from xl.tasksim import read_similarity
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -100,22 +101,31 @@ def gain_table(results: list[dict[str, Any]], gains: list[dict[str, Any]]) -> li
     return out
 
 
+def _pairs(gains: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Gain rows by (source, target), in target-then-source order."""
+    pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for target in METRIC:
+        for source in SOURCES:
+            rows = [g for g in gains if g["source"] == source and g["target"] == target]
+            if rows:
+                pairs[(source, target)] = rows
+    return pairs
+
+
+def _pair_similarity(sim: Similarity, source: str, target: str, rows: list[dict[str, Any]]) -> float:
+    """The mean similarity the pair's rows used (``target@lang`` where the matrix has it)."""
+    values = [sim.lookup(source, target, g["lang"]) for g in rows]
+    return statistics.mean(v for v in values if v is not None)
+
+
 def similarity_table(sims: dict[str, Any], gains: list[dict[str, Any]]) -> list[str]:
     """The similarity of every (source, target) pair under each predictor, beside the mean gain."""
     names = list(sims)
     out = ["| source → target | " + " | ".join(names) + " | mean gain |", "|---|" + "---:|" * (len(names) + 1)]
-    for target in METRIC:
-        for source in SOURCES:
-            rows = [g for g in gains if g["source"] == source and g["target"] == target]
-            if not rows:
-                continue
-            cells = []
-            for name in names:
-                values = [sims[name].lookup(source, target, g["lang"]) for g in rows]
-                values = [v for v in values if v is not None]
-                cells.append(f"{statistics.mean(values):.3f}" if values else "")
-            out.append(f"| {source} → {target} | " + " | ".join(cells)
-                       + f" | {statistics.mean(g['gain'] for g in rows):+.2f} |")  # fmt: skip
+    for (source, target), rows in _pairs(gains).items():
+        cells = [f"{_pair_similarity(sims[name], source, target, rows):.3f}" for name in names]
+        out.append(f"| {source} → {target} | " + " | ".join(cells)
+                   + f" | {statistics.mean(g['gain'] for g in rows):+.2f} |")  # fmt: skip
     out.append("")
     out.append("(textemb-lang: the mean over the target's languages of cos(source in English, target in that "
                "language).)")  # fmt: skip
@@ -152,14 +162,12 @@ def pair_table(sims: dict[str, Any], gains: list[dict[str, Any]]) -> list[str]:
     """The same question with one point per (source, target) pair: the languages of a pair share its two
     training runs, so the rows of the per-language tables are not independent draws; here the gain is the
     mean over the pair's languages and the similarity the mean of what the rows used."""
-    pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for g in gains:
-        pairs.setdefault((g["source"], g["target"]), []).append(g)
+    pairs = _pairs(gains)
     out = ["| predictor | pairs | Spearman ρ (95% CI) | p (perm.) | Pearson r (95% CI) | p (perm.) |",
            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     y = np.array([statistics.mean(g["gain"] for g in rows) for rows in pairs.values()])
     for name, sim in sims.items():
-        x = np.array([statistics.mean(sim.lookup(s, t, g["lang"]) for g in rows) for (s, t), rows in pairs.items()])
+        x = np.array([_pair_similarity(sim, s, t, rows) for (s, t), rows in pairs.items()])
         result = correlations(x, y, ("spearman", "pearson"), n_perm=10_000, n_boot=2_000, seed=0)
         cells = []
         for method in ("spearman", "pearson"):
