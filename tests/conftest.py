@@ -62,7 +62,9 @@ def run_xl(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m xl ARGS`` in a real subprocess (separate stdout and stderr)."""
     full_env = {**os.environ, **(env or {})}
+    # stdout=FILE sends stdout to a file instead (stderr is still captured)
+    streams = {"stderr": subprocess.PIPE} if "stdout" in kwargs else {"capture_output": True}
     return subprocess.run(
-        [sys.executable, "-m", "xl", *args], input=stdin, capture_output=True, env=full_env,
-        timeout=timeout, check=False, **kwargs,  # type: ignore[arg-type]
+        [sys.executable, "-m", "xl", *args], input=stdin, env=full_env,
+        timeout=timeout, check=False, **streams, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip

@@ -28,14 +28,25 @@ from xl.core.projection import (
     evaluate_projection,
     fit_preprocessing_pair,
     fit_projection,
+    fit_warnings,
     parse_normalize,
     projection_diagnostics,
     zip_row_chunks,
 )
 from xl.core.retrieval import retrieval_metrics
 from xl.errors import InputError, ManifestError, ShapeError, UsageError
-from xl.io.manifest import base_manifest, read_manifest
-from xl.io.npy import DEFAULT_CHUNK_ROWS, MatrixWriter, iter_matrix_chunks, read_matrix, write_matrix
+from xl.io.atomic import absolute, check_input_path, is_regular_file
+from xl.io.manifest import base_manifest
+from xl.io.npy import (
+    DEFAULT_CHUNK_ROWS,
+    MatrixStream,
+    MatrixWriter,
+    iter_matrix_chunks,
+    matrix_manifest,
+    open_binary_input,
+    read_matrix_with_manifest,
+    write_matrix,
+)
 
 Log = Callable[[str], None]
 
@@ -77,15 +88,19 @@ def _embedding_identity(manifest: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: manifest.get(k) for k in keys if k in manifest}
 
 
-def _spool_stdin(path: str, tmp: Path) -> str:
-    """A pipe can be read once; fits that need several passes read a spooled copy (disk, not memory)."""
-    if path != "-":
+def _spool_stream(path: str, tmp: Path, name: str) -> str:
+    """A pipe, a FIFO or a process substitution can be read once; fits that need several passes read a
+    spooled copy (disk, not memory). A regular file is read in place."""
+    if is_regular_file(path):
         return path
-    if sys.stdin is None or sys.stdin.isatty():
-        raise UsageError("refusing to read a matrix from a terminal", hint="pass a file or pipe one in")
-    target = tmp / "stdin.npy"
-    with open(target, "wb") as handle:
-        shutil.copyfileobj(sys.stdin.buffer, handle, 1 << 22)
+    stream, _ = open_binary_input(path)
+    target = tmp / f"{name}.npy"
+    try:
+        with open(target, "wb") as handle:
+            shutil.copyfileobj(stream, handle, 1 << 22)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
     return str(target)
 
 
@@ -147,6 +162,7 @@ def _fit_other(stream: _PairStream, options: FitOptions, log: Log) -> Projection
         stats.update(pre_x.apply(X), pre_y.apply(Y))
     if stats.n == 0 or stats.d_x is None:
         raise InputError("no pairs to fit on (the input is empty)", hint="check that both matrices have rows")
+    training: dict[str, Any] | None = None
     if options.method == "identity":
         if stats.d_x != stats.d_y:
             raise ShapeError(f"the identity map needs equal widths, not {stats.d_x} and {stats.d_y}")
@@ -163,10 +179,14 @@ def _fit_other(stream: _PairStream, options: FitOptions, log: Log) -> Projection
 
         dev = stream.dev()
         dev_pre = None if dev is None else (pre_x.apply(dev[0]), pre_y.apply(dev[1]))
-        W = fit_linear_map(train_chunks, dev_pre, center=options.center, lr=options.lr, epochs=options.epochs,
-                           batch_size=options.batch_size, patience=options.patience, seed=options.seed,
-                           log=log)  # fmt: skip
-    diagnostics = projection_diagnostics(stats, W, center=options.center)
+        fit = fit_linear_map(train_chunks, dev_pre, center=options.center, lr=options.lr, epochs=options.epochs,
+                             batch_size=options.batch_size, patience=options.patience, seed=options.seed,
+                             log=log)  # fmt: skip
+        W, training = fit.W, fit.record()
+    diagnostics = projection_diagnostics(stats, W, center=options.center, method=options.method)
+    if training is not None:
+        # Which epoch's weights were kept, where training stopped and why (patience or the epoch limit).
+        diagnostics["sgd"] = training
     return Projection(W, options.method, options.center, 0.0, pre_x, pre_y, diagnostics)
 
 
@@ -180,11 +200,14 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
         raise UsageError("only one of --src and --tgt can be stdin")
     if options.method not in ("lstsq", "procrustes", "sgd", "identity"):
         raise UsageError(f"unknown method {options.method!r}", hint="use lstsq, procrustes, sgd or identity")
-    src_manifest, tgt_manifest = read_manifest(src), read_manifest(tgt)
+    for path in (src, tgt):
+        check_input_path(path, "a matrix")
     labels = ("stdin" if src == "-" else src, "stdin" if tgt == "-" else tgt)
     with tempfile.TemporaryDirectory(prefix="xl-fit-") as tmp_name:
-        stream = _PairStream(_spool_stdin(src, Path(tmp_name)), _spool_stdin(tgt, Path(tmp_name)), labels,
-                             options)  # fmt: skip
+        src_path, tgt_path = _spool_stream(src, Path(tmp_name), "src"), _spool_stream(tgt, Path(tmp_name), "tgt")
+        # The manifest beside a file, or the leading frame of an xl stream (xl embed | xl fit-proj --src -).
+        src_manifest, tgt_manifest = matrix_manifest(src_path), matrix_manifest(tgt_path)
+        stream = _PairStream(src_path, tgt_path, labels, options)
         if options.method in ("sgd", "identity"):
             projection = _fit_other(stream, options, log)
         else:
@@ -212,8 +235,8 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
         }
         if options.method == "sgd"
         else None,  # fmt: skip
-        "src": labels[0],
-        "tgt": labels[1],
+        "src": absolute(src) if src != "-" else "stdin",
+        "tgt": absolute(tgt) if tgt != "-" else "stdin",
         "src_lang": options.src_lang,
         "tgt_lang": options.tgt_lang,
         "src_embeddings": _embedding_identity(src_manifest),
@@ -226,28 +249,79 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
 
 
 def _log_fit(manifest: dict[str, Any], log: Log) -> None:
-    diag = manifest["projection"]["diagnostics"]
-    log(f"{manifest['projection']['method']}: {manifest['pairs_train']} train pairs, "
-        f"fit residual {diag['fit_residual']:.4f}, orthogonality error {diag['orthogonality_error']:.3g}")  # fmt: skip
+    projection = manifest["projection"]
+    diag, method = projection["diagnostics"], projection["method"]
+    cond = diag.get("condition_number")
+    log(f"{method}: {manifest['pairs_train']} train pairs, fit residual {diag['fit_residual']:.4f}, "
+        f"orthogonality error {diag['orthogonality_error']:.3g}, ‖W‖₂ {_num(diag.get('spectral_norm'), '.3g')}"
+        + (f", condition number of XᵀX {cond:.3g}" if cond is not None else ""))  # fmt: skip
+    if diag.get("sgd"):
+        log(_sgd_line(diag["sgd"]))
     dev = manifest.get("dev")
     if dev:
         for stage in ("before", "after"):
             report = dev.get(stage)
             if report:
-                parts = [f"{direction} {scoring} {acc:.3f}" for direction in ("src2tgt", "tgt2src")
+                parts = [f"{direction} {scoring} {_num(acc, '.3f')}" for direction in ("src2tgt", "tgt2src")
                          for scoring, acc in report[direction].items()]  # fmt: skip
-                parts.append(f"mean pair cosine {report['mean_pair_cosine']:.3f}")
+                parts.append(f"mean pair cosine {_num(report['mean_pair_cosine'], '.3f')}")
+                if "margin" in report:
+                    parts.append("src2tgt/tgt2src mean rank " + _pair(report["mean_rank"], ".3f")
+                                 + ", margin " + _pair(report["margin"], ".4f")
+                                 + " (" + _pair(report["margin_sd"], ".3f") + " sd)")  # fmt: skip
                 log(f"dev ({dev['n_dev']} pairs) {stage}: accuracy " + ", ".join(parts))
+    for warning in fit_warnings(diag, dev, method=method):
+        log(f"warning: {warning}")
 
 
-def load_projection(path: str) -> tuple[Projection, dict[str, Any]]:
-    """A saved map and its manifest; a bare W.npy (no manifest) is a plain linear or affine map."""
-    W = read_matrix(path)
-    manifest = read_manifest(path)
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _pair(values: dict[str, float | None], spec: str) -> str:
+    return f"{_num(values.get('src2tgt'), spec)}/{_num(values.get('tgt2src'), spec)}"
+
+
+def _sgd_line(record: dict[str, Any]) -> str:
+    """Which epoch sgd kept, where it stopped and why."""
+    kept = f"sgd kept epoch {record['best_epoch']}"
+    if record.get("best_dev_mse") is not None:
+        kept += f" (best dev mse {record['best_dev_mse']:.6f})"
+    stopped = f"stopped after epoch {record['stopped_epoch']} of {record['epochs']}"
+    if record["stop_reason"] == "patience":
+        return f"{kept}, {stopped}: no better dev mse for {record['patience']} epochs (--patience)"
+    if record.get("best_dev_mse") is None:
+        return f"{kept}, {stopped}: the epoch limit (no dev pairs to stop early on)"
+    return f"{kept}, {stopped}: the epoch limit, before the patience ran out (more --epochs may help)"
+
+
+def load_projection(path: str, *, force: bool = False) -> tuple[Projection, dict[str, Any]]:
+    """A saved map and its manifest.
+
+    The manifest holds the map's preprocessing (e.g. ``unit,center,unit`` with the learned means) and what it
+    was fitted on: a W.npy without it would be applied without its preprocessing, silently wrong. So a bare
+    W.npy is refused unless ``force``, which applies it as a plain linear (or, with d+1 rows, affine) map."""
+    W, manifest = read_matrix_with_manifest(path)
     if manifest is None or "projection" not in manifest:
+        if not force:
+            raise ManifestError(
+                "this map has no manifest (W.npy.json): its preprocessing and provenance are unknown",
+                source=path,
+                hint=f"copy {path}.json along with the map, or pass --force to apply W as a plain linear map",
+            )
         empty = Preprocessing()
         return Projection(W, "unknown", False, 0.0, empty, empty, {}), {}
     return Projection.from_dict(manifest["projection"], W), manifest
+
+
+def check_not_mapped(data: dict[str, Any] | None, what: str, force: bool) -> None:
+    """Refuse embeddings that a map was already applied to (their manifest says ``projected_with``)."""
+    if force or not data or not data.get("projected_with"):
+        return
+    raise ManifestError(
+        f"{what} was already mapped with {data['projected_with']}",
+        hint="apply a map to the embeddings xl embed wrote, not to its output; --force applies it again",
+    )
 
 
 def check_same_embeddings(
@@ -270,21 +344,29 @@ def apply_projection_file(
     """Stream ``input_path`` through the map (with its preprocessing) into ``output``; return rows."""
     if side not in ("src", "tgt"):
         raise UsageError(f"--side {side!r} is not src or tgt")
-    projection, manifest = load_projection(map_path)
-    input_manifest = read_manifest(input_path)
-    check_same_embeddings(manifest.get(f"{side}_embeddings"), input_manifest, input_path, map_path, force)
+    projection, manifest = load_projection(map_path, force=force)
+    # The input's manifest: beside its file, or the leading frame of a pipe (xl embed … | xl apply-proj).
+    source = MatrixStream(input_path)
+    try:
+        what = "stdin" if input_path == "-" else input_path
+        check_not_mapped(source.manifest, what, force)
+        check_same_embeddings(manifest.get(f"{side}_embeddings"), source.manifest, what, map_path, force)
+    except BaseException:
+        source.close()
+        raise
     apply = projection.apply_source if side == "src" else projection.apply_target
     width = int(projection.W.shape[1])
     out_manifest = {
-        **(input_manifest or {}),
+        **(source.manifest or {}),
         **base_manifest("embeddings"),
-        "projected_with": map_path,
+        "projected_with": absolute(map_path),
+        "projected_input": absolute(input_path),
         "projection_side": side,
         "projection_method": projection.method,
     }
     rows = 0
     with MatrixWriter(output, width, out_manifest) as writer:
-        for chunk in iter_matrix_chunks(input_path):
+        for chunk in source.chunks():
             mapped = apply(chunk)
             if mapped.shape[1] != width:
                 raise InputError("the mapped rows do not have the map's width")
@@ -304,18 +386,43 @@ def evaluate_retrieval_files(
     n_resamples: int = 1000,
     seed: int = 0,
     force: bool = False,
+    log: Log = _quiet,
 ) -> dict[str, Any]:
-    """Bitext retrieval between two matrices (row i ↔ row i), optionally mapping ``src`` with ``proj``."""
+    """Bitext retrieval between two matrices (row i ↔ row i), optionally mapping ``src`` with ``proj``.
+
+    The result records what was compared: each side's embeddings (model, fingerprint, layer, pooling, prefix,
+    input and its hash, and the map already applied, from the manifests or the stream frames) and the map.
+    Embeddings of two different models are compared, but with a warning (``log``)."""
     if src == "-" and tgt == "-":
         raise UsageError("only one of --src and --tgt can be stdin")
-    X, Y = read_matrix(src), read_matrix(tgt)
+    for path in (src, tgt):
+        check_input_path(path, "a matrix")
+    (X, src_manifest), (Y, tgt_manifest) = read_matrix_with_manifest(src), read_matrix_with_manifest(tgt)
+    map_manifest: dict[str, Any] | None = None
     if proj is not None:
-        projection, manifest = load_projection(proj)
-        check_same_embeddings(manifest.get("src_embeddings"), read_manifest(src), src, proj, force)
-        check_same_embeddings(manifest.get("tgt_embeddings"), read_manifest(tgt), tgt, proj, force)
+        projection, map_manifest = load_projection(proj, force=force)
+        check_not_mapped(src_manifest, src, force)
+        check_same_embeddings(map_manifest.get("src_embeddings"), src_manifest, src, proj, force)
+        check_same_embeddings(map_manifest.get("tgt_embeddings"), tgt_manifest, tgt, proj, force)
         X, Y = projection.apply_source(X), projection.apply_target(Y)
+    src_id, tgt_id = _compared(src_manifest), _compared(tgt_manifest)
+    models = {side.get("model_fingerprint") for side in (src_id, tgt_id) if side}
+    if len(models) > 1:
+        log(f"warning: {src} and {tgt} were embedded with different models "
+            f"({src_id.get('model')} and {tgt_id.get('model')}): their vectors live in different spaces")  # fmt: skip
     result = retrieval_metrics(X, Y, scoring, csls_k=csls_k, margin_k=margin_k, n_resamples=n_resamples,
                                seed=seed)  # fmt: skip
     import xl
 
-    return {"task": "retrieval", "src": src, "tgt": tgt, "proj": proj, **result, "xl_version": xl.__version__}
+    return {"task": "retrieval", "src": src, "tgt": tgt, "proj": proj, **result,
+            "src_embeddings": src_id or None, "tgt_embeddings": tgt_id or None,
+            "proj_method": (map_manifest or {}).get("projection", {}).get("method") if proj else None,
+            "xl_version": xl.__version__}  # fmt: skip
+
+
+def _compared(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """What a retrieval result records of one side's embeddings."""
+    identity = _embedding_identity(manifest) or {}
+    if manifest and manifest.get("projected_with"):
+        identity["projected_with"] = manifest["projected_with"]
+    return identity

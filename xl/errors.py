@@ -66,5 +66,18 @@ class ModelError(XlError):
     """A model that cannot be found, built or loaded."""
 
 
+class OutputError(XlError):
+    """An output that could not be written in full (disk full, file-size limit, read-only, gone)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: cleanup runs as for Ctrl-C; the CLI exits with 128 + the signal number."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+
+
 class ManifestError(XlError):
     """A manifest that is missing, unreadable, or disagrees with how an input was made."""

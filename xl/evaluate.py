@@ -185,7 +185,7 @@ def _load_proj(options: EvalOptions, identity: Mapping[str, Any] | None) -> Call
 
     if options.proj_side not in ("both", "text1", "text2"):
         raise UsageError(f"--proj-side {options.proj_side!r} is not both, text1 or text2")
-    projection, manifest = load_projection(options.proj)
+    projection, manifest = load_projection(options.proj, force=options.force)
     check_same_embeddings(manifest.get("src_embeddings"), dict(identity or {}), "the model's embeddings",
                           options.proj, options.force)  # fmt: skip
     return projection.apply_source
@@ -207,21 +207,24 @@ def _sts_scored(options: EvalOptions, eval_set: EvalSet, A: np.ndarray, B: np.nd
 
 
 def _sts_from_embeddings(options: EvalOptions) -> dict[str, Any]:
-    from xl.io.manifest import read_manifest
-    from xl.io.npy import read_matrix
+    from xl.align import check_not_mapped
+    from xl.io.npy import read_matrix_with_manifest
 
     if not (options.embeddings1 and options.embeddings2):
         raise UsageError("give both --embeddings1 and --embeddings2 (row i of each is text1/text2 of record i)")
     if len(options.data) != 1:
         raise UsageError("with precomputed embeddings give exactly one data set (the gold scores)")
     eval_set = next(iter_eval_sets(options.data, "sts", limit=None))
-    A, B = read_matrix(options.embeddings1), read_matrix(options.embeddings2)
+    A, manifest1 = read_matrix_with_manifest(options.embeddings1)
+    B, _ = read_matrix_with_manifest(options.embeddings2)
     n = len(eval_set.records)
     for path, M in ((options.embeddings1, A), (options.embeddings2, B)):
         if M.shape[0] != n:
             raise ShapeError(f"{path} has {M.shape[0]} rows but {eval_set.source} has {n} records",
                              hint="embed text1 and text2 of the same file, in order")  # fmt: skip
-    apply = _load_proj(options, read_manifest(options.embeddings1))
+    if options.proj is not None:
+        check_not_mapped(manifest1, options.embeddings1, options.force)
+    apply = _load_proj(options, manifest1)
     metrics, similarity = _sts_scored(options, eval_set, A, B, apply)
     if options.predictions:
         _write_predictions(options.predictions, "sts", eval_set, similarity)

@@ -17,6 +17,7 @@ from xl.core.languages import language_table
 from xl.core.stats import METHODS
 from xl.core.tasksim import SIMILARITY_METHODS, Similarity, correlate, parse_gains, similarity_matrix
 from xl.errors import InputError, UsageError
+from xl.io.atomic import absolute
 from xl.io.manifest import base_manifest, read_manifest
 from xl.io.npy import read_matrix, write_matrix
 
@@ -113,7 +114,8 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     if not sep or not name or not data:
         raise UsageError(f"{spec!r} is not NAME=DATA", hint="e.g. sst2=sst2:train:en or nli=xnli-de.jsonl")
     records: list[Any]
-    if Path(data).is_file() and not data.endswith((".jsonl", ".json")):
+    is_file = Path(data).exists() and not Path(data).is_dir()  # a FIFO or <(…) is a file too
+    if is_file and not data.endswith((".jsonl", ".json")):
         try:
             lines = Path(data).read_bytes().decode("utf-8").split("\n")
         except UnicodeDecodeError as exc:
@@ -124,7 +126,7 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
         from xl.tasks import TASKS, detect_schema
         from xl.tasks.schemas import iter_task_file
 
-        if Path(data).is_file():
+        if is_file:
             with Path(data).open("rb") as handle:
                 records = list(iter_task_file(handle, source=data)[0])
         else:
@@ -182,16 +184,20 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
 
 
 def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions) -> int:
-    from xl.models.fisher import task_fisher
+    from xl.models.fisher import fisher_source, task_fisher
     from xl.models.registry import resolve_model
 
-    names, rows, described = [], [], []
-    for spec in specs:
+    jobs = []
+    for spec in specs:  # every run and its data are checked before the first (slow) Fisher
         name, sep, rest = spec.partition("=")
         if not sep or not name or not rest:
             raise UsageError(f"{spec!r} is not NAME=RUN_DIR[@DATA]", hint="e.g. sst2=runs/sst2")
         run_dir, _, data = rest.partition("@")
         ref = resolve_model(run_dir)
+        fisher_source(ref, data or None)
+        jobs.append((name, run_dir, data, ref))
+    names, rows, described = [], [], []
+    for name, run_dir, data, ref in jobs:
         vector, info = task_fisher(ref, data=data or None, sample=options.sample, seed=options.seed,
                                    device=options.device)  # fmt: skip
         if rows and vector.shape != rows[0].shape:
@@ -199,7 +205,7 @@ def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions)
                              hint="TaskEmb compares models of one architecture")  # fmt: skip
         names.append(name)
         rows.append(vector)
-        described.append({"name": name, "model": run_dir, "fingerprint": ref.fingerprint, **info})
+        described.append({"name": name, "model": absolute(run_dir), "fingerprint": ref.fingerprint, **info})
     if len(set(names)) != len(names):
         raise UsageError("task names must be unique")
     manifest = {**base_manifest("task-embeddings"), "method": "taskemb", "labels": names, "sample": options.sample,
@@ -217,7 +223,7 @@ def similarity_file(path: str, output: str, *, method: str = "cosine", labels: S
     names = list(labels) if labels else list(stored or [f"task{i}" for i in range(len(E))])
     S = Similarity(tuple(names), similarity_matrix(E, method))  # type: ignore[arg-type]
     write_matrix(output, S.matrix.astype(np.float32), {**base_manifest("task-similarity"), "labels": names,
-                                                       "method": method, "embeddings": path})  # fmt: skip
+                                                       "method": method, "embeddings": absolute(path)})  # fmt: skip
     if plot:
         _heatmap(S, plot, method)
     return len(names)

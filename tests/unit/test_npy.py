@@ -78,7 +78,7 @@ def test_stream_writer_to_a_pipe_is_read_back_in_order() -> None:
         "    w.write(X[:4]); w.write(X[4:])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
-    assert out.count(b"\x93NUMPY") == 2  # streamed: one array per write
+    assert out.count(b"\x93NUMPY") == 4  # streamed: one array per write, between the two frames
     np.testing.assert_array_equal(read_matrix(io.BytesIO(out)), np.arange(60, dtype=np.float32).reshape(12, 5))
 
 

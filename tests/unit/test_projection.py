@@ -4,6 +4,7 @@ error cases, diagnostics and the dev split. Everything is seeded and small (d �
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -24,9 +25,12 @@ from xl.core.projection import (
     fit_preprocessing,
     fit_procrustes,
     fit_projection,
+    fit_warnings,
     iter_pair_chunks,
+    pair_rank_margins,
     parse_normalize,
     projection_diagnostics,
+    saturated_diagnostics,
     solve_projection,
     zip_row_chunks,
 )
@@ -582,8 +586,184 @@ def test_evaluate_projection_before_and_after() -> None:
     assert report["after"]["src2tgt"]["nn"] == 1.0 and report["after"]["tgt2src"]["csls"] == 1.0
     assert report["before"]["src2tgt"]["nn"] < 0.5
     assert report["after"]["mean_pair_cosine"] > 0.99 > report["before"]["mean_pair_cosine"]
+    # the graded diagnostics, before and after
+    for side in ("before", "after"):
+        assert set(report[side]["margin_sd"]) == {"src2tgt", "tgt2src"}
+    assert report["before"]["mean_rank"]["src2tgt"] > 1.5 and report["after"]["mean_rank"]["src2tgt"] == 1.0
+    assert report["after"]["margin"]["tgt2src"] > 0 > report["before"]["margin"]["tgt2src"]
+    assert report["after"]["margin_sd"]["src2tgt"] > report["before"]["margin_sd"]["src2tgt"]
+    assert report["saturated"] == []  # before the map, retrieval is far from its ceiling
     json.dumps(report)
     # different dimensions: no "before"
     X2, Y2 = _pairs(60, 6, 4, seed=27)
     proj2 = fit_projection(lambda: [(X2, Y2)], "lstsq")
     assert evaluate_projection(X2, Y2, proj2)["before"] is None
+
+
+# -------------------------------------------------------------------------------------------------
+# graded dev diagnostics, saturation, conditioning
+# -------------------------------------------------------------------------------------------------
+
+
+def test_pair_rank_margins_on_a_hand_made_matrix() -> None:
+    # X = I, so the cosine matrix S[i, j] = cos(x_i, y_j) is Yᵀ: S = [[.8, .6, 0], [.6, 0, .6], [0, .8, .8]].
+    X = np.eye(3, dtype=np.float32)
+    Y = np.array([[0.8, 0.6, 0.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]], dtype=np.float32)
+    out = pair_rank_margins(X, Y)
+    # rows: true .8 first (rank 1); true 0 below two .6 (rank 3); true .8 tied with one .8 (mid-rank 1.5)
+    assert out["mean_rank"]["src2tgt"] == pytest.approx((1 + 3 + 1.5) / 3)
+    assert out["margin"]["src2tgt"] == pytest.approx((0.2 - 0.6 + 0.0) / 3, abs=1e-6)
+    # per-row sd of the two wrong cosines: .3, 0 (row left out), .4
+    assert out["margin_sd"]["src2tgt"] == pytest.approx((0.2 / 0.3 + 0.0 / 0.4) / 2, rel=1e-5)
+    # columns: [.8, .6, 0] rank 1; [.6, 0, .8] rank 3; [0, .6, .8] rank 1
+    assert out["mean_rank"]["tgt2src"] == pytest.approx(5 / 3)
+    assert out["margin"]["tgt2src"] == pytest.approx((0.2 - 0.8 + 0.2) / 3, abs=1e-6)
+    assert out["margin_sd"]["tgt2src"] == pytest.approx((0.2 / 0.3 - 0.8 / 0.1 + 0.2 / 0.3) / 3, rel=1e-5)
+    # perfect and one-row inputs
+    assert pair_rank_margins(X, X)["mean_rank"] == {"src2tgt": 1.0, "tgt2src": 1.0}
+    assert pair_rank_margins(X, X)["margin"]["src2tgt"] == pytest.approx(1.0)
+    one = pair_rank_margins(X[:1], Y[:1])
+    assert one["mean_rank"]["src2tgt"] == 1.0 and one["margin"]["src2tgt"] is None
+    assert one["margin_sd"]["tgt2src"] is None
+    empty = pair_rank_margins(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
+    assert empty["mean_rank"]["src2tgt"] is None and empty["margin"]["tgt2src"] is None
+
+
+def test_pair_rank_margins_match_a_brute_force_in_any_blocking() -> None:
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(40)
+    X = rng.standard_normal((57, 6)).astype(np.float32)
+    Y = (X + 1.5 * rng.standard_normal((57, 6))).astype(np.float32)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    Yn = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    S = (Xn @ Yn.T).astype(np.float64)
+    for direction, M in (("src2tgt", S), ("tgt2src", S.T)):
+        true = np.diag(M)
+        ranks = [rankdata(-row, method="average")[i] for i, row in enumerate(M)]
+        wrong = M[~np.eye(57, dtype=bool)].reshape(57, 56)
+        margins = true - wrong.max(axis=1)
+        for block_rows in (None, 5, 57):
+            out = pair_rank_margins(X, Y, block_rows=block_rows)
+            assert out["mean_rank"][direction] == pytest.approx(np.mean(ranks), rel=1e-12)
+            assert out["mean_rank"][direction] > 2  # noisy pairs: far from the ceiling
+            assert out["margin"][direction] == pytest.approx(margins.mean(), abs=1e-6)
+            assert out["margin_sd"][direction] == pytest.approx((margins / wrong.std(axis=1)).mean(), rel=1e-4)
+
+
+def test_margins_fall_when_the_mean_pair_cosine_rises_but_retrieval_gets_harder() -> None:
+    # A component shared by every row raises every cosine, true and wrong alike: the mean pair cosine goes
+    # up while the true pairs stand out less (what lstsq does to FLORES pairs). The margins see it.
+    rng = np.random.default_rng(41)
+    X = rng.standard_normal((200, 32)).astype(np.float32)
+    Y = (X + 0.8 * rng.standard_normal((200, 32))).astype(np.float32)
+    shared = np.zeros(32, np.float32)
+    shared[0] = 6.0
+    plain, pulled = pair_rank_margins(X, Y), pair_rank_margins(X + shared, Y + shared)
+    cos = [float(np.mean(np.sum(A * B, 1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)))
+           for A, B in ((X, Y), (X + shared, Y + shared))]  # fmt: skip
+    assert cos[1] > cos[0] + 0.05
+    assert pulled["mean_rank"]["src2tgt"] > plain["mean_rank"]["src2tgt"]
+    for key in ("margin", "margin_sd"):
+        for direction in ("src2tgt", "tgt2src"):
+            assert pulled[key][direction] < 0.9 * plain[key][direction]
+
+
+def _side(acc: float, rank: float) -> dict[str, Any]:
+    return {
+        "src2tgt": {"nn": acc, "csls": acc},
+        "tgt2src": {"nn": acc, "csls": 0.5},
+        "mean_rank": {"src2tgt": rank, "tgt2src": rank},
+    }
+
+
+def test_saturated_diagnostics() -> None:
+    at_ceiling = _side(1.0, 1.0)
+    assert saturated_diagnostics(at_ceiling, at_ceiling) == [
+        "src2tgt nn", "src2tgt csls", "src2tgt mean_rank", "tgt2src nn", "tgt2src mean_rank",
+    ]  # fmt: skip
+    # 0.99 still counts (one miss in a hundred), 0.98 does not
+    assert "src2tgt nn" in saturated_diagnostics(_side(0.99, 1.01), _side(1.0, 1.0))
+    assert "src2tgt mean_rank" in saturated_diagnostics(_side(0.99, 1.01), _side(1.0, 1.0))
+    assert saturated_diagnostics(_side(0.98, 1.02), _side(1.0, 1.0)) == []
+    assert saturated_diagnostics(_side(1.0, 1.0), _side(0.98, 1.02)) == []
+    # identical before and after, but below the ceiling: the map changed nothing, and that is visible
+    assert saturated_diagnostics(_side(0.9, 1.2), _side(0.9, 1.2)) == []
+    # no "before" (different dimensions): the ceiling after the map is enough
+    assert "src2tgt nn" in saturated_diagnostics(None, at_ceiling)
+    assert saturated_diagnostics(None, {**_side(1.0, 1.0), "src2tgt": {"nn": None}})[0] == "src2tgt mean_rank"
+
+
+def test_evaluate_projection_flags_saturation() -> None:
+    rng = np.random.default_rng(42)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    Y = (X + 0.05 * rng.standard_normal((300, 16))).astype(np.float32)  # already aligned: 1.0 before
+    proj = fit_projection(lambda: [(X[:200], Y[:200])], "procrustes")
+    report = evaluate_projection(X[200:], Y[200:], proj)
+    assert report["before"]["src2tgt"]["nn"] == 1.0 and report["after"]["src2tgt"]["nn"] == 1.0
+    assert {"src2tgt nn", "tgt2src csls", "src2tgt mean_rank"} <= set(report["saturated"])
+    # the margin still moves where the accuracy cannot
+    assert report["after"]["margin_sd"]["src2tgt"] != report["before"]["margin_sd"]["src2tgt"]
+    (warning,) = fit_warnings(proj.diagnostics, report, method="procrustes")
+    assert "at their ceiling" in warning and "cannot tell maps apart" in warning and "margin_sd" in warning
+
+
+def _near_collinear(n: int = 500, d: int = 8, seed: int = 43) -> tuple[F32, F32]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[:, -1] = X[:, -2] + 1e-4 * rng.standard_normal(n).astype(np.float32)  # two near-identical dimensions
+    Y = (X @ rng.standard_normal((d, d)) + 0.1 * rng.standard_normal((n, d))).astype(np.float32)
+    return X, Y
+
+
+def test_ill_conditioned_lstsq_is_flagged_with_a_ridge_that_fixes_it() -> None:
+    X, Y = _near_collinear()
+    proj = fit_projection(lambda: [(X, Y)], "lstsq")
+    diag = proj.diagnostics
+    assert diag["condition_number"] > 1e6 and diag["ill_conditioned"]
+    assert diag["spectral_norm"] == pytest.approx(float(np.linalg.norm(proj.W.astype(np.float64), 2)), rel=1e-6)
+    assert diag["spectral_gain"] > 10  # the noise of the difference dimension is amplified
+    ridge = diag["suggested_ridge"]
+    assert ridge is not None and math.log10(ridge) == pytest.approx(round(math.log10(ridge)))
+    X64 = X.astype(np.float64)
+    assert np.linalg.cond(X64.T @ X64 + ridge * np.eye(8)) <= 1e6 < np.linalg.cond(X64.T @ X64 + ridge / 10 * np.eye(8))
+    (warning,) = fit_warnings(diag, None, method="lstsq")
+    assert "ill-conditioned" in warning and f"--ridge {ridge:g}" in warning and "condition number" in warning
+    json.dumps(diag)
+    # with that ridge: no warning
+    fixed = fit_projection(lambda: [(X, Y)], "lstsq", ridge=ridge).diagnostics
+    assert fixed["condition_number"] <= 1e6 and not fixed["ill_conditioned"] and fixed["suggested_ridge"] is None
+    assert fixed["spectral_norm"] < diag["spectral_norm"] / 10
+    assert fit_warnings(fixed, None, method="lstsq") == []
+    # the same data through procrustes: an orthogonal map stretches nothing, and XᵀX is not solved
+    rot = fit_projection(lambda: [(X, Y)], "procrustes").diagnostics
+    assert rot["spectral_norm"] == pytest.approx(1.0, abs=1e-5) and not rot["ill_conditioned"]
+
+
+def test_spectral_gain_is_one_for_a_rotation_whatever_the_scale() -> None:
+    rng = np.random.default_rng(44)
+    X = (5.0 * rng.standard_normal((300, 10))).astype(np.float32)
+    R = ortho_group.rvs(10, random_state=45)
+    for center in (False, True):
+        proj = fit_projection(lambda: [(X, (X @ R).astype(np.float32))], "procrustes", center=center)
+        assert proj.diagnostics["spectral_gain"] == pytest.approx(1.0, abs=1e-4)
+        # Y at a tenth of X's scale: lstsq finds W = R / 10, the same gain
+        small = fit_projection(lambda: [(X, (X @ R / 10).astype(np.float32))], "lstsq", center=center)
+        assert small.diagnostics["spectral_norm"] == pytest.approx(0.1, rel=1e-4)
+        assert small.diagnostics["spectral_gain"] == pytest.approx(1.0, rel=1e-4)
+        assert not small.diagnostics["ill_conditioned"]
+
+
+def test_a_stretching_map_is_flagged_for_any_method() -> None:
+    rng = np.random.default_rng(46)
+    X = rng.standard_normal((300, 6)).astype(np.float32)
+    stats = SufficientStats()
+    stats.update(X, X)
+    W = np.eye(6, dtype=np.float32)
+    W[0, 0] = 50.0
+    diag = projection_diagnostics(stats, W, method="sgd")
+    assert diag["spectral_gain"] == pytest.approx(50.0, rel=0.05) and diag["ill_conditioned"]
+    assert diag["suggested_ridge"] is None  # --ridge is for lstsq only
+    (warning,) = fit_warnings(diag, None, method="sgd")
+    assert "gain" in warning and "--ridge" not in warning and "condition number" not in warning
+    assert not projection_diagnostics(stats, np.eye(6, dtype=np.float32), method="identity")["ill_conditioned"]

@@ -11,13 +11,15 @@ import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from xl.errors import UsageError, XlError
+from xl.errors import Interrupted, UsageError, XlError
+from xl.io.atomic import StdoutGuard, abort_open_outputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,41 +63,81 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _fail_outputs(guard: StdoutGuard, reason: str) -> None:
+    """After any failure: end every open output safely, and truncate a regular-file stdout back to where the
+    command started (so ``>> results.jsonl`` holds nothing of a failed run)."""
+    abort_open_outputs(reason)
+    guard.discard()
+
+
 def handle_errors(command: str) -> Callable[[F], F]:
-    """Wrap a command: render XlError, exit quietly on a closed pipe, 130 on Ctrl-C, no tracebacks."""
+    """Wrap a command: render XlError, exit quietly on a closed pipe, 130 on Ctrl-C (128 + N on SIGTERM and
+    SIGHUP), no tracebacks; on every failure no output is left that looks like a result."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            guard = StdoutGuard()
             try:
                 return fn(*args, **kwargs)
             except XlError as exc:
+                _fail_outputs(guard, exc.render())
                 if debug():
                     raise
                 render_error(command, exc)
                 raise typer.Exit(exc.exit_code) from None
             except BrokenPipeError:
+                abort_open_outputs("the reader closed the pipe")
                 _silence_stdout()
                 raise typer.Exit(0) from None
+            except Interrupted as exc:
+                _fail_outputs(guard, f"terminated by {exc.name}")
+                err(f"xl {command}: terminated by {exc.name}")
+                raise typer.Exit(128 + exc.signum) from None
             except KeyboardInterrupt:
+                _fail_outputs(guard, "interrupted")
                 err(f"xl {command}: interrupted")
                 raise typer.Exit(130) from None
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
+                    abort_open_outputs("the reader closed the pipe")
                     _silence_stdout()
                     raise typer.Exit(0) from None
+                _fail_outputs(guard, str(exc))
                 if debug():
                     raise
                 err(f"xl {command}: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
                 raise typer.Exit(1) from None
             except MemoryError:
+                _fail_outputs(guard, "out of memory")
                 err(f"xl {command}: error: out of memory")
                 err("  hint: lower --batch-size / --max-tokens")
                 raise typer.Exit(1) from None
+            except typer.Exit:
+                raise
+            except Exception as exc:
+                _fail_outputs(guard, f"internal error: {type(exc).__name__}")
+                raise
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM / SIGHUP handler: unwind like Ctrl-C so temporary files are removed (once; a second signal
+    during the clean-up is ignored, SIGKILL still works)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum, signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """Treat SIGTERM (kill, timeout, Slurm) and SIGHUP (a closed terminal) like Ctrl-C. A signal already
+    ignored when xl starts (``nohup``) stays ignored."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _terminate)
 
 
 @contextlib.contextmanager

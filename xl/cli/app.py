@@ -13,7 +13,7 @@ import typer
 
 import xl
 from xl.cli import align, data, embed, eval, finetune, model, tasksim
-from xl.cli._common import err
+from xl.cli._common import err, install_signal_handlers
 
 app = typer.Typer(
     name="xl",
@@ -89,6 +89,7 @@ def _task_as_subcommand(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click command ourselves so usage errors render as ``xl CMD: error: …``."""
+    install_signal_handlers()
     command = typer.main.get_command(app)
     argv = _task_as_subcommand(list(sys.argv[1:] if argv is None else argv))
     try:

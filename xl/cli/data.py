@@ -32,19 +32,14 @@ def convert_cli(
 
         xl data convert xquad test ko -o xquad-ko.jsonl
     """
-    from xl.io.atomic import OutputTarget
+    from xl.io.jsonl import JsonlWriter
     from xl.tasks import convert, resolve, seeded_subset
 
     spec, split, lang = resolve(dataset, split, lang)
     records = seeded_subset(list(convert(dataset, split, lang)), limit, seed)
-    target = OutputTarget(output)
-    try:
-        for record in records:
-            target.handle.write(dumps_line(record))
-    except BaseException:
-        target.abort()
-        raise
-    target.commit()
+    with JsonlWriter(output) as writer:
+        for start in range(0, len(records), 1024):
+            writer.write_objects(records[start : start + 1024])
     Messages("data convert", quiet).info(f"{dataset} {split} {lang}: {len(records)} {spec.task} records")
 
 

@@ -52,6 +52,10 @@ def embed_cli(
     ] = 512,  # fmt: skip
     batch_size: BatchSizeOpt = 32,
     max_tokens: Annotated[int, typer.Option(min=1, help="Token budget per batch (rows × longest).")] = 8192,
+    window: Annotated[
+        int,
+        typer.Option(min=1, help="Rows read, length-sorted and written together (memory; the unit of --resume)."),
+    ] = 4096,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     shard: Annotated[
@@ -63,6 +67,14 @@ def embed_cli(
         str, typer.Option("--format", help='npy (matrix) or jsonl (records with an "embedding" list).')
     ] = "npy",  # fmt: skip
     errors: Annotated[str, typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")] = "strict",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Keep a resumable partial output beside -o and continue an interrupted run from its last "
+            "completed window (same result as an uninterrupted run). Needs -o FILE.npy and an input file.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -78,6 +90,8 @@ def embed_cli(
         xl embed ko.txt --layer 4,8,12 -o 'ko.layer{layer}.npy'
 
         xl embed flores/*.dev -o 'emb/{stem}.npy'
+
+        xl embed big.txt -o big.npy --resume
     """
     from xl.models.embedding import EmbedOptions, embed_files, parse_shard
 
@@ -99,6 +113,7 @@ def embed_cli(
         max_length=max_length,
         batch_size=batch_size,
         max_tokens=max_tokens,
+        window=window,
         device=device,
         dtype=dtype,
         shard=parse_shard(shard) if shard else None,
@@ -110,7 +125,7 @@ def embed_cli(
             input_format=input_format,  # type: ignore[arg-type]
             text_field=field,
             errors=errors,  # type: ignore[arg-type]
-            log=messages.info, progress=advance, on_total=set_total,
+            log=messages.info, progress=advance, on_total=set_total, resume=resume,
         )  # fmt: skip
     for path, report in zip(inputs or ["-"], reports, strict=True):
         messages.detail(f"{path} -> {', '.join(report.outputs)}: {report.rows} rows, {report.truncated} truncated, "

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
 
 from xl.cli._common import DeviceOpt, DtypeOpt, ModelOpt, QuietOpt, handle_errors
 from xl.errors import UsageError
-from xl.io.jsonl import dumps_line
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -51,6 +49,7 @@ def retrieval_cli(
         list[str] | None,
         typer.Option(help="KEY=VALUE added to the JSON line (repeatable), e.g. --tag lang=ko --tag method=lstsq."),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages on stderr.")] = False,
 ) -> None:
     """Bitext retrieval, both directions: accuracy (XTREME Tatoeba), xSIM error, F1 (MTEB), with CIs.
 
@@ -67,13 +66,18 @@ def retrieval_cli(
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
     tags = parse_tags(tag or [])
+    from xl.cli._common import Messages
+    from xl.io.jsonl import JsonlWriter
+
     result = evaluate_retrieval_files(src, tgt, proj=proj, scoring=scoring, csls_k=csls_k, margin_k=margin_k,
-                                      n_resamples=bootstrap, seed=seed, force=force)  # fmt: skip
+                                      n_resamples=bootstrap, seed=seed, force=force,
+                                      log=Messages("eval retrieval", quiet).info)  # fmt: skip
     result = {**tags, **result}
     if output_format == "md":
         print(render_markdown(result))
     else:
-        sys.stdout.buffer.write(dumps_line(result))
+        with JsonlWriter("-") as writer:
+            writer.write_objects([result])
 
 
 DataArg = Annotated[
@@ -97,19 +101,29 @@ def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None
 
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    from xl.io.jsonl import JsonlWriter
+
     messages = Messages(f"eval {task}", quiet)
     lines: list[dict[str, Any]] = []
+    # Result lines stream out as each set is scored; a failure later ends them so no reader takes them whole.
+    writer = JsonlWriter("-") if output_format == "jsonl" else None
 
     def emit(result: dict[str, Any]) -> None:
-        if output_format == "md":
+        if writer is None:
             lines.append(result)
         else:
-            sys.stdout.buffer.write(dumps_line(result))
-            sys.stdout.buffer.flush()
+            writer.write_objects([result])
 
     tags = parse_tags(kwargs.pop("tag", None) or [])
-    evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info)
-    if output_format == "md":
+    try:
+        evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    else:
         print(render_markdown(task, lines))
 
 

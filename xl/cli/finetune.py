@@ -18,9 +18,21 @@ def finetune_cli(
             help="sts (siamese bi-encoder), classify (text or pair + linear head) or qa (start/end span head).",
         ),
     ],  # fmt: skip
-    train: Annotated[str, typer.Option("--train", help="Training data: task JSONL (or SQuAD JSON for qa).")],
+    train: Annotated[
+        str, typer.Option("--train", help="Training data: task JSONL (or SQuAD JSON for qa); - or a pipe is read once.")
+    ],  # fmt: skip
     output: Annotated[str, typer.Option("--output", "-o", help="Output directory (a transformers model + head).")],
-    dev: Annotated[str | None, typer.Option("--dev", help="English dev set: picks the checkpoint kept.")] = None,
+    dev: Annotated[
+        str | None, typer.Option("--dev", help="English dev set: picks the step kept (step 0, the start, included).")
+    ] = None,  # fmt: skip
+    dev_lang: Annotated[
+        str,
+        typer.Option(
+            "--dev-lang",
+            help="Language of --dev (default en). A dev set whose records' lang is another is refused unless named "
+            "here: selecting on target-language labels is not zero-shot. Recorded in xl-finetune.json.",
+        ),
+    ] = "en",  # fmt: skip
     model: ModelOpt = "default",
     init: Annotated[
         str | None,
@@ -52,14 +64,23 @@ def finetune_cli(
     dtype: DtypeOpt = "auto",
     log_every: Annotated[int, typer.Option(help="Log a line (and a log.jsonl row) every N steps.")] = 50,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in -o.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in -o.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the xl finetune run in -o: removes only its own files; refuses a "
+            "directory holding anything else.",
+        ),
+    ] = False,  # fmt: skip
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune on an English task: the source side of zero-shot cross-lingual transfer.
 
-    The kept model is the best on the English --dev set (target-language labels are never read). DIR
-    gets a transformers model (`xl embed --model DIR` works), the head, `xl-finetune.json` and `log.jsonl`.
-    Runs under `torchrun --nproc_per_node N` (DDP; --batch-size is the global batch).
+    The kept model is the best on the English --dev set, the starting model (step 0) included (target-language
+    labels are never read). DIR gets a transformers model (`xl embed --model DIR` works), the head,
+    `xl-finetune.json` and `log.jsonl`; it may not hold the inputs. A failed save (a full disk) keeps the final
+    checkpoint: free space and rerun with --resume. Runs under `torchrun --nproc_per_node N` (DDP; --batch-size
+    is the global batch).
 
     Examples:
 
@@ -75,7 +96,7 @@ def finetune_cli(
         max_length=max_length, doc_stride=doc_stride, seed=seed, dtype=dtype, device=device, loss=loss,
         dropout=dropout, freeze_embeddings=freeze_embeddings, group_by_length=group_by_length,
         eval_steps=eval_steps, save_steps=save_steps, train_limit=train_limit, dev_limit=dev_limit,
-        log_every=log_every, resume=resume, overwrite=overwrite,
+        log_every=log_every, resume=resume, overwrite=overwrite, dev_lang=dev_lang,
     )  # fmt: skip
     messages = Messages("finetune", quiet)
     finetune(options, log=messages.info)

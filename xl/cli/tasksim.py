@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from xl.cli._common import DeviceOpt, DtypeOpt, Messages, ModelOpt, OutputOpt, QuietOpt, handle_errors
 from xl.errors import UsageError
-from xl.io.jsonl import dumps_line
 
 
 @handle_errors("tasksim embed")
@@ -138,6 +136,8 @@ def correlate_cli(
 
         print(render_markdown(lines))
     else:
-        for line in lines:
-            sys.stdout.buffer.write(dumps_line(line))
+        from xl.io.jsonl import JsonlWriter
+
+        with JsonlWriter("-") as writer:
+            writer.write_objects(lines)
     del quiet

@@ -17,7 +17,7 @@ import orjson
 
 import xl
 from xl.errors import ManifestError
-from xl.io.atomic import atomic_write
+from xl.io.atomic import OutputTarget, atomic_write, temp_path_beside
 
 MANIFEST_SUFFIX = ".json"
 
@@ -38,12 +38,16 @@ def base_manifest(kind: str) -> dict[str, Any]:
     }
 
 
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The bytes of a manifest file (indented JSON, a final newline)."""
+    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+
+
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest`` atomically beside ``path``; return the manifest's path."""
     target = manifest_path(path)
-    data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     with atomic_write(target) as handle:
-        handle.write(data + b"\n")
+        handle.write(manifest_bytes(manifest))
     return target
 
 
@@ -65,3 +69,25 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ManifestError("manifest is not a JSON object", source=str(target))
     return value
+
+
+def commit_with_manifest(out: OutputTarget, manifest: dict[str, Any] | None) -> None:
+    """Finish ``out`` and put ``manifest`` beside the file it lands in (if any).
+
+    For ``-o PATH`` the manifest is written to a temporary file first and both are renamed into place under
+    one folder lock, so two runs writing the same ``-o`` leave one output with its own manifest."""
+    final = out.final
+    if out.mode == "file" and final is not None and manifest is not None:
+        side = manifest_path(final)
+        temp = temp_path_beside(side)
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(manifest_bytes(manifest))
+            out.commit(companions=((temp, side),))
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return
+    out.commit()
+    if final is not None and manifest is not None:
+        write_manifest(final, manifest)

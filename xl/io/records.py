@@ -2,7 +2,23 @@
 
 Row *i* of every output corresponds to record *i* of the input: a blank text line is still a row, and
 nothing is dropped or reordered. Lines are split on ``\\n`` only (never on Unicode line separators, which
-would shift rows); a trailing ``\\r`` is removed. Decoding errors name the source and the 1-based line.
+would shift rows); a trailing ``\\r`` is removed, and so is a UTF-8 byte order mark at the start of line 1.
+Decoding errors name the source and the 1-based line.
+
+What is refused, with an :class:`~xl.errors.InputError` naming the line:
+
+- invalid UTF-8, including surrogates encoded as bytes (``ed a0 80``), and NUL bytes; ``errors="replace"``
+  turns both into U+FFFD instead (one per maximal invalid byte sequence, as Python's decoder does);
+- UTF-16 input (its byte order mark on line 1), in both error modes: it would decode to garbage;
+- in JSONL, a lone surrogate escape such as ``"\\ud800"`` (orjson refuses it; a Python ``str`` holding one
+  could not be encoded again for the tokenizer), in both error modes; a line that is blank, not JSON or
+  not an object; a text field that is missing, null or not a string;
+- a ``.csv`` file under ``input_format="auto"``: embedding ``a,b,"c"`` line by line is almost never what
+  was meant; ``input_format="text"`` forces it.
+
+Duplicate keys in a JSON object are not an error: the last one wins, as in ``json.loads``, ``JSON.parse``
+and ``jq`` (RFC 8259 leaves it to the parser; orjson keeps the last). Integers outside
+[-2**63, 2**64 - 1] become floats (orjson); fields the reader does not use are kept as parsed.
 """
 
 from __future__ import annotations
@@ -24,7 +40,9 @@ DecodeErrors = Literal["strict", "replace"]
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _TEXT_SUFFIXES = (".txt", ".text", ".tsv")
+_REFUSED_SUFFIXES = (".csv",)
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass(frozen=True)
@@ -38,9 +56,12 @@ class Record:
 
 def open_text_input(path: str | Path) -> tuple[BinaryIO, str]:
     """Open a record stream (``-`` is stdin); see :func:`xl.io.atomic.open_input`."""
-    stream, name = open_input(
-        path, "records", "pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)"
-    )
+    try:
+        stream, name = open_input(
+            path, "records", "pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)"
+        )
+    except OSError as exc:
+        raise InputError(f"cannot open the input ({exc.strerror or exc})", source=str(path)) from None
     return stream, name  # type: ignore[return-value]
 
 
@@ -54,17 +75,51 @@ def count_lines(path: str | Path) -> int | None:
     count = 0
     last = b"\n"
     with open(p, "rb") as handle:
+        head = handle.read(len(_BOM) + 1)
+        if head == _BOM:
+            return 0  # a byte order mark alone is an empty file, as the reader sees it
+        handle.seek(0)
         while block := handle.read(1 << 22):
             count += block.count(b"\n")
             last = block[-1:]
     return count + (0 if last == b"\n" else 1)
 
 
+def check_input_format(path: str | Path, input_format: InputFormat = "auto") -> None:
+    """Refuse, from its name alone (nothing is opened), an input that ``auto`` will not read as records: a
+    ``.csv`` file is not one sentence per line. Callers can run this before loading a model."""
+    suffix = Path(str(path)).suffix.lower()
+    if input_format == "auto" and suffix in _REFUSED_SUFFIXES:
+        raise InputError(
+            f"a {suffix} file is not one sentence per line",
+            source=str(path),
+            expected="text (one sentence per line) or JSONL",
+            found=f"a {suffix} file",
+            hint="pass --input-format text to read each line (commas and all) as one sentence, "
+            'or extract the column first (e.g. python -c "import csv,sys; '
+            '[print(r[0]) for r in csv.reader(sys.stdin)]" < data.csv > sentences.txt)',
+        )
+
+
+def _looks_like_object(line: bytes) -> bool:
+    """Whether a first line (BOM, line end and outer spaces removed) is meant as a JSON object."""
+    if not line.startswith(b"{"):
+        return False
+    if line.endswith(b"}") and line[1:].lstrip().startswith((b'"', b"}")):
+        return True  # {"…": …}: JSONL even if it does not parse (the reader then says why)
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 class RecordReader:
     """Iterate over the records of a text or JSONL stream, hashing the bytes read.
 
     ``input_format`` ``auto`` picks JSONL for ``.jsonl``/``.ndjson``/``.json`` files, text for ``.txt``,
-    and otherwise looks at the first line (an object ``{…}`` means JSONL). ``field`` names the text field of
+    refuses ``.csv``, and otherwise looks at the whole first line (an object ``{"…": …}`` means JSONL).
+    The format is decided when ``format`` is first read or iteration starts, so opening a reader (to check
+    that the input exists) consumes nothing, not even from stdin. ``field`` names the text field of
     JSONL records. ``errors="replace"`` turns invalid UTF-8 and NUL bytes into U+FFFD instead of failing.
     After iteration ``sha256`` is the hex digest of the bytes consumed and ``count`` the number of records.
     """
@@ -81,13 +136,22 @@ class RecordReader:
         self.field = field
         self.errors = errors
         self.stream, self.source = open_text_input(path)
-        self.format: Literal["text", "jsonl"] = self._sniff(input_format)
         self.count = 0
         self._hash = hashlib.sha256()
+        self._input_format: InputFormat = input_format
+        self._format: Literal["text", "jsonl"] | None = None
+        self._pending: bytes | None = None  # the first line, read to sniff the format
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def format(self) -> Literal["text", "jsonl"]:
+        """``text`` or ``jsonl``: as given, or sniffed (which may raise :class:`~xl.errors.InputError`)."""
+        if self._format is None:
+            self._format = self._sniff(self._input_format)
+        return self._format
 
     def _sniff(self, input_format: InputFormat) -> Literal["text", "jsonl"]:
         if input_format != "auto":
@@ -97,16 +161,20 @@ class RecordReader:
             return "jsonl"
         if suffix in _TEXT_SUFFIXES:
             return "text"
-        peek = getattr(self.stream, "peek", None)
-        head = peek(4096) if peek is not None else b""
-        first = head.split(b"\n", 1)[0].removeprefix(_BOM).strip()
-        if first.startswith(b"{"):
-            try:
-                if isinstance(orjson.loads(first), dict):
-                    return "jsonl"
-            except orjson.JSONDecodeError:
-                pass
-        return "text"
+        check_input_format(self.path, input_format)
+        # The whole first line, however long: a JSONL record can be longer than any peek buffer.
+        self._pending = self._readline()
+        first = self._pending.removeprefix(_BOM).rstrip(b"\r\n").strip()
+        return "jsonl" if _looks_like_object(first) else "text"
+
+    def _readline(self) -> bytes:
+        try:
+            return self.stream.readline()
+        except OSError as exc:
+            raise self._read_error(exc) from None
+
+    def _read_error(self, exc: OSError) -> InputError:
+        return InputError(f"cannot read the input ({exc.strerror or exc})", source=self.source, line=self.count + 1)
 
     def close(self) -> None:
         if self.stream is not sys.stdin.buffer:
@@ -119,6 +187,14 @@ class RecordReader:
         self.close()
 
     def _decode(self, raw: bytes, line: int) -> str:
+        if line == 1 and raw.startswith(_UTF16_BOMS):
+            raise InputError(
+                "UTF-16 input (byte order mark on line 1)",
+                source=self.source,
+                line=line,
+                expected="UTF-8",
+                hint="convert the file to UTF-8 first: iconv -f utf-16 -t utf-8",
+            )
         if b"\x00" in raw:
             if self.errors == "strict":
                 raise InputError(
@@ -138,17 +214,35 @@ class RecordReader:
                 hint="convert the file to UTF-8 (iconv -f … -t utf-8), or pass --errors replace",
             ) from None
 
+    def _lines(self) -> Iterator[bytes]:
+        if self._pending is not None:
+            first, self._pending = self._pending, None
+            if first:
+                yield first
+        while True:
+            try:
+                raw_line = self.stream.readline()
+            except OSError as exc:
+                raise self._read_error(exc) from None
+            if not raw_line:
+                return
+            yield raw_line
+
     def __iter__(self) -> Iterator[Record]:
+        text = self.format == "text"
         update = self._hash.update
-        for index, raw_line in enumerate(self.stream, start=1):
+        # A second iteration goes on where the first stopped, with the line numbers going on too.
+        for index, raw_line in enumerate(self._lines(), start=self.count + 1):
             update(raw_line)
+            if index == 1 and raw_line == _BOM:
+                return  # a byte order mark alone is an empty file, not one blank line
             raw = raw_line[:-1] if raw_line.endswith(b"\n") else raw_line
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if index == 1:
                 raw = raw.removeprefix(_BOM)
             self.count = index
-            if self.format == "text":
+            if text:
                 yield Record(self._decode(raw, index), index)
             else:
                 yield self._parse_json(raw, index)
@@ -165,11 +259,14 @@ class RecordReader:
         try:
             obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
+            surrogate = "surrogate" in str(exc)
             raise InputError(
                 f"invalid JSON ({exc})",
                 source=self.source,
                 line=line,
-                hint="pass --input-format text to read lines as plain sentences",
+                hint="a lone UTF-16 surrogate escape (\\ud800 … \\udfff) is not text; fix the producer"
+                if surrogate
+                else "pass --input-format text to read lines as plain sentences",
             ) from None
         if not isinstance(obj, dict):
             raise InputError(
@@ -183,12 +280,18 @@ class RecordReader:
         value = obj.get(self.field)
         if not isinstance(value, str):
             present = ", ".join(sorted(map(str, obj))) or "none"
-            problem = "has no field" if value is None else "has a non-string field"
+            if self.field not in obj:
+                problem = "has no field"
+            elif value is None:
+                problem = "has a null field"
+            else:
+                problem = "has a non-string field"
             raise InputError(
                 f"record {problem} {self.field!r}",
                 source=self.source,
                 line=line,
-                found=f"fields {present}",
+                expected="a string",
+                found=f"fields {present}" if self.field not in obj else type(value).__name__,
                 hint="--field NAME picks the field that holds the text",
             )
         return Record(value, line, obj)

@@ -8,21 +8,37 @@ the input (of the shard, with ``--shard``).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from xl.core.batching import plan_batches
-from xl.errors import UsageError
+from xl.errors import UsageError, XlError
+from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
 from xl.io.npy import MatrixWriter
-from xl.io.records import DecodeErrors, InputFormat, Record, RecordReader, count_lines
+from xl.io.records import (
+    DecodeErrors,
+    InputFormat,
+    Record,
+    RecordReader,
+    check_input_format,
+    count_lines,
+    open_text_input,
+    sha256_file,
+)
 from xl.models.encoder import Encoder, Pooling
 from xl.models.registry import resolve_model
 
@@ -88,7 +104,17 @@ def output_for(template: str, layer: int, several_layers: bool, input_path: str 
         raise UsageError("several inputs need one output each", hint="put {stem} (the input's name without "
                          "its extension) or {name} (its whole name) in the output: -o 'emb/{stem}.npy'")  # fmt: skip
     path = Path(str(input_path))
-    return template.replace("{layer}", str(layer)).replace("{stem}", path.stem).replace("{name}", path.name)
+    filled = template.replace("{layer}", str(layer)).replace("{stem}", path.stem).replace("{name}", path.name)
+    # The folder the template names (everything before its first placeholder) bounds where an input's name
+    # can put the output: an input called ``..`` must not move it to another folder.
+    cut = min((template.index(p) for p in ("{stem}", "{name}") if p in template), default=-1)
+    if cut >= 0:
+        folder = Path(template[:cut]).parent if not template[:cut].endswith("/") else Path(template[:cut])
+        resolved, bound = Path(os.path.normpath(filled)), Path(os.path.normpath(folder))
+        if os.path.normpath(resolved.parent) != os.path.normpath(bound) and bound not in resolved.parents:
+            raise UsageError(f"input {str(input_path)!r} would put its output outside {str(folder) or '.'}",
+                             hint="rename the input, or name the output without {stem}/{name}")  # fmt: skip
+    return filled
 
 
 def embed_files(
@@ -103,12 +129,20 @@ def embed_files(
     log: Log = _quiet,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int | None], None] | None = None,
+    resume: bool = False,
 ) -> list[EmbedReport]:
     """Embed every record of each input (``-`` = stdin) into its output (``-`` = stdout), one model load.
 
     Output is NPY float32 (n, hidden) per layer, or JSONL records with an ``"embedding"`` list. A file
     output is atomic and gets a manifest beside it. Several inputs or layers need ``{stem}`` / ``{layer}``
-    in ``output``. All inputs are checked before the model loads. Raises :class:`~xl.errors.XlError`.
+    in ``output``. All inputs are checked before the model loads; each is read once (stdin, FIFOs and
+    ``<(…)`` work; ``--shard`` on one of those spools it to a temporary file first, to count its rows).
+
+    ``resume``: each output is built in a hidden partial file beside it (``.NAME.partial``) with a progress
+    record (``.NAME.partial.json``) after every window; an interrupted run keeps both, and the next run with
+    ``resume`` checks the input hash and the options, cuts the partial file back to the last recorded window
+    and goes on from there. The result is the same matrix as an uninterrupted run (float32: the same bytes).
+    Raises :class:`~xl.errors.XlError`.
     """
     several_layers, several_inputs = len(options.layers) > 1, len(inputs) > 1
     if output == "-" and (several_layers or several_inputs):
@@ -122,7 +156,10 @@ def embed_files(
     if len(targets) != len(inputs):
         raise UsageError("two inputs would write the same output", hint="inputs need distinct file names")
     for path in inputs:
-        RecordReader(path).close()  # fail on a missing or unreadable input before loading the model
+        check_input_path(path, "records")  # fail before loading the model, without opening (FIFOs)
+        check_input_format(path, input_format)
+    if resume and (output == "-" or output_format != "npy"):
+        raise UsageError("--resume needs an NPY output file", hint="pass -o FILE.npy")
     ref = resolve_model(options.model, log=log)
     encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
                       max_length=options.max_length)  # fmt: skip
@@ -131,82 +168,197 @@ def embed_files(
         f"pooling {options.pooling} · prefix {prefix!r}")  # fmt: skip
     reports = []
     for path in inputs:
-        reports.append(_embed_one(path, output, options, encoder, prefix, several_inputs, output_format,
-                                  input_format, text_field, errors, log, progress, on_total))  # fmt: skip
+        job = _Job(path, output, several_inputs, output_format, input_format, text_field, errors, resume)
+        reports.append(_embed_one(job, options, encoder, prefix, log, progress, on_total))
     return reports
 
 
+@dataclass
+class _Job:
+    """One input of ``embed_files`` and how to write it."""
+
+    input_path: str | Path
+    output: str
+    several_inputs: bool
+    output_format: OutputFormat
+    input_format: InputFormat
+    text_field: str
+    errors: DecodeErrors
+    resume: bool
+
+
 def _embed_one(
-    input_path: str | Path,
-    output: str,
+    job: _Job,
     options: EmbedOptions,
     encoder: Encoder,
     prefix: str,
-    several_inputs: bool,
-    output_format: OutputFormat,
-    input_format: InputFormat,
-    text_field: str,
-    errors: DecodeErrors,
     log: Log,
     progress: Callable[[int], None] | None,
     on_total: Callable[[int | None], None] | None,
 ) -> EmbedReport:
     started = time.time()
-    ref = encoder.ref
-    total = count_lines(input_path)
-    start, stop = 0, total if total is not None else -1
-    if options.shard is not None:
-        if total is None:
-            raise UsageError("--shard needs a file input (rows are counted first)", hint="save stdin to a file")
-        start, stop = shard_range(total, *options.shard)
-    if on_total is not None:
-        on_total(None if total is None else stop - start)
-    reader = RecordReader(input_path, input_format=input_format, field=text_field, errors=errors)
-    writers: dict[int, MatrixWriter | JsonlWriter] = {}
-    try:
-        manifest = {
-            **base_manifest("embeddings"),
-            "model": ref.name,
-            "model_spec": ref.spec,
-            "model_fingerprint": ref.fingerprint,
-            "model_layers": encoder.num_layers,
-            "pooling": options.pooling,
-            "prefix": prefix,
-            "max_length": encoder.max_length,
-            "normalize": options.normalize,
-            "dtype_compute": encoder.dtype_name,
-            "device": encoder.device,
-            "input": str(input_path),
-            "input_format": reader.format,
-            "field": text_field if reader.format == "jsonl" else None,
-            "nfc": True,
-            "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}",
-            "row_offset": start,
-        }
-        for layer in encoder.layers:
-            target = output_for(output, layer, len(encoder.layers) > 1, input_path, several_inputs)
-            layer_manifest = {**manifest, "layer": layer}
-            if output_format == "npy":
-                writers[layer] = MatrixWriter(target, encoder.hidden, layer_manifest)
-            else:
-                writers[layer] = JsonlWriter(target, layer_manifest)
-        rows, truncated = _run(reader, encoder, writers, options, prefix, start, stop, progress)
-        extra = {"input_sha256": reader.sha256 if reader.count == total or total is None else None,
-                 "truncated": truncated}  # fmt: skip
-        for writer in writers.values():
-            writer.close(extra)
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    finally:
-        reader.close()
+    with contextlib.ExitStack() as stack:
+        source = job.input_path
+        if options.shard is not None and not is_regular_file(source):
+            source = _spool(source, stack)  # rows must be counted first; a pipe can be read only once
+        total = count_lines(source) if is_regular_file(source) else None
+        start, stop = 0, total if total is not None else -1
+        if options.shard is not None and total is not None:
+            start, stop = shard_range(total, *options.shard)
+        if on_total is not None:
+            on_total(None if total is None else stop - start)
+        if job.resume and not is_regular_file(source):
+            raise UsageError("--resume needs an input file (it is hashed to check what it resumes from)",
+                             hint="save the input to a file first")  # fmt: skip
+        reader = stack.enter_context(RecordReader(source, input_format=job.input_format, field=job.text_field,
+                                                  errors=job.errors))  # fmt: skip
+        manifest = _manifest(job, options, encoder, prefix, reader.format, start)
+        writers: dict[int, MatrixWriter | JsonlWriter] = {}
+        progress_file: _Progress | None = None
+        try:
+            for layer in encoder.layers:
+                target = output_for(job.output, layer, len(encoder.layers) > 1, job.input_path, job.several_inputs)
+                layer_manifest = {**manifest, "layer": layer}
+                if job.output_format == "jsonl":
+                    writers[layer] = JsonlWriter(target, layer_manifest)
+                else:
+                    writers[layer] = MatrixWriter(target, encoder.hidden, layer_manifest,
+                                                  partial=_partial_path(target) if job.resume else None)  # fmt: skip
+            if job.resume:
+                progress_file = _Progress.open(writers, manifest, source, log)  # type: ignore[arg-type]
+            rows, truncated = _run(reader, encoder, writers, options, prefix, start, stop, progress, progress_file)
+            extra = {"input_sha256": reader.sha256 if reader.count == total or total is None else None,
+                     "truncated": truncated}  # fmt: skip
+            for writer in writers.values():
+                writer.close(extra)
+            if progress_file is not None:
+                progress_file.remove()
+        except BaseException as exc:
+            for writer in writers.values():
+                writer.abort(_reason(exc))
+            if progress_file is not None and progress_file.rows:
+                log(f"partial output kept ({progress_file.rows} rows done): rerun with --resume to continue")
+            raise
     if truncated:
-        log(f"{input_path}: {truncated} of {rows} inputs were longer than {encoder.max_length} tokens "
+        log(f"{job.input_path}: {truncated} of {rows} inputs were longer than {encoder.max_length} tokens "
             "and were truncated")  # fmt: skip
     outputs = [str(w.path) if isinstance(w, MatrixWriter) and w.path else "-" for w in writers.values()]
     return EmbedReport(rows, truncated, time.time() - started, encoder.device, encoder.dtype_name, prefix,
                        encoder.layers, outputs)  # fmt: skip
+
+
+def _manifest(
+    job: _Job, options: EmbedOptions, encoder: Encoder, prefix: str, input_format: str, start: int
+) -> dict[str, Any]:
+    ref = encoder.ref
+    return {
+        **base_manifest("embeddings"),
+        "model": ref.name,
+        "model_spec": ref.spec,
+        "model_fingerprint": ref.fingerprint,
+        "model_layers": encoder.num_layers,
+        "pooling": options.pooling,
+        "prefix": prefix,
+        "max_length": encoder.max_length,
+        "normalize": options.normalize,
+        "dtype_compute": encoder.dtype_name,
+        "device": encoder.device,
+        "input": absolute(job.input_path),
+        "input_format": input_format,
+        "field": job.text_field if input_format == "jsonl" else None,
+        "nfc": True,
+        "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}",
+        "row_offset": start,
+    }
+
+
+def _spool(path: str | Path, stack: contextlib.ExitStack) -> str:
+    """Copy a stream input (stdin, FIFO) to a temporary file that lives as long as ``stack``."""
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="xl-embed-"))
+    target = Path(folder) / "input"
+    stream, _ = open_text_input(path)
+    try:
+        with open(target, "wb") as handle:
+            shutil.copyfileobj(stream, handle, 1 << 22)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return str(target)
+
+
+def _partial_path(target: str) -> Path:
+    path = Path(target)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, XlError):
+        return exc.render()
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+
+
+#: Manifest fields that must agree for a partial output to be continued (what changes the numbers).
+_RESUME_KEYS = ("model_fingerprint", "layer", "pooling", "prefix", "max_length", "normalize", "dtype_compute",
+                "device", "input_format", "field", "shard", "row_offset")  # fmt: skip
+
+
+@dataclass
+class _Progress:
+    """The progress record of a resumable embedding: what it was computed from and how many rows are done.
+
+    Written (atomically, after an fsync of the rows) at the end of every window; a rerun with ``--resume``
+    continues only when the input's sha256, its size and every option that changes the numbers agree."""
+
+    path: Path
+    key: dict[str, Any]
+    writers: list[MatrixWriter]
+    rows: int = 0
+    truncated: int = 0
+
+    @classmethod
+    def open(cls, writers: dict[int, MatrixWriter], manifest: dict[str, Any], source: str | Path,
+             log: Log) -> _Progress:  # fmt: skip
+        first = next(iter(writers.values()))
+        assert first.path is not None
+        path = _partial_path(str(first.path)).with_suffix(".partial.json")
+        key = {k: manifest.get(k) for k in _RESUME_KEYS}
+        key["layers"] = sorted(writers)
+        key["input_sha256"] = sha256_file(source)
+        key["input_bytes"] = os.path.getsize(source)
+        progress = cls(path, key, list(writers.values()))
+        saved = _read_progress(path)
+        done = 0
+        if saved is not None and saved.get("key") == key:
+            done = min([int(saved.get("rows", 0))] + [w.rows_on_disk() for w in progress.writers])
+            progress.truncated = int(saved.get("truncated", 0)) if done == saved.get("rows") else 0
+            if done < int(saved.get("rows", 0)):
+                done, progress.truncated = 0, 0  # a partial file shorter than its record: start again
+        elif saved is not None:
+            log("the partial output was made from another input or with other options: starting again")
+        for writer in progress.writers:
+            writer.resume(done)
+        progress.rows = done
+        if done:
+            log(f"resuming after {done} rows")
+        return progress
+
+    def record(self, rows: int, truncated: int) -> None:
+        for writer in self.writers:
+            writer.sync()
+        self.rows, self.truncated = rows, truncated
+        with atomic_write(self.path) as handle:
+            handle.write(orjson.dumps({"key": self.key, "rows": rows, "truncated": truncated}))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _read_progress(path: Path) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _windows(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -252,10 +404,18 @@ def _run(
     start: int,
     stop: int,
     progress: Callable[[int], None] | None,
+    resumed: _Progress | None = None,
 ) -> tuple[int, int]:
     rows = truncated = 0
     all_records: Iterator[Record] = iter(reader)
     records = all_records if options.shard is None else islice(all_records, start, stop)
+    if resumed is not None and resumed.rows:
+        # Skip what the partial output already holds (whole windows, so the windows after it are the same).
+        rows, truncated = resumed.rows, resumed.truncated
+        for _ in islice(records, rows):
+            pass
+        if progress is not None:
+            progress(rows)
     for window in _windows(records, max(1, options.window)):
         pooled, cut = embed_window(encoder, [r.text for r in window], options, prefix, progress)
         truncated += cut
@@ -266,6 +426,8 @@ def _run(
                 objects = [r.obj if r.obj is not None else {"text": r.text} for r in window]
                 writer.write_embeddings(objects, pooled[layer])
         rows += len(window)
+        if resumed is not None:
+            resumed.record(rows, truncated)
     if options.shard is not None:
         for _ in all_records:  # read to the end so the input hash covers the whole file
             pass

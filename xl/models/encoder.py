@@ -221,7 +221,7 @@ class Encoder:
         import torch
 
         # On CUDA every new (batch, length) shape pays a one-time kernel set-up, which made bf16 slower than
-        # fp32 over a fresh run (session 2, H200); lengths rounded up to a multiple of 8 mean 8× fewer shapes.
+        # fp32 over a fresh run (measured on an H200); lengths rounded up to a multiple of 8 mean 8× fewer shapes.
         # Padding is masked in attention and pooling, so only the arithmetic order can change.
         multiple = 8 if str(self.device).startswith("cuda") else 1
         input_ids, attention = pad_batch(ids, self.pad_id, self.device, multiple=multiple)

@@ -14,34 +14,48 @@ A plain torch loop, seeded and resumable:
 - **Losses**: sts ``cosine`` (MSE of the pair cosine against score / 5, sentence-transformers'
   CosineSimilarityLoss) or ``cosent`` (Su 2022); classification and qa: cross-entropy (qa: mean of the
   start and end losses).
-- **Model choice**: evaluated on the English dev set every ``eval_steps`` and at the end; the best is kept
-  (target-language labels are never read), and the choice is recorded. Without a dev set, the last step.
+- **Model choice**: evaluated on the English dev set before training (step 0: the starting model), every
+  ``eval_steps`` and at the end; the best is kept (step 0 included: a run that only makes the model worse
+  keeps the starting model), and the choice is recorded. Target-language labels are never read: a dev set
+  whose records say another ``lang`` is refused unless ``dev_lang`` names it. Without a dev set, the last step.
+- **Inputs** are read once each (hashed while read), so pipes and process substitution work; they are
+  validated, and the model spec resolved, before the output directory is touched or a model loaded.
 - **Checkpoints** every ``save_steps`` in ``DIR/checkpoints/step-N`` (model, optimizer, scheduler, RNG),
   written beside and renamed into place, then named in ``latest.json``: a crash never leaves a partial
-  checkpoint as the latest. ``resume`` continues from it to the same result as an uninterrupted run.
+  checkpoint as the latest. ``resume`` continues from it to the same result as an uninterrupted run. When
+  training ends, a final checkpoint (weights and state) is written before the kept model is saved, so a save
+  that fails (a full disk) leaves a run that ``resume`` finishes without training again.
+- **The run directory** holds only what the run writes (``RUN_OWNED``, ``MODEL_FILES``, the manifest's
+  ``files``); ``overwrite`` removes those and refuses a directory holding anything else, and no input may
+  lie inside it. Write failures name the final target (never a temporary file) and say how to resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 import xl
-from xl.errors import InputError, ModelError, UsageError
+from xl.errors import InputError, ModelError, OutputError, UsageError, XlError
 from xl.io.atomic import atomic_write, temp_dir_beside
-from xl.io.records import sha256_file
 from xl.models.features import QAFeatures, qa_features, tokenize_pairs, tokenize_texts
-from xl.models.registry import ModelRef, resolve_model
+from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, resolve_model
 
 if TYPE_CHECKING:
     import torch
@@ -50,9 +64,17 @@ Log = Callable[[str], None]
 
 FINETUNE_MANIFEST = "xl-finetune.json"
 LOG_FILE = "log.jsonl"
+RUN_STATE = "run.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 MEGA_BATCH = 50
+#: The run's own entries of DIR besides the model: what ``overwrite`` may remove.
+RUN_OWNED = (FINETUNE_MANIFEST, RUN_STATE, LOG_FILE, CHECKPOINTS, BEST)
+#: What ``save_task_model`` writes: the encoder (transformers; sharded when large), tokenizer, head, description.
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json",
+               "tokenizer.json", "xl-head.safetensors", MODEL_MANIFEST)  # fmt: skip
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_OS_ERROR = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors, tokenizers) report an errno
 
 
 def _quiet(_message: str) -> None:
@@ -94,6 +116,7 @@ class FinetuneOptions:
     log_every: int = 50
     resume: bool = False
     overwrite: bool = False
+    dev_lang: str = "en"  # the language of the dev set; anything but English is the user's explicit choice
 
     def result_fields(self) -> dict[str, Any]:
         """The options that change the trained model (not where it goes or how often it is logged)."""
@@ -179,6 +202,84 @@ def read_records(path: str, schema: str, *, labels: Sequence[Any] | None = None,
     return seeded_subset(records, limit, seed)
 
 
+def read_once(path: str, what: str) -> tuple[bytes, str]:
+    """The bytes of an input (``-`` = stdin) and their sha256, from one pass over it: a FIFO, a pipe or
+    ``<(process substitution)`` can be read only once, and a file that changes between two reads would
+    otherwise be hashed as one thing and trained on as another."""
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    if path == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(f"refusing to read the {what} set from a terminal",
+                             hint=f"pass a file, or pipe the {what} data in")  # fmt: skip
+        handle: Any = contextlib.nullcontext(sys.stdin.buffer)
+    else:
+        try:
+            handle = Path(path).open("rb")
+        except FileNotFoundError:
+            raise InputError("file not found", source=path, hint="check the path") from None
+        except IsADirectoryError:
+            raise InputError(f"is a directory, not a file of {what} data", source=path) from None
+        except OSError as exc:
+            raise InputError(f"cannot be read: {(exc.strerror or str(exc)).lower()}", source=path,
+                             hint="check the path and its permissions") from None  # fmt: skip
+    with handle as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+            chunks.append(block)
+    return b"".join(chunks), digest.hexdigest()
+
+
+def parse_task_input(data: bytes, source: str, task: str, *, schema: str | None = None,
+                     labels: Sequence[Any] | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+    """(schema, validated records) of a task file's bytes. ``schema`` None: sniffed from the first record
+    (classify: single text or pair), the records themselves, not a second read of the file."""
+    from xl.tasks.schemas import TASK_FIELDS, RecordError, detect_schema, iter_task_file, validate_records
+
+    records, is_squad = iter_task_file(io.BytesIO(data), source=source)
+    if schema is None:
+        if task not in ("sts", "classify", "qa"):
+            raise UsageError(f"unknown task {task!r}", hint="use sts, classify or qa")
+        schema = {"sts": "sts", "qa": "qa"}.get(task)
+        if schema is None:
+            first = next(records, None)
+            schema = "pair-classification" if first is not None and detect_schema(first) == "pair-classification" \
+                else "classification"  # fmt: skip
+            records = chain([] if first is None else [first], records)
+    if is_squad and schema != "qa":
+        raise RecordError(f"SQuAD JSON holds qa data, not {schema}", record=None, field=None, source=source,
+                          expected=f"JSONL {schema} records ({', '.join(TASK_FIELDS[schema])})",  # type: ignore[index]
+                          found="a SQuAD v1.1 JSON document",
+                          hint="pass --task qa if that is what you meant")  # fmt: skip
+    checked = validate_records(records, schema, source=source, labels=labels,  # type: ignore[arg-type]
+                               numbering="question" if is_squad else "line")  # fmt: skip
+    return schema, cast(list[dict[str, Any]], list(checked))
+
+
+def check_dev_lang(records: Sequence[Mapping[str, Any]], dev_lang: str, source: str) -> None:
+    """Refuse a dev set whose records' ``lang`` is not ``dev_lang`` (a missing ``lang`` is taken as English
+    by default, and as ``dev_lang`` when the user names one): choosing the kept model on target-language
+    labels is not zero-shot transfer, so it has to be asked for."""
+    want = dev_lang.lower()
+    for n, record in enumerate(records, 1):
+        lang = record.get("lang")
+        if lang is None or str(lang).lower() in (want, f"{want}-{want}"):
+            continue
+        found: dict[str, int] = {}
+        for r in records:
+            key = str(r.get("lang", "none"))
+            found[key] = found.get(key, 0) + 1
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])[:4])
+        if want == "en":
+            raise InputError(f'the dev set is not English: record {n} has "lang": "{lang}"', source=source, line=n,
+                             found=f"lang {summary} of {len(records)} records",
+                             hint=f"pass an English --dev (model selection on {lang} labels is not zero-shot), or "
+                                  f"--dev-lang {lang} to select on it knowingly")  # fmt: skip
+        raise InputError(f'record {n} has "lang": "{lang}", not the --dev-lang {dev_lang}', source=source, line=n,
+                         found=f"lang {summary} of {len(records)} records",
+                         hint="--dev-lang names the one language of the dev set")  # fmt: skip
+
+
 def label_set(records: Sequence[Mapping[str, Any]]) -> list[Any]:
     """The sorted labels of a training set (ints numerically, strings alphabetically; one type per file)."""
     return sorted({r["label"] for r in records}, key=lambda v: (isinstance(v, str), v))
@@ -253,58 +354,141 @@ def run_fingerprint(options: FinetuneOptions, train_sha: str | None, dev_sha: st
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_owned(name: str, listed: Collection[str] = ()) -> bool:
+    """Whether an entry of DIR is one that an ``xl finetune`` run writes: its files, the model files, the
+    names its manifest lists, and the hidden ``.NAME.XXXX.tmp`` files and folders it builds them in."""
+    if name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+        name = name[1:-4].rsplit(".", 1)[0]
+    return name in RUN_OWNED or name in MODEL_FILES or name in listed or bool(_SHARD.fullmatch(name))
+
+
 def _prepare_output(out: Path, fingerprint: str, options: FinetuneOptions) -> dict[str, Any] | None:
-    """Check the output directory; return the latest checkpoint record to resume from (or None)."""
+    """Check the output directory; return the latest checkpoint record to resume from (or None).
+
+    ``overwrite`` removes only the run's own entries (``run_owned``) and refuses a directory that is not an
+    xl finetune run or that holds anything else: it never deletes what it did not write.
+    """
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory", hint="choose another -o")
     manifest_path = out / FINETUNE_MANIFEST
     latest_path = out / CHECKPOINTS / "latest.json"
-    state_path = out / "run.json"
-    existing = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    existing = [p for p in entries if not p.name.startswith(".")]
     if not existing:
         if options.resume:
             raise UsageError(f"nothing to resume in {out}", hint="drop --resume to start the run")
         return None
+    run = _read_json(out / RUN_STATE)
+    finished = _read_json(manifest_path)
+    if run is None and finished is None:
+        raise UsageError(f"{out} is not empty and holds no xl finetune run",
+                         hint="choose an empty or new directory for -o")  # fmt: skip
+    listed = [str(n) for n in (finished or {}).get("files", []) if isinstance(n, str)]
+    foreign = [p.name for p in entries if not run_owned(p.name, listed)]
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
     if options.overwrite:
-        for path in existing:
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        if foreign:
+            raise UsageError(f"{out} holds files that xl finetune did not write: {shown}",
+                             hint="--overwrite removes only a run's own files; move those elsewhere, or choose "
+                                  "another -o")  # fmt: skip
+        for path in entries:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as exc:
+                raise OutputError(f"cannot remove the old run's {path}: {_reason(exc)}",
+                                  hint=f"check the permissions of {out}, or choose another -o") from None  # fmt: skip
         return None
-    run = json.loads(state_path.read_text()) if state_path.is_file() else None
-    if run is None:
-        raise UsageError(
-            f"{out} is not empty and holds no xl finetune run",
-            hint="choose an empty or new directory, or pass --overwrite to replace its contents",
-        )
-    if run.get("fingerprint") != fingerprint:
-        raise UsageError(
-            f"{out} holds a different run (other data, model or options)",
-            hint="pass --overwrite to replace it, or choose another -o",
-        )
-    if manifest_path.is_file() and not options.resume:
-        raise UsageError(f"{out} already holds this finished run", hint="pass --overwrite to train it again")
+    replace_hint = (f"choose another -o ({out} also holds {shown}, which xl did not write)" if foreign
+                    else "pass --overwrite to replace it, or choose another -o")  # fmt: skip
+    if (run or finished or {}).get("fingerprint") != fingerprint:
+        raise UsageError(f"{out} holds a different run (other data, model or options)", hint=replace_hint)
+    if finished is not None and not options.resume:
+        raise UsageError(f"{out} already holds this finished run",
+                         hint=replace_hint if foreign else "pass --overwrite to train it again")  # fmt: skip
     if not options.resume:
-        raise UsageError(f"{out} holds an unfinished run of these options",
-                         hint="pass --resume to continue it, or --overwrite to start again")  # fmt: skip
-    if manifest_path.is_file():
+        again = "" if foreign else ", or --overwrite to start again"
+        raise UsageError(f"{out} holds an unfinished run of these options", hint=f"pass --resume to continue it{again}")
+    if finished is not None:
         return {"finished": True}
     for stale in [*out.glob(".*.tmp"), *(out / CHECKPOINTS).glob(".*.tmp")]:  # left by a kill mid-write
-        shutil.rmtree(stale, ignore_errors=True)
-    if not latest_path.is_file():
-        return {"step": 0}
-    latest = json.loads(latest_path.read_text())
-    return latest if isinstance(latest, dict) else None
+        if run_owned(stale.name):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    latest = _read_json(latest_path)
+    return latest if latest is not None else {"step": 0}
+
+
+# --------------------------------------------------------------------------------------------- write errors
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The OS error number behind ``exc``: an OSError, one in its chain (torch.save wraps it in a
+    RuntimeError), one that a Rust library (safetensors, tokenizers) spells as ``(os error N)``, or the
+    reason an :class:`OutputError` of ``xl.io.atomic`` names."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        match = _OS_ERROR.search(str(current))
+        if match:
+            return int(match.group(1))
+        if isinstance(current, OutputError):
+            return next((code for code in _WRITE_ERRNOS if os.strerror(code) in current.message), errno.EIO)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    code = _errno_of(exc)
+    if code is not None:
+        return os.strerror(code).lower()
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def absolute_paths(options: FinetuneOptions) -> FinetuneOptions:
+    """``options`` with --train, --dev, -o and a local --model / --init directory made absolute (``-``,
+    ``default`` and hub ids stay as they are): what a run records must not depend on the working directory."""
+
+    def file(path: str) -> str:
+        return path if path == "-" else os.path.abspath(os.path.expanduser(path))
+
+    def model(spec: str) -> str:
+        local = Path(spec).expanduser()
+        return spec if spec in DEFAULT_ALIASES or not local.exists() else os.path.abspath(local)
+
+    return replace(options, train=file(options.train), dev=None if options.dev is None else file(options.dev),
+                   output=file(options.output), model=model(options.model),
+                   init=None if options.init is None else model(options.init))  # fmt: skip
+
+
+def _source(path: str) -> str:
+    return "<stdin>" if path == "-" else path
 
 
 class Trainer:
     """One fine-tuning run (see the module docstring)."""
 
     def __init__(self, options: FinetuneOptions, log: Log = _quiet) -> None:
-        self.options = options
-        self.log = log
+        self.given = options  # as typed: the names said in messages
+        self.options = absolute_paths(options)  # as recorded
+        self.out = Path(self.options.output)
         self.dist = Dist.from_env()
+        self.log = log if self.dist.main else _quiet  # one voice under torchrun: the main process's
         self._check_options()
 
     def _check_options(self) -> None:
@@ -329,18 +513,101 @@ class Trainer:
         if o.batch_size % self.dist.world:
             raise UsageError(f"--batch-size {o.batch_size} is not divisible by the {self.dist.world} processes",
                              hint="each process takes an equal share of every batch")  # fmt: skip
+        if o.init is not None and o.model != "default":
+            raise UsageError("pass either --model (continue a model, its head included) or --init (its encoder, a "
+                             "fresh head), not both")  # fmt: skip
+        if not re.fullmatch(r"[A-Za-z]{2,3}", o.dev_lang):
+            raise UsageError(f"--dev-lang {o.dev_lang!r} is not a language code", hint="e.g. --dev-lang pl (ISO 639)")
+        if o.dev is None and o.dev_lang.lower() != "en":
+            raise UsageError("--dev-lang names the language of --dev, and there is no --dev")
+        if o.train == "-" and o.dev == "-":
+            raise UsageError("--train and --dev cannot both be stdin", hint="pass one of them as a file")
+
+    def _check_paths(self) -> None:
+        """Refuse an -o that is or holds an input (a run would mix with it, --overwrite would delete it), and
+        inputs that the processes of a torchrun job cannot each read for themselves."""
+        o, given = self.options, self.given
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"{given.output} exists and is not a directory", hint="choose another -o")
+        resolved_out = self.out.resolve()
+        inputs = (("--train", o.train, given.train), ("--dev", o.dev, given.dev), ("--model", o.model, given.model),
+                  ("--init", o.init, given.init))  # fmt: skip
+        for flag, path, spelled in inputs:
+            if path is None or path == "-" or path in DEFAULT_ALIASES:
+                continue
+            candidate = Path(path)
+            if flag in ("--model", "--init") and not candidate.exists():
+                continue  # a hub id
+            resolved = candidate.resolve()
+            if resolved == resolved_out or resolved_out in resolved.parents:
+                verb = "is" if resolved == resolved_out else "holds"
+                raise UsageError(f"-o {given.output} {verb} the {flag} input {spelled}",
+                                 hint="give the run a directory of its own, outside its inputs")  # fmt: skip
+            if self.dist.world > 1 and flag in ("--train", "--dev") and candidate.exists() and not candidate.is_file():
+                raise UsageError(f"{flag} {spelled} is not a regular file", hint="under torchrun every process reads "
+                                 "the data itself: write it to a file first")  # fmt: skip
+        if self.dist.world > 1 and "-" in (o.train, o.dev):
+            raise UsageError("under torchrun the data cannot come from stdin", hint="write it to a file first")
+
+    # ------------------------------------------------------------------ write errors
+
+    @contextlib.contextmanager
+    def _writing(self, target: Path, what: str) -> Iterator[None]:
+        """Turn an OS error while writing ``what`` into one line naming ``target`` (the final path, never the
+        temporary file it was being built in) with a hint that says how to go on."""
+        try:
+            yield
+        except XlError as exc:
+            if not isinstance(exc, OutputError):
+                raise
+            known = _errno_of(exc) or errno.EIO
+            raise OutputError(f"cannot write {what} to {target}: {os.strerror(known)}",
+                              hint=self._write_hint(known)) from None  # fmt: skip
+        except Exception as exc:
+            code = _errno_of(exc)
+            if code is None:
+                raise
+            raise OutputError(f"cannot write {what} to {target}: {os.strerror(code)}",
+                              hint=self._write_hint(code)) from None  # fmt: skip
+
+    def _write_hint(self, code: int) -> str:
+        out = self.out
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = f"make {out} writable, or move it where it can be written and pass that as -o"
+        elif code == errno.EFBIG:
+            fix = f"a file size limit (`ulimit -f`, or the file system's) stopped the write: raise it, or move {out} " \
+                  "to another file system and pass that as -o"  # fmt: skip
+        elif code in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free space on the disk of {out}, or move {out} to a disk with room and pass that as -o"
+        else:
+            fix = f"check the disk of {out}"
+        if not (out / RUN_STATE).is_file():
+            return f"{fix}, then run the command again"
+        latest = _read_json(out / CHECKPOINTS / "latest.json") or {}
+        if latest.get("final"):
+            where = f"the final checkpoint (step {latest.get('step')}): no training is repeated"
+        elif latest.get("step"):
+            where = f"the checkpoint of step {latest['step']}"
+        else:
+            where = (
+                "the start (no checkpoint yet"
+                + ("" if self.options.save_steps else "; --save-steps N writes them")
+                + ")"
+            )
+        return f"{fix}; then rerun the same command with --resume: it continues from {where}"
 
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> dict[str, Any]:
         import torch
 
-        o = self.options
-        out = Path(o.output)
+        o, given, out = self.options, self.given, self.out
+        self._check_paths()
         if self.dist.world > 1:
             self._init_process_group()
-        from xl.models.encoder import resolve_device, resolve_dtype
+        from xl.models.encoder import from_pretrained, load_tokenizer, resolve_device, resolve_dtype
         from xl.models.task_model import TASK_SCHEMA, check_head_fits, load_encoder, load_head, make_task_model
+        from xl.tasks import seeded_subset
 
         device = resolve_device(o.device)
         if self.dist.world > 1 and device.startswith("cuda"):
@@ -349,34 +616,37 @@ class Trainer:
         self.device = device
         self.dtype_name = resolve_dtype(o.dtype, device)
         task_schema = TASK_SCHEMA[o.task]
-        base_ref = resolve_model(o.init or o.model, log=self.log)
-        if o.init is not None and o.model != "default":
-            raise UsageError("pass either --model (continue a model, its head included) or --init (its encoder, a "
-                             "fresh head), not both")  # fmt: skip
-        schema = _schema(o.task, o.train)
-        train_records = read_records(o.train, schema, limit=o.train_limit, seed=o.seed)
+        # The inputs first, each read once (hashed as it is read: pipes work) and validated, then the model
+        # spec and its tokenizer: -o is not touched, nor a model loaded, before all of them are known good.
+        data, train_sha = read_once(given.train, "training")
+        schema, records = parse_task_input(data, _source(given.train), o.task)
+        train_records: list[Mapping[str, Any]] = list(seeded_subset(records, o.train_limit, o.seed))
         labels = label_set(train_records) if o.task == "classify" else []
+        dev_records: list[Mapping[str, Any]] | None = None
+        dev_sha = None
+        if given.dev is not None:
+            data, dev_sha = read_once(given.dev, "dev")
+            _, records = parse_task_input(data, _source(given.dev), o.task, schema=schema, labels=labels or None)
+            check_dev_lang(records, o.dev_lang, _source(given.dev))
+            dev_records = list(seeded_subset(records, o.dev_limit, o.seed))
+        del data, records
+        base_ref = resolve_model(o.init or o.model, log=self.log)
         head = None if o.init else check_head_fits(base_ref, task_schema, labels or None)
-        dev_records = (read_records(o.dev, schema, labels=labels or None, limit=o.dev_limit, seed=o.seed, what="dev")
-                       if o.dev else None)  # fmt: skip
-        train_sha = sha256_file(o.train)
-        dev_sha = sha256_file(o.dev) if o.dev else None
         fingerprint = run_fingerprint(o, train_sha, dev_sha, base_ref.fingerprint, None)
+        tokenizer = from_pretrained(load_tokenizer, base_ref)
         resume_from = None
         if self.dist.main:
             resume_from = _prepare_output(out, fingerprint, o)
             if not (resume_from and resume_from.get("finished")):
-                out.mkdir(parents=True, exist_ok=True)
-                _write_atomic(out / "run.json", json.dumps({"fingerprint": fingerprint, "options": asdict(o)},
-                                                          indent=2, default=str).encode())  # fmt: skip
+                with self._writing(out / RUN_STATE, "the run's state"):
+                    out.mkdir(parents=True, exist_ok=True)
+                    _write_atomic(out / RUN_STATE, json.dumps({"fingerprint": fingerprint, "options": asdict(o)},
+                                                              indent=2, default=str).encode())  # fmt: skip
         resume_from = self._broadcast(resume_from)
         if resume_from and resume_from.get("finished"):
             self.log(f"{out} already holds this finished run; nothing to do")
             return json.loads((out / FINETUNE_MANIFEST).read_text()) if self.dist.main else {}
 
-        from xl.models.encoder import from_pretrained, load_tokenizer
-
-        tokenizer = from_pretrained(load_tokenizer, base_ref)
         max_length = o.max_length or (384 if o.task == "qa" else 128)
         limit = int(json.loads((base_ref.path / "config.json").read_text()).get("max_position_embeddings", 514)) - 2 \
             if base_ref.path is not None else 512  # fmt: skip
@@ -405,8 +675,7 @@ class Trainer:
                           "loss": o.loss if o.task == "sts" else "cross-entropy"}  # fmt: skip
         self.info = {**{k: v for k, v in base_ref.info.items() if k not in ("head", "weights_sha256")},
                      "name": f"{base_ref.name}+{o.task}", "prefix": prefix, "pooling": pooling,
-                     "base_model": {"spec": base_ref.spec, "name": base_ref.name, "fingerprint": base_ref.fingerprint},
-                     "xl_version": xl.__version__}  # fmt: skip
+                     "base_model": _model_record(base_ref), "xl_version": xl.__version__}  # fmt: skip
         self.tokenizer = tokenizer
 
         n_micro = math.ceil(len(train.inputs) / o.batch_size)
@@ -432,9 +701,12 @@ class Trainer:
         self.autocast_dtype = autocast_dtype
         scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 and device.startswith("cuda") else None
         state = RunState()
+        final_saved = bool(resume_from and resume_from.get("final"))
         if resume_from and resume_from.get("step"):
-            state = self._load_checkpoint(out / CHECKPOINTS / f"step-{resume_from['step']}", optimizer, scheduler)
-            self.log(f"resuming at step {state.step} of {total_steps}")
+            folder = out / CHECKPOINTS / f"step-{resume_from['step']}"
+            state = self._load_checkpoint(folder, optimizer, scheduler, final=final_saved)
+            self.log(f"resuming at step {state.step} of {total_steps}"
+                     + ("; training is done, finishing the save" if final_saved else ""))  # fmt: skip
         train_model: torch.nn.Module = model
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -452,7 +724,10 @@ class Trainer:
         # ------------------------------------------------------------------ the loop
         log_path = out / LOG_FILE
         if self.dist.main:
-            _truncate_log(log_path, state.step)
+            with self._writing(log_path, "the training log"):
+                _truncate_log(log_path, state)
+        if dev is not None and state.step == 0:
+            self._evaluate(dev, state, out, log_path)  # step 0, the starting model: the score to beat
         started = time.perf_counter() - state.seconds
         eval_steps = o.eval_steps or steps_per_epoch
         save_steps = o.save_steps
@@ -500,11 +775,12 @@ class Trainer:
                     row = {"step": state.step, "epoch": round(state.micro / n_micro, 4),
                            "loss": loss_sum / max(1, loss_count), "lr": scheduler.get_last_lr()[0],
                            "examples": state.examples, "seconds": round(state.seconds, 3)}  # fmt: skip
-                    _append_log(log_path, row)
+                    with self._writing(log_path, "the training log"):
+                        _append_log(log_path, row)
                     self.log(f"step {state.step}/{total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
                              f"{state.examples / max(state.seconds, 1e-9):.1f} ex/s")  # fmt: skip
                     loss_sum, loss_count = 0.0, 0
-                if dev is not None and (state.step % eval_steps == 0 or state.step == total_steps):
+                if dev is not None and state.step % eval_steps == 0 and state.step < total_steps:
                     self._evaluate(dev, state, out, log_path)
                 if save_steps and state.step % save_steps == 0 and state.step < total_steps:
                     self._save_checkpoint(out, state, optimizer, scheduler)
@@ -512,7 +788,13 @@ class Trainer:
                     os._exit(137)
             if index_in_epoch >= len(batches):
                 epoch += 1
-        return self._finish(out, state, dev is not None, train, dev, fingerprint, train_sha, dev_sha, base_ref)
+        # Training is done: the final weights and state go to disk before the (larger) save of the kept model,
+        # so a save that fails leaves a run that --resume finishes without training again.
+        if not final_saved:
+            self._save_checkpoint(out, state, optimizer, scheduler, final=True)
+        if dev is not None:
+            self._evaluate(dev, state, out, log_path)
+        return self._finish(out, state, log_path, train, dev, fingerprint, train_sha, dev_sha, base_ref)
 
     def _init_process_group(self) -> None:
         import torch
@@ -558,13 +840,16 @@ class Trainer:
             metric = metrics["selection_metric"]
             row = {"step": state.step, "dev": metrics}
             state.evaluations.append(row)
-            _append_log(log_path, row)
+            with self._writing(log_path, "the training log"):
+                _append_log(log_path, row)
             improved = state.best_metric is None or (metric is not None and metric > state.best_metric)
-            self.log(f"dev at step {state.step}: {metrics['selection_name']} {metric:.2f}"
-                     + ("  (best so far)" if improved else ""))  # fmt: skip
+            where = "step 0 (the starting model)" if state.step == 0 else f"step {state.step}"
+            shown = "n/a" if metric is None else f"{metric:.2f}"
+            self.log(f"dev at {where}: {metrics['selection_name']} {shown}" + ("  (best so far)" if improved else ""))
             if improved:
                 state.best_metric, state.best_step = metric, state.step
-                self._save_model(out / BEST)
+                with self._writing(out / BEST, f"the model of step {state.step} (the best so far on the dev set)"):
+                    self._save_model(out / BEST)
         self.dist.barrier()
 
     def _save_model(self, directory: Path) -> None:
@@ -572,37 +857,48 @@ class Trainer:
 
         save_task_model(self.model, self.tokenizer, directory, self.info, self.head_info)
 
-    def _save_checkpoint(self, out: Path, state: RunState, optimizer: Any, scheduler: Any) -> None:
+    def _save_checkpoint(self, out: Path, state: RunState, optimizer: Any, scheduler: Any, *,
+                         final: bool = False) -> None:  # fmt: skip
+        """Write ``checkpoints/step-N`` and name it in ``latest.json``. A ``final`` one (training done) holds the
+        weights and state only, and replaces all earlier ones."""
         import torch
         from safetensors.torch import save_file
 
         if self.dist.main:
             folder = out / CHECKPOINTS / f"step-{state.step}"
-            staging = temp_dir_beside(folder)
-            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-            save_file(_untie(weights), str(staging / "model.safetensors"))
-            if os.environ.get("XL_FAULT_IN_CHECKPOINT"):  # tests: die half-way through writing a checkpoint
-                os._exit(137)
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-                       staging / "optimizer.pt")  # fmt: skip
-            (staging / "state.json").write_text(json.dumps(asdict(state)))
-            if folder.exists():
-                shutil.rmtree(folder)
-            staging.rename(folder)
-            _write_atomic(out / CHECKPOINTS / "latest.json", json.dumps({"step": state.step}).encode())
+            what = f"the {'final ' if final else ''}checkpoint of step {state.step}"
+            with self._writing(folder, what):
+                staging = temp_dir_beside(folder)
+                try:
+                    weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+                    save_file(_untie(weights), str(staging / "model.safetensors"))
+                    if os.environ.get("XL_FAULT_IN_CHECKPOINT"):  # tests: die half-way through writing a checkpoint
+                        os._exit(137)
+                    if not final:
+                        with (staging / "optimizer.pt").open("wb") as handle:  # a file object: errors keep their errno
+                            cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+                            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                        "rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, handle)  # fmt: skip
+                    (staging / "state.json").write_text(json.dumps(asdict(state)))
+                    if folder.exists():
+                        shutil.rmtree(folder)
+                    staging.rename(folder)
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)  # a failed write frees its space
+                    raise
+                latest = {"step": state.step, "final": True} if final else {"step": state.step}
+                _write_atomic(out / CHECKPOINTS / "latest.json", json.dumps(latest).encode())
             kept = sorted((p for p in (out / CHECKPOINTS).glob("step-*") if p.name[5:].isdigit()),
                           key=lambda p: int(p.name[5:]))  # fmt: skip
-            for old in kept[: -self.options.keep_checkpoints]:
+            for old in kept[:-1] if final else kept[: -self.options.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.dist.barrier()
 
-    def _load_checkpoint(self, folder: Path, optimizer: Any, scheduler: Any) -> RunState:
+    def _load_checkpoint(self, folder: Path, optimizer: Any, scheduler: Any, *, final: bool = False) -> RunState:
         import torch
         from safetensors.torch import load_file
 
-        needed = ("model.safetensors", "optimizer.pt", "state.json")
+        needed = ("model.safetensors", "state.json") + (() if final else ("optimizer.pt",))
         if not all((folder / name).is_file() for name in needed):
             raise ModelError("the latest checkpoint is incomplete", source=str(folder),
                              hint="rerun with --overwrite to start again")  # fmt: skip
@@ -611,19 +907,20 @@ class Trainer:
             self.model.load_state_dict(weights)
         except RuntimeError:
             raise ModelError("the checkpoint does not fit the model", source=str(folder)) from None
-        saved = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        if saved.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        if not final:  # a final checkpoint: no step is left, so no optimizer, schedule or RNG is needed
+            saved = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["rng"])
+            if saved.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
         return RunState(**json.loads((folder / "state.json").read_text()))
 
     def _finish(
         self,
         out: Path,
         state: RunState,
-        has_dev: bool,
+        log_path: Path,
         train: TaskData,
         dev: TaskData | None,
         fingerprint: str,
@@ -634,27 +931,50 @@ class Trainer:
         o = self.options
         manifest: dict[str, Any] = {}
         if self.dist.main:
-            if has_dev and (out / BEST).is_dir():
-                chosen = {"step": state.best_step, "metric": state.best_metric, "by": "best on the English dev set",
-                          "dev": o.dev}  # fmt: skip
-                source = out / BEST
+            best = out / BEST
+            if dev is None:
+                with self._writing(out, "the trained model"):
+                    self._save_model(best)
+                chosen: dict[str, Any] = {"step": state.step, "metric": None, "by": "last step (no dev set)",
+                                          "dev": None}  # fmt: skip
             else:
-                self._save_model(out / BEST)
-                chosen = {"step": state.step, "metric": None, "by": "last step (no dev set)", "dev": None}
-                source = out / BEST
-            for path in source.iterdir():
-                os.replace(path, out / path.name)
-            shutil.rmtree(source, ignore_errors=True)
+                if not best.is_dir() and not (out / "model.safetensors").is_file():
+                    raise ModelError("the model kept on the dev set is missing", source=str(best),
+                                     hint="rerun with --overwrite to train again")  # fmt: skip
+                lang = o.dev_lang.lower()
+                by = "best on the English dev set" if lang == "en" else \
+                    f"best on the {lang} dev set (--dev-lang {lang}: selected on target-language labels)"  # fmt: skip
+                names = [e["dev"].get("selection_name") for e in state.evaluations if e["step"] == state.best_step]
+                if state.best_step == 0:
+                    by += "; step 0 is the starting model"
+                chosen = {"step": state.best_step, "metric": state.best_metric,
+                          "metric_name": names[0] if names else None, "by": by,
+                          "dev": o.dev, "dev_lang": lang, "starting_model": state.best_step == 0}  # fmt: skip
+            moved: list[str] = []
+            with self._writing(out, "the trained model"):
+                if best.is_dir():  # renames within DIR: a rerun after a failure here moves what is left
+                    for path in sorted(best.iterdir()):
+                        os.replace(path, out / path.name)
+                        moved.append(path.name)
+                    shutil.rmtree(best)
+            files = sorted({*moved, *(p.name for p in out.iterdir() if p.is_file() and p.name in MODEL_FILES),
+                            *(p.name for p in out.iterdir() if _SHARD.fullmatch(p.name))})  # fmt: skip
+            if dev is not None:
+                if state.best_step == 0:
+                    self.log("step 0 (the starting model) scored best; kept it")
+                with self._writing(log_path, "the training log"):
+                    _append_log(log_path, {"step": state.step, "kept": chosen})
             manifest = {
                 "kind": "finetune",
                 "xl_version": xl.__version__,
                 "task": o.task,
                 "fingerprint": fingerprint,
                 "options": asdict(o),
-                "base_model": {"spec": base_ref.spec, "name": base_ref.name, "fingerprint": base_ref.fingerprint},
+                "base_model": _model_record(base_ref),
                 "train": {"path": o.train, "sha256": train_sha, "examples": len(train.records),
                           "inputs": len(train.inputs), "truncated": train.truncated},
-                "dev": None if dev is None else {"path": o.dev, "sha256": dev_sha, "examples": len(dev.records)},
+                "dev": None if dev is None else {"path": o.dev, "sha256": dev_sha, "examples": len(dev.records),
+                                                 "lang": o.dev_lang.lower()},
                 "device": self.device,
                 "dtype": self.dtype_name,
                 "processes": self.dist.world,
@@ -665,8 +985,10 @@ class Trainer:
                 "chosen": chosen,
                 "evaluations": state.evaluations,
                 "head": self.head_info,
+                "files": [*files, LOG_FILE, RUN_STATE, FINETUNE_MANIFEST],
             }  # fmt: skip
-            _write_atomic(out / FINETUNE_MANIFEST, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+            with self._writing(out / FINETUNE_MANIFEST, "the run's manifest"):
+                _write_atomic(out / FINETUNE_MANIFEST, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
             shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
             self.log(f"done: {state.step} steps in {state.seconds:.0f} s; kept step {chosen['step']} "
                      f"({chosen['by']}) in {out}")  # fmt: skip
@@ -676,6 +998,12 @@ class Trainer:
 
             dist.destroy_process_group()
         return manifest
+
+
+def _model_record(ref: ModelRef) -> dict[str, Any]:
+    """How a run names its base model: the spec (absolute when a directory), name, fingerprint and path."""
+    return {"spec": ref.spec, "name": ref.name, "fingerprint": ref.fingerprint,
+            "path": None if ref.path is None else os.path.abspath(ref.path)}  # fmt: skip
 
 
 def _untie(weights: dict[str, Any]) -> dict[str, Any]:
@@ -738,11 +1066,22 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row, default=float) + "\n")
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after ``step`` (a resumed run writes them again)."""
+def _truncate_log(path: Path, state: RunState) -> None:
+    """Keep the log rows of what ``state`` has done, so that a resumed run writes the rest again once: steps up
+    to ``state.step``, the dev evaluations it holds, no "kept" row (a fresh start keeps nothing)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+    evaluated = {e["step"] for e in state.evaluations}
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a row cut short by a kill
+            continue
+        step = row.get("step", 0)
+        if "kept" in row or step > state.step or ("dev" in row and step not in evaluated):
+            continue
+        keep.append(line)
     _write_atomic(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from xl.errors import InputError, ModelError, UsageError
+from xl.io.atomic import absolute
 from xl.models.registry import ModelRef
 
 SKIPPED = ("word_embeddings",)
@@ -34,6 +35,20 @@ def _run_manifest(ref: ModelRef) -> dict[str, Any]:
                          "and training data)", source=str(ref.path or ref.spec))  # fmt: skip
     manifest = json.loads(path.read_text())
     return manifest if isinstance(manifest, dict) else {}
+
+
+def fisher_source(ref: ModelRef, data: str | None) -> tuple[str, str]:
+    """(task, data path) of a fine-tuned run's Fisher: checks, before any model is loaded, that the run is a
+    finished xl run and that its data (``data``, else the run's training file) is there."""
+    run = _run_manifest(ref)
+    task = str(run.get("task") or "")
+    if task not in ("sts", "classify", "qa"):
+        raise ModelError("the run's task is unknown", source=str(ref.path))
+    path = data or str(run.get("options", {}).get("train") or "")
+    if not path or (path != "-" and not Path(path).exists()):
+        raise InputError("the task's training data is not there", source=path or str(ref.path),
+                         hint="pass the data: NAME=RUN_DIR@DATA")  # fmt: skip
+    return task, path
 
 
 def task_fisher(
@@ -58,15 +73,8 @@ def task_fisher(
     from xl.models.finetune import _schema, read_records, task_loss, tokenize_task
     from xl.models.task_model import TASK_SCHEMA, head_of, load_encoder, load_head, make_task_model, pad_id_of
 
-    run = _run_manifest(ref)
+    task, path = fisher_source(ref, data)
     head = head_of(ref) or {}
-    task = str(run.get("task") or "")
-    if task not in ("sts", "classify", "qa"):
-        raise ModelError("the run's task is unknown", source=str(ref.path))
-    path = data or str(run.get("options", {}).get("train") or "")
-    if not path or (path != "-" and not Path(path).is_file()):
-        raise InputError("the task's training data is not there", source=path or str(ref.path),
-                         hint="pass the data: NAME=RUN_DIR@DATA")  # fmt: skip
     if sample < 1:
         raise UsageError("--sample must be at least 1")
     schema = _schema(task, path)
@@ -115,4 +123,4 @@ def task_fisher(
         pooled.append(vector.astype(np.float64))
         layout.append([name, int(vector.size)])
     embedding = np.concatenate(pooled).astype(np.float32)
-    return embedding, {"task": task, "data": path, "examples": len(chosen), "layout": layout}
+    return embedding, {"task": task, "data": absolute(path), "examples": len(chosen), "layout": layout}

@@ -1,6 +1,8 @@
 """JSONL schemas of the task data that ``xl`` fine-tunes and evaluates on, and their validators.
 
 Every task file is UTF-8 JSON Lines: one JSON object per line, record *i* on line *i* (no blank lines).
+A byte order mark on line 1 is dropped; a key given twice in an object keeps its last value (orjson, as
+``json.loads``); a lone surrogate escape (``"\\ud800"``) is invalid JSON.
 Four schemas, one per task (fields in ``TASK_FIELDS``; further fields are allowed and ignored):
 
 ``sts``  semantic textual similarity (STS Benchmark, Cer et al. 2017; SemEval-2017 Task 1)
@@ -13,7 +15,7 @@ Four schemas, one per task (fields in ``TASK_FIELDS``; further fields are allowe
     line, with answers laid out as in Hugging Face ``datasets`` (MLQA, XQuAD):
     ``{"id": str, "context": str, "question": str,``
     `` "answers": {"text": [str, ...], "answer_start": [int, ...]}}``,
-    at least one answer, and ``context[answer_start:answer_start + len(text)] == text`` for each answer
+    at least one answer, each non-empty and with ``context[answer_start:answer_start + len(text)] == text``
     (offsets count Unicode code points, as Python and the SQuAD scripts do).
 
 Optional fields on every schema: ``"lang"`` (ISO 639-1 code such as ``"de"``; for a cross-lingual pair,
@@ -56,6 +58,8 @@ TASK_FIELDS: Mapping[Task, tuple[str, ...]] = {
     "qa": ("id", "context", "question", "answers"),
 }
 
+_BOM = b"\xef\xbb\xbf"
+
 # Most specific first, so that a QA record (which has no "text") or a pair record is not reported as
 # a single-text one.
 _DETECT_ORDER: tuple[Task, ...] = ("qa", "sts", "pair-classification", "classification")
@@ -94,7 +98,7 @@ pair: the language of `text1`, then of `text2`) and `"id"`.
 | `sts` | `text1`, `text2`, `score` | `score` a number in [0, 5] (SemEval STS scale) |
 | `classification` | `text`, `label` | `label` (int or string) in the dataset's label set; one type a file |
 | `pair-classification` | `text1`, `text2`, `label` | as `classification` |
-| `qa` | `id`, `context`, `question`, `answers` | ≥ 1 answer, each at its `answer_start`; unique ids |
+| `qa` | `id`, `context`, `question`, `answers` | ≥ 1 answer, each non-empty and at its `answer_start`; unique ids |
 
 SQuAD v1.1 JSON (`{"version", "data": [{"title", "paragraphs": [{"context", "qas": […]}]}]}`) is also read
 directly: each question becomes one `qa` record.
@@ -158,14 +162,33 @@ class _Bad(Exception):
 
 
 def _show(value: object, limit: int = 60) -> str:
-    """A short JSON-ish rendering of a found value for error messages."""
+    """A short JSON-ish rendering of a found value for error messages (never raises)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # orjson would print NaN and infinities as null
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        # orjson stops at 64 bits and str() at 4300 digits: say how big instead.
+        return f"an int of about {math.floor(value.bit_length() * math.log10(2)) + 1} digits"
     try:
         text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
+    except TypeError:  # orjson.JSONEncodeError: non-string keys, nesting deeper than 254, other types
+        text = _type_name(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _names(mapping: Mapping[Any, Any], limit: int = 8) -> str:
+    """The first field names of an object, for messages ("none" for an empty one)."""
+    names = [_show(k) if not isinstance(k, str) else k for k in list(mapping)[:limit]]
+    return ", ".join(names) + (", …" if len(mapping) > limit else "") if names else "none"
+
+
+def _int_text(value: str) -> int | None:
+    """The int a label string spells in decimal ("1", "-2"), or None."""
+    if not value.lstrip("-").isdecimal() or len(value) > 20:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _type_name(value: object) -> str:
@@ -195,7 +218,7 @@ def detect_schema(record: Mapping[str, Any]) -> Task | None:
 def _missing_field(record: Mapping[str, Any], task: Task, name: str) -> _Bad:
     """The error for a missing required field, saying what the record looks like instead."""
     wanted = ", ".join(TASK_FIELDS[task])
-    found = ", ".join(list(record)[:8]) or "no fields"
+    found = _names(record) if record else "no fields"
     other = detect_schema(record)
     if other is not None and other != task:
         return _Bad(
@@ -240,9 +263,9 @@ class _LabelCheck:
             if value not in self.labels:
                 shown = ", ".join(_show(x) for x in sorted(self.labels, key=str))
                 hint = None
-                if isinstance(value, str) and value.lstrip("-").isdigit() and int(value) in self.labels:
+                if isinstance(value, str) and _int_text(value) in self.labels:
                     hint = 'labels of this dataset are JSON numbers: write 1, not "1"'
-                elif isinstance(value, int) and str(value) in self.labels:
+                elif isinstance(value, int) and value.bit_length() <= 64 and str(value) in self.labels:
                     hint = 'labels of this dataset are strings: write "1", not 1'
                 raise _Bad("label", 'field "label" is not in the label set', f"one of {shown}", _show(value), hint)
             return
@@ -265,7 +288,8 @@ def _check_sts(record: Mapping[str, Any]) -> None:
     if isinstance(score, bool) or not isinstance(score, int | float):
         hint = "write the score as a JSON number, without quotes" if isinstance(score, str) else None
         raise _Bad("score", 'field "score" is not a number', "a number in [0, 5]", _show(score), hint)
-    if not math.isfinite(score) or not 0.0 <= score <= 5.0:
+    # A chained comparison also refuses NaN (every comparison is false) and ints too big for a float.
+    if not 0.0 <= score <= 5.0:
         raise _Bad(
             "score",
             'field "score" is out of range',
@@ -278,7 +302,7 @@ def _check_sts(record: Mapping[str, Any]) -> None:
 def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
     qid = _need_str(record, "id")
     if qid in seen_ids:
-        raise _Bad("id", f'duplicate id "{qid}"', "ids unique within the file", _show(qid))
+        raise _Bad("id", f"duplicate id {_show(qid)}", "ids unique within the file", _show(qid))
     seen_ids.add(qid)
     context = _need_str(record, "context")
     _need_str(record, "question")
@@ -300,7 +324,7 @@ def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
                 f"answers.{name}",
                 f'missing field "answers.{name}"',
                 "text and answer_start lists",
-                f"fields {', '.join(answers) or 'none'}",
+                f"fields {_names(answers)}",
             )
         if not isinstance(answers[name], list):
             raise _Bad(
@@ -333,6 +357,14 @@ def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
                 "a string",
                 _type_name(text),
             )
+        if not text:
+            raise _Bad(
+                f"answers.text[{i}]",
+                f'field "answers.text[{i}]" is empty',
+                "the answer's words as they appear in the context",
+                '""',
+                "an empty answer marks no span (SQuAD v1.1 answers are never empty); drop or fix the record",
+            )
         if isinstance(start, bool) or not isinstance(start, int):
             raise _Bad(
                 f"answers.answer_start[{i}]",
@@ -351,6 +383,11 @@ def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
             )
 
 
+def _check_task(task: object) -> None:
+    if not isinstance(task, str) or task not in TASK_FIELDS:
+        raise UsageError(f"unknown task {task!r}", expected=" | ".join(TASKS), found=str(task))
+
+
 def validate_records(
     records: Iterable[Mapping[str, Any]],
     task: Task,
@@ -366,8 +403,7 @@ def validate_records(
     ``"question"`` (flattened SQuAD JSON) it is said in the message. ``labels`` fixes the label set of a
     classification task. An empty stream raises once it ends: there is nothing to train or evaluate on.
     """
-    if task not in TASK_FIELDS:
-        raise UsageError(f"unknown task {task!r}", expected=" | ".join(TASKS), found=str(task))
+    _check_task(task)
     check_label = _LabelCheck(labels)
     seen_ids: set[str] = set()
     n = 0
@@ -422,10 +458,14 @@ def iter_jsonl(stream: Iterable[bytes], *, source: str) -> Iterator[Record]:
     """Parse JSON Lines from ``stream`` (lines of bytes); one dict per line, strictly.
 
     A blank line or a line that is not a JSON object raises ``InputError`` with its line number: record
-    numbers would otherwise stop matching line numbers.
+    numbers would otherwise stop matching line numbers. A UTF-8 byte order mark on line 1 is dropped.
+    Duplicate keys keep the last value (orjson, like ``json.loads``); a lone surrogate escape (``"\\ud800"``)
+    and invalid UTF-8 are invalid JSON.
     """
     for n, raw in enumerate(stream, 1):
         line = raw.rstrip(b"\r\n")
+        if n == 1:
+            line = line.removeprefix(_BOM)
         if not line.strip():
             raise InputError(
                 "blank line in a JSONL file",
@@ -463,7 +503,7 @@ def _need(node: Mapping[str, Any], name: str, kind: type, where: str, source: st
             f'{where}: missing field "{name}"',
             source=source,
             expected="SQuAD v1.1 JSON",
-            found=f"fields {', '.join(node)}",
+            found=f"fields {_names(node)}",
         )
     value = node[name]
     if not isinstance(value, kind):
@@ -539,13 +579,15 @@ def read_squad_json(path: Path, *, lang: str | None = None) -> Iterator[Record]:
 
 
 def load_json(path: Path) -> object:
-    """Parse one whole JSON file with orjson; errors name the file."""
+    """Parse one whole JSON file with orjson (a UTF-8 byte order mark is dropped); errors name the file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("file not found", source=str(path), hint="check the path (data root: $XL_DATA)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", source=str(path)) from None
     try:
-        return orjson.loads(data)
+        return orjson.loads(data.removeprefix(_BOM))
     except orjson.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc}", source=str(path), expected="a JSON document") from None
 
@@ -561,7 +603,7 @@ def iter_task_file(stream: IO[bytes], *, source: str) -> tuple[Iterator[Record],
     as a whole (indented JSON), or whose only line is an object with a ``data`` list, is SQuAD JSON; anything
     else is read as JSONL, streaming.
     """
-    first = stream.readline()
+    first = stream.readline().removeprefix(_BOM)
     try:
         head: object = orjson.loads(first) if first.strip() else None
         head_ok = True
@@ -598,16 +640,26 @@ def read_task_file(
 
     Streams: records are checked as they are read and the first bad one raises ``RecordError``.
     """
+    _check_task(task)
     source = "<stdin>" if str(path) == "-" else str(path)
     if str(path) == "-":
-        yield from _read_validated(sys.stdin.buffer, source, task, labels)
-        return
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("refusing to read task records from a terminal", hint="pass a file, or pipe one in")
+        stream: IO[bytes] = sys.stdin.buffer
+    else:
+        try:
+            stream = Path(path).open("rb")
+        except FileNotFoundError:
+            raise InputError("file not found", source=source, hint="check the path") from None
+        except OSError as exc:  # a directory, no permission
+            raise InputError(f"cannot open the file ({exc.strerror or exc})", source=source) from None
     try:
-        stream = Path(path).open("rb")
-    except FileNotFoundError:
-        raise InputError("file not found", source=source, hint="check the path") from None
-    with stream:
         yield from _read_validated(stream, source, task, labels)
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", source=source) from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
 
 
 def _read_validated(
