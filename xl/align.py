@@ -9,8 +9,6 @@ retrieval before and after the map. No torch is imported unless ``--method sgd``
 
 from __future__ import annotations
 
-import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from xl.core.projection import (
 )
 from xl.core.retrieval import retrieval_metrics
 from xl.errors import InputError, ManifestError, ShapeError, UsageError
-from xl.io.atomic import absolute, check_input_path, is_regular_file
+from xl.io.atomic import absolute, check_input_path, is_regular_file, spool
 from xl.io.manifest import base_manifest
 from xl.io.npy import (
     DEFAULT_CHUNK_ROWS,
@@ -43,7 +41,6 @@ from xl.io.npy import (
     MatrixWriter,
     iter_matrix_chunks,
     matrix_manifest,
-    open_binary_input,
     read_matrix_with_manifest,
     write_matrix,
 )
@@ -93,15 +90,7 @@ def _spool_stream(path: str, tmp: Path, name: str) -> str:
     spooled copy (disk, not memory). A regular file is read in place."""
     if is_regular_file(path):
         return path
-    stream, _ = open_binary_input(path)
-    target = tmp / f"{name}.npy"
-    try:
-        with open(target, "wb") as handle:
-            shutil.copyfileobj(stream, handle, 1 << 22)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    return str(target)
+    return str(spool(path, tmp / f"{name}.npy", "a matrix"))
 
 
 class _PairStream:

@@ -27,6 +27,7 @@ import errno
 import fcntl
 import io
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -93,6 +94,21 @@ def open_input(path: str | Path, what: str, example: str) -> tuple[IO[bytes], st
         return open(Path(path), "rb"), str(path)
     except OSError as exc:
         raise InputError(f"cannot open: {exc.strerror or exc}", source=str(path)) from None
+
+
+def spool(path: str | Path, target: Path, what: str) -> Path:
+    """Copy a stream input (stdin, a FIFO, ``<(…)``) to the file ``target`` in one pass (disk, not memory),
+    for work that needs to read it twice (count rows, several passes of a fit)."""
+    stream, _ = open_input(path, what, "pass a file, or pipe the input in")
+    try:
+        with open(target, "wb") as handle:
+            shutil.copyfileobj(stream, handle, 1 << 22)
+    except OSError as exc:
+        raise output_error(exc, f"a temporary copy of {path} ({target})") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return target
 
 
 def absolute(path: str | Path | None) -> str | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +23,7 @@ import orjson
 
 from xl.core.batching import plan_batches
 from xl.errors import UsageError, XlError
-from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file
+from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
 from xl.io.npy import MatrixWriter
@@ -36,7 +34,6 @@ from xl.io.records import (
     RecordReader,
     check_input_format,
     count_lines,
-    open_text_input,
     sha256_file,
 )
 from xl.models.encoder import Encoder, Pooling
@@ -275,15 +272,7 @@ def _manifest(
 def _spool(path: str | Path, stack: contextlib.ExitStack) -> str:
     """Copy a stream input (stdin, FIFO) to a temporary file that lives as long as ``stack``."""
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="xl-embed-"))
-    target = Path(folder) / "input"
-    stream, _ = open_text_input(path)
-    try:
-        with open(target, "wb") as handle:
-            shutil.copyfileobj(stream, handle, 1 << 22)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-    return str(target)
+    return str(spool(path, Path(folder) / "input", "records"))
 
 
 def _partial_path(target: str) -> Path:

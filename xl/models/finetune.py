@@ -166,42 +166,6 @@ class TaskData:
     features: QAFeatures | None = None  # qa: windows (inputs/targets are per window)
 
 
-def _schema(task: str, path: str) -> str:
-    if task == "sts":
-        return "sts"
-    if task == "qa":
-        return "qa"
-    if task != "classify":
-        raise UsageError(f"unknown task {task!r}", hint="use sts, classify or qa")
-    from xl.tasks import detect_schema
-    from xl.tasks.schemas import iter_task_file
-
-    if path == "-":
-        raise UsageError("classify needs a file, not stdin, to tell single texts from pairs")
-    try:
-        with Path(path).open("rb") as handle:
-            records, _ = iter_task_file(handle, source=path)
-            first = next(iter(records), None)
-    except FileNotFoundError:
-        raise InputError("file not found", source=path, hint="check the path") from None
-    if first is None:
-        raise InputError("empty training set: no records", source=path, hint="convert data with `xl data convert`")
-    schema = detect_schema(first)
-    return "pair-classification" if schema == "pair-classification" else "classification"
-
-
-def read_records(path: str, schema: str, *, labels: Sequence[Any] | None = None, limit: int | None = None,
-                 seed: int = 0, what: str = "training") -> list[Mapping[str, Any]]:  # fmt: skip
-    """Validated records of a task file; ``limit`` keeps a seeded random subset in file order."""
-    from xl.tasks import read_task_file, seeded_subset
-
-    records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
-    if not records:
-        raise InputError(f"empty {what} set: no records", source=path,
-                         hint="convert data with `xl data convert DATASET SPLIT LANG`")  # fmt: skip
-    return seeded_subset(records, limit, seed)
-
-
 def read_once(path: str, what: str) -> tuple[bytes, str]:
     """The bytes of an input (``-`` = stdin) and their sha256, from one pass over it: a FIFO, a pipe or
     ``<(process substitution)`` can be read only once, and a file that changes between two reads would

@@ -70,16 +70,21 @@ def task_fisher(
     import torch
 
     from xl.models.encoder import from_pretrained, load_tokenizer, resolve_device
-    from xl.models.finetune import _schema, read_records, task_loss, tokenize_task
+    from xl.models.finetune import parse_task_input, read_once, task_loss, tokenize_task
     from xl.models.task_model import TASK_SCHEMA, head_of, load_encoder, load_head, make_task_model, pad_id_of
+    from xl.tasks import seeded_subset
 
     task, path = fisher_source(ref, data)
     head = head_of(ref) or {}
     if sample < 1:
         raise UsageError("--sample must be at least 1")
-    schema = _schema(task, path)
+    data_bytes, _ = read_once(path, "task")  # once: the data may be a FIFO or stdin
     labels = list(head.get("labels") or [])
-    records = read_records(path, schema, labels=labels or None, limit=sample, seed=seed)
+    schema, all_records = parse_task_input(data_bytes, path if path != "-" else "<stdin>", task,
+                                           labels=labels or None)  # fmt: skip
+    if not all_records:
+        raise InputError("no records in the task's data", source=path)
+    records = seeded_subset(all_records, sample, seed)
     tokenizer = from_pretrained(load_tokenizer, ref)
     max_length = int(head.get("max_length") or (384 if task == "qa" else 128))
     examples = tokenize_task(task, schema, records, tokenizer, prefix=ref.prefix, max_length=max_length,
