@@ -407,7 +407,8 @@ def test_a_model_directory_deleted_while_in_use(tiny_model_path: Path, tmp_path:
 
 
 def test_resume_continues_after_a_kill_with_identical_bytes(tiny_model_path: Path, tmp_path: Path) -> None:
-    _sentences(tmp_path / "big.txt", 600)
+    # long enough (a window of 50 rows at a time, each recorded) that the run is still going when it is killed
+    _sentences(tmp_path / "big.txt", 12_000)
     common = ["embed", "big.txt", "--model", str(tiny_model_path), "--window", "50", "--dtype", "float32", "-q"]
     assert run_xl(*common, "-o", "ref.npy", cwd=tmp_path).returncode == 0
     assert run_xl(*common, "--shard", "2/3", "-o", "ref2.npy", cwd=tmp_path).returncode == 0
@@ -415,11 +416,13 @@ def test_resume_continues_after_a_kill_with_identical_bytes(tiny_model_path: Pat
         process = subprocess.Popen([sys.executable, "-m", "xl", *common, *extra, "-o", target, "--resume"],
                                    cwd=tmp_path, env=ENV, stderr=subprocess.PIPE)  # fmt: skip
         progress = tmp_path / f".{target}.partial.json"
-        _wait_for(lambda progress=progress: progress.exists() and json.loads(progress.read_text())["rows"] >= 100)
+        _wait_for(lambda progress=progress, process=process: process.poll() is not None or (
+            progress.exists() and json.loads(progress.read_text())["rows"] >= 100))  # fmt: skip
+        assert process.poll() is None, "the run ended before it could be killed"
         process.kill()  # SIGKILL: no clean-up at all
         process.wait()
         done = json.loads(progress.read_text())["rows"]
-        assert 100 <= done < (600 if not extra else 200), done
+        assert 100 <= done < (12_000 if not extra else 4_000), done
         assert not (tmp_path / target).exists()
         resumed = run_xl(*common[:-1], *extra, "-o", target, "--resume", cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr.decode()
