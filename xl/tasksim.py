@@ -18,8 +18,8 @@ from xl.core.stats import METHODS
 from xl.core.tasksim import SIMILARITY_METHODS, Similarity, correlate, parse_gains, similarity_matrix
 from xl.errors import InputError, UsageError
 from xl.io.atomic import absolute
-from xl.io.manifest import base_manifest, read_manifest
-from xl.io.npy import read_matrix, write_matrix
+from xl.io.manifest import base_manifest
+from xl.io.npy import read_matrix_with_manifest, write_matrix
 
 
 @dataclass
@@ -84,9 +84,10 @@ def read_task_embeddings(path: str) -> tuple[np.ndarray, list[str] | None]:
     if path == "-":
         is_jsonl = sys.stdin.buffer.peek(1)[:1] == b"{"
     if not is_jsonl:
-        manifest = read_manifest(path) or {}
-        labels = manifest.get("labels")
-        return read_matrix(path), list(labels) if labels else None
+        # labels from the manifest beside the file, or from the frames of a pipe (xl tasksim embed | …)
+        E, manifest = read_matrix_with_manifest(path)
+        labels = (manifest or {}).get("labels")
+        return E, list(labels) if labels else None
     records = _read_jsonl(path)
     labels, rows = [], []
     for number, record in enumerate(records, start=1):
@@ -237,9 +238,8 @@ def read_similarity(path: str) -> Similarity:
         except (OSError, orjson.JSONDecodeError) as exc:
             raise InputError(f"cannot read the similarity JSON ({exc})", source=path) from None
         return Similarity(tuple(str(x) for x in data.get("labels", [])), np.asarray(data.get("matrix"), dtype=float))
-    M = read_matrix(path)
-    manifest = read_manifest(path) or {}
-    labels = manifest.get("labels")
+    M, manifest = read_matrix_with_manifest(path)
+    labels = (manifest or {}).get("labels")
     if not labels:
         raise InputError("the similarity matrix has no labels", source=path,
                          hint="write it with `xl tasksim similarity`, or give JSON {labels, matrix}")  # fmt: skip

@@ -487,3 +487,12 @@ def test_output_templates_cannot_leave_their_folder(tiny_model_path: Path, tmp_p
     result = run_xl("embed", "a/..", "y.txt", "--model", str(tiny_model_path), "-o", "emb/{name}/z.npy", cwd=tmp_path)
     assert result.returncode != 0
     assert not (tmp_path / "z.npy").exists()
+
+
+def test_task_labels_travel_through_a_pipe(tmp_path: Path) -> None:
+    labels = "{'labels': ['sst2', 'stsb', 'qa']}"
+    producer = ("import numpy as np\nfrom xl.io.npy import write_matrix\n"
+                f"write_matrix('-', np.eye(3, 8) + 0.1, {labels})\n")  # fmt: skip
+    result = _shell(f"{sys.executable} -c \"{producer}\" | xl tasksim similarity - -o S.npy", tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads((tmp_path / "S.npy.json").read_text())["labels"] == ["sst2", "stsb", "qa"]
