@@ -493,6 +493,6 @@ def test_task_labels_travel_through_a_pipe(tmp_path: Path) -> None:
     labels = "{'labels': ['sst2', 'stsb', 'qa']}"
     producer = ("import numpy as np\nfrom xl.io.npy import write_matrix\n"
                 f"write_matrix('-', np.eye(3, 8) + 0.1, {labels})\n")  # fmt: skip
-    result = _shell(f"{sys.executable} -c \"{producer}\" | xl tasksim similarity - -o S.npy", tmp_path, timeout=120)
+    result = _shell(f'{sys.executable} -c "{producer}" | xl tasksim similarity - -o S.npy', tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads((tmp_path / "S.npy.json").read_text())["labels"] == ["sst2", "stsb", "qa"]
