@@ -496,3 +496,13 @@ def test_task_labels_travel_through_a_pipe(tmp_path: Path) -> None:
     result = _shell(f'{sys.executable} -c "{producer}" | xl tasksim similarity - -o S.npy', tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads((tmp_path / "S.npy.json").read_text())["labels"] == ["sst2", "stsb", "qa"]
+
+
+def test_a_log_that_holds_stdout_and_stderr_is_not_truncated(tiny_model_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"good\n\xff bad\n")
+    (tmp_path / "run.log").write_text("earlier lines\n")
+    result = _shell(f"xl embed bad.txt --model {tiny_model_path} --format jsonl > run.log 2>&1", tmp_path)
+    assert result.returncode == 1
+    log = (tmp_path / "run.log").read_text()
+    # the model line printed before the failure survives: the file is a log, not a data product
+    assert "xl embed: model" in log and "xl embed: error:" in log, log

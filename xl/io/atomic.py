@@ -333,7 +333,14 @@ def stdout_path(fd: int) -> Path | None:
 
 def discard_stdout_from(fd: int, offset: int) -> None:
     """Truncate the regular file behind stdout back to ``offset`` and send whatever Python still buffers for
-    stdout to /dev/null, so a failed run leaves the file as it was when the run started."""
+    stdout to /dev/null, so a failed run leaves the file as it was when the run started.
+
+    Not when stderr goes to the same file (``> run.log 2>&1``): that file is a log, not a data product, and
+    truncating it would erase the messages that say what went wrong."""
+    with contextlib.suppress(OSError):
+        out, err = os.fstat(fd), os.fstat(2)
+        if (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino):
+            return
     with contextlib.suppress(OSError):
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
