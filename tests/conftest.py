@@ -7,12 +7,22 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from xl.config import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def fuzz_settings(max_examples: int = 200) -> Any:
+    """The hypothesis settings of every property-based test: derandomized and database-less, so every run
+    (and CI) sees the same examples, with no deadline (the machine may be busy)."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 
 
 @pytest.fixture(scope="session")

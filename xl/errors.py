@@ -81,3 +81,12 @@ class Interrupted(KeyboardInterrupt):
 
 class ManifestError(XlError):
     """A manifest that is missing, unreadable, or disagrees with how an input was made."""
+
+
+def failure_reason(exc: object) -> str:
+    """A one-line reason for a failed run (for the error frame of a stream, or the end of a JSONL output)."""
+    if isinstance(exc, XlError):
+        return exc.render()
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")

@@ -194,14 +194,12 @@ def test_a_csv_where_text_lines_are_expected_is_refused(tiny_model_path: Path, t
 
 
 def _fit_map(tmp_path: Path, model: Path, extra: str = "") -> None:
+    """W.npy fitted on en.txt embedded through a pipe (xl embed | xl fit-proj --src -) against xx.npy."""
     _sentences(tmp_path / "en.txt", 40)
     _sentences(tmp_path / "xx.txt", 40)
+    assert _shell(f"xl embed xx.txt --model {model} -q {extra} -o xx.npy", tmp_path).returncode == 0
     result = _shell(f"xl embed en.txt --model {model} -q {extra} | xl fit-proj --src - --tgt xx.npy -o W.npy -q",
-                    tmp_path) if (tmp_path / "xx.npy").exists() else None  # fmt: skip
-    if result is None:
-        assert _shell(f"xl embed xx.txt --model {model} -q {extra} -o xx.npy", tmp_path).returncode == 0
-        result = _shell(f"xl embed en.txt --model {model} -q {extra} | xl fit-proj --src - --tgt xx.npy -o W.npy -q",
-                        tmp_path)  # fmt: skip
+                    tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
 
 
@@ -283,12 +281,9 @@ def test_a_failing_producer_fails_the_consumer(tiny_model_path: Path, tmp_path: 
 
 def test_a_killed_producer_is_noticed(tmp_path: Path) -> None:
     # the first half of an xl stream, as a SIGKILL would leave it: complete arrays, no closing frame
-    from xl.io.npy import MatrixWriter
-
     code = ("import numpy as np, os, signal\nfrom xl.io.npy import MatrixWriter\n"
             "w = MatrixWriter('-', 4, {'model': 'm'})\nw.write(np.ones((3, 4), np.float32))\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
-    del MatrixWriter
     raw = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).stdout
     assert raw.count(b"\x93NUMPY") == 2
     from xl.errors import InputError

@@ -22,19 +22,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import fuzz_settings
 from xl.errors import ShapeError, XlError
 from xl.io.npy import iter_matrix_chunks, read_matrix
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings()
 
 MODES = ("bytesio", "file", "mapped", "pipe")
 FLOAT_DESCRS = ("<f2", "<f4", "<f8", ">f4", ">f8", "<f16" if np.dtype(np.longdouble).itemsize == 16 else "<f8")

@@ -15,19 +15,14 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import fuzz_settings
 from xl.errors import InputError, XlError
 from xl.io.records import DecodeErrors, InputFormat, RecordReader, check_input_format, count_lines
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings()
 
 BOM = b"\xef\xbb\xbf"
 

@@ -15,19 +15,14 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import fuzz_settings
 from xl.errors import UsageError, XlError
 from xl.tasks.schemas import TASK_FIELDS, RecordError, detect_schema, read_task_file, validate_records
 
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(150)
 
 TEXT_FIELDS = {"text", "text1", "text2", "question", "context"}
 INT_LABELS = (0, 1, 2)

@@ -381,11 +381,10 @@ class StdoutGuard:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[CheckedHandle]:
+def atomic_write(path: str | Path) -> Iterator[CheckedHandle]:
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success only.
 
     Writes go through :class:`OutputTarget` (checked; errors name ``path``)."""
-    del mode
     target = OutputTarget(Path(path))
     try:
         yield CheckedHandle(target)

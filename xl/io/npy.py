@@ -41,7 +41,7 @@ import orjson
 from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
-from xl.errors import InputError, ShapeError, UsageError, XlError
+from xl.errors import InputError, ShapeError, UsageError, failure_reason
 from xl.io.atomic import OutputTarget, open_input, output_error
 from xl.io.manifest import commit_with_manifest, manifest_path, read_manifest
 
@@ -631,16 +631,7 @@ class MatrixWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort(_reason(exc))
-
-
-def _reason(exc: object) -> str:
-    """A one-line reason for a failed run, for the error frame of a stream."""
-    if isinstance(exc, XlError):
-        return exc.render()
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            self.abort(failure_reason(exc))
 
 
 def write_matrix(target: str | Path, X: NDArray[Any], manifest: dict[str, Any] | None = None) -> None:

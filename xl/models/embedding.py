@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from xl.core.batching import plan_batches
-from xl.errors import UsageError, XlError
+from xl.errors import UsageError, failure_reason
 from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
@@ -232,7 +232,7 @@ def _embed_one(
                 progress_file.remove()
         except BaseException as exc:
             for writer in writers.values():
-                writer.abort(_reason(exc))
+                writer.abort(failure_reason(exc))
             if progress_file is not None and progress_file.rows:
                 log(f"partial output kept ({progress_file.rows} rows done): rerun with --resume to continue")
             raise
@@ -278,12 +278,6 @@ def _spool(path: str | Path, stack: contextlib.ExitStack) -> str:
 def _partial_path(target: str) -> Path:
     path = Path(target)
     return path.with_name(f".{path.name}.partial")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, XlError):
-        return exc.render()
-    return "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
 
 
 #: Manifest fields that must agree for a partial output to be continued (what changes the numbers).
