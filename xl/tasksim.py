@@ -3,6 +3,7 @@ never imports torch)."""
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,9 +14,16 @@ import numpy as np
 import orjson
 
 import xl
-from xl.core.languages import language_table
+from xl.core.languages import language_table, normalize_lang_codes
 from xl.core.stats import METHODS
-from xl.core.tasksim import SIMILARITY_METHODS, Similarity, correlate, parse_gains, similarity_matrix
+from xl.core.tasksim import (
+    SIMILARITY_METHODS,
+    Similarity,
+    correlate,
+    parse_gains,
+    similarity_matrix,
+    similarity_values,
+)
 from xl.errors import InputError, UsageError
 from xl.io.atomic import absolute
 from xl.io.manifest import base_manifest
@@ -220,13 +228,15 @@ def similarity_file(path: str, output: str, *, method: str = "cosine", labels: S
     """Read task embeddings, write their similarity matrix (manifest: labels, method)."""
     if method not in SIMILARITY_METHODS:
         raise UsageError(f"unknown similarity {method!r}", hint="use cosine, centered or task2vec")
+    check_plot_path(plot)
     E, stored = read_task_embeddings(path)
     names = list(labels) if labels else list(stored or [f"task{i}" for i in range(len(E))])
     S = Similarity(tuple(names), similarity_matrix(E, method))  # type: ignore[arg-type]
+    figure = _heatmap(S, plot, method) if plot else None
     write_matrix(output, S.matrix.astype(np.float32), {**base_manifest("task-similarity"), "labels": names,
                                                        "method": method, "embeddings": absolute(path)})  # fmt: skip
-    if plot:
-        _heatmap(S, plot, method)
+    if plot and figure is not None:
+        write_plot(plot, figure)
     return len(names)
 
 
@@ -247,24 +257,65 @@ def read_similarity(path: str) -> Similarity:
 
 
 def correlate_files(sim_path: str, gains_path: str, *, methods: Sequence[str] = METHODS, n_perm: int = 10_000,
-                    n_boot: int = 2_000, seed: int = 0, languages: str | None = None,
-                    plot: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Correlate similarity with gains (see ``xl.core.tasksim.correlate``); every line carries xl's version."""
+                    n_boot: int = 2_000, seed: int = 0, languages: str | None = None, plot: str | None = None,
+                    **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Correlate similarity with gains (``xl.core.tasksim.correlate``; ``options``: its keyword options);
+    every line carries xl's version. The plot path is checked first and the plot drawn before returning."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise UsageError(f"unknown --methods {', '.join(unknown) or '(none)'}", hint="use pearson, spearman, kendall")
+    check_plot_path(plot)
     sim = read_similarity(sim_path)
-
     source = "<stdin>" if gains_path == "-" else gains_path
-    rows = parse_gains(_read_jsonl(gains_path), source_name=source)
+    records = _read_jsonl(gains_path)
+    rows = parse_gains(records, source_name=source)
     table = language_table(Path(languages) if languages else None)
-    lines = correlate(sim, rows, table=table, methods=methods, n_perm=n_perm, n_boot=n_boot, seed=seed)  # type: ignore[arg-type]
+    lines = correlate(sim, rows, table=table, methods=methods, n_perm=n_perm, n_boot=n_boot, seed=seed,  # type: ignore[arg-type]
+                      records=records, **options)  # fmt: skip
     if plot:
-        _scatter(sim, rows, table, plot)
+        write_plot(plot, _scatter(sim, rows, table, plot))
     return [{**line, "xl_version": xl.__version__} for line in lines]
 
 
-def _heatmap(sim: Similarity, path: str, method: str) -> None:
+#: Formats a --plot may be written in (matplotlib's Agg backend), by suffix.
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_plot_path(path: str | None) -> None:
+    """Refuse a --plot target before any work: a suffix matplotlib cannot write, or a folder that is missing
+    or not writable (after the computation such a failure would cost the run and leave its outputs behind)."""
+    if path is None:
+        return
+    import os
+
+    target = Path(path)
+    if target.suffix.lower() not in PLOT_FORMATS:
+        raise UsageError(f"--plot {path}: cannot write a plot as {target.suffix or 'a file without suffix'!r}",
+                         hint=f"end the name in {', '.join(PLOT_FORMATS)}")  # fmt: skip
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--plot {path}: no folder {str(folder)!r}", hint="create it first")
+    if target.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"--plot {path}: cannot write there", hint="choose another path")
+
+
+def _figure_bytes(fig: Any, path: str) -> bytes:
+    """``fig`` rendered in the format of ``path``'s suffix, in memory: the plot is drawn before any output is
+    written, so that a plot that fails leaves nothing behind."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=120)
+    return buffer.getvalue()
+
+
+def write_plot(path: str, data: bytes) -> None:
+    """Write rendered plot bytes to ``path`` atomically."""
+    from xl.io.atomic import atomic_write
+
+    with atomic_write(path) as handle:
+        handle.write(data)
+
+
+def _heatmap(sim: Similarity, path: str, method: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,11 +329,12 @@ def _heatmap(sim: Similarity, path: str, method: str) -> None:
     ax.set_title(f"task similarity ({method})")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    data = _figure_bytes(fig, path)
     plt.close(fig)
+    return data
 
 
-def _scatter(sim: Similarity, rows: Sequence[Any], table: Mapping[str, Any], path: str) -> None:
+def _scatter(sim: Similarity, rows: Sequence[Any], table: Mapping[str, Any], path: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +343,7 @@ def _scatter(sim: Similarity, rows: Sequence[Any], table: Mapping[str, Any], pat
     from xl.core.languages import normalize_lang_codes
 
     codes = normalize_lang_codes([r.lang for r in rows], table)
-    x = np.array([sim.lookup(r.source, r.target, r.lang) for r in rows], dtype=float)
+    x = np.asarray(similarity_values(sim, rows, codes, table), dtype=float)
     y = np.array([r.gain for r in rows])
     families = np.array([table[c].family for c in codes])
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -306,5 +358,107 @@ def _scatter(sim: Similarity, rows: Sequence[Any], table: Mapping[str, Any], pat
     ax.set_ylabel("transfer gain")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    data = _figure_bytes(fig, path)
     plt.close(fig)
+    return data
+
+
+# --------------------------------------------------------------------------------------------- gains
+
+
+def read_records(paths: Sequence[str]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The JSON records of each of ``paths`` (``-``: stdin, at most once), with the name errors use."""
+    if not paths:
+        raise UsageError("no result files given", hint="e.g. xl tasksim gains results.jsonl (or - for stdin)")
+    if list(paths).count("-") > 1:
+        raise UsageError("stdin (-) given twice")
+    return [("<stdin>" if path == "-" else path, _read_jsonl(path)) for path in paths]
+
+
+def gains_files(paths: Sequence[str], options: Any) -> Any:
+    """Gain rows (``xl.core.gains.build_gains``) from the ``xl eval`` lines of ``paths``, read in order (the
+    first of two sets for a language is the one kept)."""
+    from xl.core.gains import build_gains
+
+    named = read_records(paths)
+    records = [record for _, records in named for record in records]
+    try:
+        return build_gains(records, options, source_name=named[0][0])
+    except InputError as exc:
+        # the records were numbered as one sequence: an error names the file and the line of its own record
+        if exc.line is not None and len(named) > 1:
+            number = exc.line
+            for name, part in named:
+                if number <= len(part):
+                    exc.source, exc.line = name, number
+                    break
+                number -= len(part)
+        raise
+
+
+def decompose_file(path: str) -> dict[str, Any]:
+    """The variance decomposition of the gain rows in ``path`` (``xl.core.gains.decompose``)."""
+    from xl.core.gains import decompose
+
+    source = "<stdin>" if path == "-" else path
+    return {"kind": "decomposition", **decompose(_read_jsonl(path), source_name=source),
+            "gains": absolute(path), "xl_version": xl.__version__}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- covariates, predict
+
+
+def covariates_for(specs: Sequence[str], *, english: str | None = None, model: str = "default", sample: int = 1000,
+                   seed: int = 0, languages: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Per-language covariates (``xl.core.covariates.language_covariates``): ``CODE`` for family, script and the
+    URIEL distances to English; ``CODE=DATA`` (every spec, with ``english``) adds the subword statistics of
+    ``model``'s tokenizer on a seeded sample of DATA's inputs against English's (``xl.models.tokenstats``)."""
+    from xl.core.covariates import language_covariates
+
+    if not specs:
+        raise UsageError("no languages given", hint="e.g. xl tasksim covariates de fr ko, or de=xnli:test:de …")
+    table = language_table(Path(languages) if languages else None)
+    codes = [spec.partition("=")[0] for spec in specs]
+    data = {code: spec.partition("=")[2] for code, spec in zip(codes, specs, strict=True) if "=" in spec}
+    subword = None
+    if data or english:
+        lacking = [code for code in codes if not data.get(code)]
+        if english is None or lacking:
+            raise UsageError("subword covariates need --english DATA and CODE=DATA for every language"
+                             + (f" (no data: {', '.join(lacking)})" if lacking else ""),
+                             hint="or give plain codes for the URIEL covariates only")  # fmt: skip
+        from xl.models.tokenstats import load_model_tokenizer, subword_statistics
+
+        english_texts = _task_texts(f"en={english}", sample, seed)[1]
+        texts = {code: _task_texts(f"{code}={value}", sample, seed)[1] for code, value in data.items()}
+        subword = subword_statistics(load_model_tokenizer(model), english_texts, texts)
+    return language_covariates(codes, table, subword=subword)
+
+
+def predict_files(sim_path: str, gains_path: str, *, covariates: str | None = None, languages: str | None = None,
+                  **options: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Grouped cross-validation of gain ~ similarity + language covariates (``xl.core.predict.grouped_cv``;
+    ``options``: its keyword options). Without ``covariates`` (JSONL of ``xl tasksim covariates``) the
+    URIEL covariates of the gains' languages are computed. The fold lines are left out of the result."""
+    from xl.core.covariates import language_covariates
+    from xl.core.predict import grouped_cv
+
+    sim = read_similarity(sim_path)
+    source = "<stdin>" if gains_path == "-" else gains_path
+    rows = parse_gains(_read_jsonl(gains_path), source_name=source)
+    table = language_table(Path(languages) if languages else None)
+    codes = normalize_lang_codes([r.lang for r in rows], table)
+    x = similarity_values(sim, rows, codes, table)
+    points = [{"source": r.source, "target": r.target, "lang": code, "gain": r.gain, "similarity": value}
+              for r, code, value in zip(rows, codes, x, strict=True)]  # fmt: skip
+    if covariates is not None:
+        covariate_rows = _read_jsonl(covariates)
+        have = set(normalize_lang_codes([str(c.get("code")) for c in covariate_rows], table))
+        missing = sorted(set(codes) - have)
+        if missing:
+            raise InputError(f"languages missing from the covariates: {', '.join(missing)}", source=covariates,
+                             hint="add them (xl tasksim covariates …), or drop their gain rows")  # fmt: skip
+    else:
+        covariate_rows = language_covariates(sorted(set(codes)), table)
+    lines = grouped_cv(points, covariate_rows, table=table, **options)
+    return [{**line, "xl_version": xl.__version__} for line in lines if line["kind"] != "folds"]

@@ -41,6 +41,10 @@ GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
     ("tasksim", "embed"): (["x={garbage}", "--model", "{tiny}", "-o", "{out}"], None),
     ("tasksim", "similarity"): (["{garbage}", "-o", "{out}"], None),
     ("tasksim", "correlate"): (["--sim", "{garbage}", "--gains", "{garbage}"], None),
+    ("tasksim", "gains"): (["{garbage}", "-o", "{out}"], None),
+    ("tasksim", "decompose"): (["--gains", "{garbage}"], None),
+    ("tasksim", "covariates"): (["de={garbage}", "--english", "{garbage}", "--model", "{tiny}", "-o", "{out}"], None),
+    ("tasksim", "predict"): (["--sim", "{garbage}", "--gains", "{garbage}"], None),
     ("model", "install"): (["--force"], None),  # with XL_WHEELS pointing at garbage, see below
     ("model", "list"): ([], None),
     ("model", "info"): (["{garbage_dir}"], None),
@@ -140,9 +144,12 @@ def test_cli_and_maths_layers_never_import_torch() -> None:
         "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.models.registry, xl.align, xl.tasks\n"
         "import xl.core.batching, xl.core.projection, xl.core.retrieval, xl.core.stats, xl.core.ranking\n"
         "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.models.features, xl.tasksim, xl.core.tasksim\n"
+        "import xl.core.gains, xl.core.inference, xl.core.covariates, xl.core.predict\n"
         "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help'],\n"
         "             ['eval', 'sts', '--help'], ['finetune', '--help'], ['data', 'list'],\n"
-        "             ['tasksim', 'correlate', '--help'], ['tasksim', 'similarity', '--help']):\n"
+        "             ['tasksim', 'correlate', '--help'], ['tasksim', 'similarity', '--help'],\n"
+        "             ['tasksim', 'gains', '--help'], ['tasksim', 'predict', '--help'],\n"
+        "             ['tasksim', 'covariates', 'de']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit:\n"

@@ -74,18 +74,56 @@ def _study(perfect: bool, seed: int = 0) -> tuple[Similarity, list[GainRow]]:
 def test_correlate_overall_per_family_and_ranking() -> None:
     sim, rows = _study(perfect=True)
     lines = correlate(sim, rows, n_perm=2000, n_boot=200)
-    overall = {line["method"]: line for line in lines if line["kind"] == "correlation" and line["scope"] == "overall"}
+    kinds = [line["kind"] for line in lines]
+    assert kinds[:2] == ["design", "decomposition"]  # what a pair-level predictor can reach, before any correlation
+    assert lines[0]["unit"] == "pair" and lines[0]["n_pairs"] == 12 and lines[0]["n_rows"] == 60
+
+    def correlations(unit: str, scope: str) -> dict[str, dict[str, object]]:
+        return {line["method"]: line for line in lines
+                if line["kind"] == "correlation" and line["scope"] == scope and line["unit"] == unit}  # fmt: skip
+
+    overall = correlations("pair", "overall")
     assert overall["spearman"]["value"] == pytest.approx(1.0) and overall["spearman"]["p_perm"] < 0.01
-    assert overall["pearson"]["n"] == 60
-    families = {line["family"] for line in lines if line["scope"] == "family" and line["kind"] == "correlation"}
-    assert families == {"Indo-European", "Afro-Asiatic", "Korean"}  # Korean: an isolate, pooled over its pairs
-    korean = next(line for line in lines if line.get("family") == "Korean" and line["method"] == "kendall")
+    assert overall["pearson"]["n"] == 12  # one point per (source, target) pair, not one per row
+    naive = correlations("naive", "overall")
+    assert naive["pearson"]["n"] == 60 and naive["pearson"]["p_perm"] is None  # analytic p only
+    families = {line["family"] for line in lines if line["kind"] == "correlation" and line["scope"] == "family"}
+    assert families == {"Indo-European", "Afro-Asiatic", "Korean"}
+    korean = next(line for line in lines if line.get("family") == "Korean" and line.get("method") == "kendall")
     assert korean["n"] == 12 and korean["languages"] == ["ko"]
+    assert korean["eligible"] is False and korean["mde_r"] == pytest.approx(  # 12 pairs, Fisher z
+        np.tanh((scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)) / 3)
+    )
+    # one language per family but Indo-European's three: no family test, and the lines say why
+    tests = [line for line in lines if line["kind"] == "family_test"]
+    assert len(tests) == 2 and all("needs two families" in line["reason"] for line in tests)
     ranking = next(line for line in lines if line["kind"] == "ranking" and line["scope"] == "overall")
     assert ranking["targets"] == 10 and ranking["best_rank"]["mean"] == 1.0 and ranking["regret@1"]["mean"] == 0.0
-    x = [sim.lookup(r.source, r.target, r.lang) for r in rows]
-    y = [r.gain for r in rows]
-    assert overall["pearson"]["value"] == pytest.approx(scipy.stats.pearsonr(x, y).statistic)
+    assert ranking["top1_negative"]["mean"] == 0.0 and ranking["regret_abs@1"]["mean"] == 0.0
+    assert lines[-1]["kind"] == "ranking_ceiling" and "two seeds" in lines[-1]["reason"]
+    pair_x = [sim.lookup(s, t, "de") for t in ("t0", "t1") for s in (f"s{i}" for i in range(6))]
+    pair_y = [10 * value for value in pair_x]  # the mean over languages of a pair-level gain is the gain
+    assert overall["pearson"]["value"] == pytest.approx(scipy.stats.pearsonr(pair_x, pair_y).statistic)
+
+
+def test_language_codes_are_normalised_before_any_lookup() -> None:
+    """The same gains with lang written pl, pol or pol_Latn, and labels sts@pl / sts@pol_Latn, give one result."""
+    sources = [f"s{i}" for i in range(5)]
+    keys = [(s, lang) for lang in ("pl", "de") for s in sources]
+    gains = dict(zip(keys, np.random.default_rng(1).normal(size=len(keys)), strict=True))
+    results = []
+    for spelling, label_spelling in (("pl", "pl"), ("pol", "pl"), ("pol_Latn", "pol_Latn"), ("pl", "pol")):
+        labels = (*sources, "sts", f"sts@{label_spelling}", "sts@de")
+        S = np.random.default_rng(0).uniform(0, 1, (len(labels), len(labels)))
+        sim = Similarity(labels, (S + S.T) / 2)
+        rows = [GainRow(s, "sts", spelling if lang == "pl" else lang, float(g)) for (s, lang), g in gains.items()]
+        lines = correlate(sim, rows, n_perm=0, n_boot=0, unit="row", naive=False, family_test="none")
+        results.append([line["value"] for line in lines if line["kind"] == "correlation"])
+    assert all(r == pytest.approx(results[0]) for r in results)
+    # a per-language label set that lacks a language of the rows is refused, not silently replaced by `sts`
+    sim = Similarity((*sources, "sts", "sts@de"), np.eye(len(sources) + 2))
+    with pytest.raises(InputError, match="sts@LANG labels but none for pl"):
+        correlate(sim, [GainRow(s, "sts", lang, 1.0) for s in sources for lang in ("pol", "de")], n_perm=0, n_boot=0)
 
 
 def test_correlate_names_missing_tasks_and_unknown_languages() -> None:
@@ -100,17 +138,6 @@ def test_per_language_target_labels_are_preferred() -> None:
     sim = Similarity(("s", "t", "t@de"), np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.5], [0.9, 0.5, 1.0]]))
     assert sim.lookup("s", "t", "de") == 0.9
     assert sim.lookup("s", "t", "fr") == 0.2
-
-
-def test_parallel_and_serial_runs_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import xl.core.stats as stats
-
-    sim, rows = _study(perfect=False, seed=3)
-    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 10**12)
-    serial = correlate(sim, rows, n_perm=500, n_boot=200)
-    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 0)
-    parallel = correlate(sim, rows, n_perm=500, n_boot=200)
-    assert serial == parallel
 
 
 def test_regret_is_relative_to_the_best_score_when_rows_give_the_score_without() -> None:

@@ -109,32 +109,272 @@ def correlate_cli(
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95% CIs (0: none).")] = 2_000,
     seed: Annotated[int, typer.Option(help="Seed of permutations and resamples.")] = 0,
     languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
+    unit: Annotated[
+        str,
+        typer.Option(
+            help="Unit of analysis: auto (pair when the similarity varies only by (source, target), else "
+            "row), pair or row."
+        ),
+    ] = "auto",  # fmt: skip
+    resample: Annotated[
+        str, typer.Option(help="Bootstrap: cluster (whole pairs) or two-way (sources × languages, Owen 2007).")
+    ] = "cluster",
+    naive: Annotated[
+        bool, typer.Option(help="Also the row-level numbers that treat rows as independent (labelled naive).")
+    ] = True,
+    family_test: Annotated[
+        str,
+        typer.Option(
+            help="Does the slope differ between families? auto (when two families are eligible), both, "
+            "permutation, mixed or none."
+        ),
+    ] = "auto",  # fmt: skip
+    min_languages: Annotated[
+        int, typer.Option(min=1, help="Languages a family needs to be compared (others are flagged, with MDE).")
+    ] = 3,
+    min_n: Annotated[int, typer.Option(min=3, help="Points a correlation needs (fewer: 'too small').")] = 5,
     output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
-    plot: Annotated[str | None, typer.Option(help="Also write a scatter PNG (similarity vs gain by family).")] = None,
+    plot: Annotated[
+        str | None, typer.Option(help="Also write a scatter plot (.png, .pdf, .svg) of similarity vs gain by family.")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Does task similarity predict the transfer gain? Overall and per language family, with n, p and CIs.
+    """Does task similarity predict the transfer gain? With inference that respects how the gains were made.
 
-    Correlations (Pearson, Spearman, Kendall; analytic and permutation p-values, bootstrap CIs) and the
-    ranking of sources by similarity per (target, language): NDCG, Regret@k, rank of the best source.
+    First the design and the variance decomposition of the gains, then correlations (Pearson, Spearman,
+    Kendall) at the unit where the similarity varies: over (source, target) pairs for a pair-level
+    similarity, permuted among the sources of each target, bootstrapped over pairs; overall and per family
+    (families under --min-languages flagged with the smallest correlation they could detect). The old
+    row-level numbers follow, labelled naive. Then whether the slope differs between families (a permutation
+    test of whole languages and a mixed model's likelihood-ratio test), and the ranking of sources per
+    (target, language): NDCG, Regret@k, rank of the best source, top-1 picks that hurt, and the seed ceiling.
 
     Examples:
 
         xl tasksim correlate --sim sim.npy --gains gains.jsonl --format md
 
-        xl tasksim correlate --sim sim.npy --gains gains.jsonl --methods spearman --plot scatter.png
+        xl tasksim correlate --sim sim.npy --gains gains.jsonl --methods spearman --resample two-way --plot s.png
     """
+    from xl.core.inference import BOOTSTRAPS
+    from xl.core.tasksim import FAMILY_TESTS
     from xl.tasksim import correlate_files
 
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    if unit not in ("auto", "pair", "row"):
+        raise UsageError(f"--unit {unit!r} is not auto, pair or row")
+    if resample not in BOOTSTRAPS:
+        raise UsageError(f"--resample {resample!r} is not {' or '.join(BOOTSTRAPS)}")
+    if family_test not in FAMILY_TESTS:
+        raise UsageError(f"--family-test {family_test!r} is not {', '.join(FAMILY_TESTS)}")
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     lines = correlate_files(sim, gains, methods=wanted, n_perm=permutations, n_boot=bootstrap, seed=seed,
-                            languages=languages, plot=plot)  # fmt: skip
+                            languages=languages, plot=plot, unit=None if unit == "auto" else unit,
+                            resample=resample, naive=naive, family_test=family_test, min_languages=min_languages,
+                            min_n=min_n)  # fmt: skip
     if output_format == "md":
         from xl.core.tasksim import render_markdown
 
         print(render_markdown(lines))
+    else:
+        from xl.io.jsonl import JsonlWriter
+
+        with JsonlWriter("-") as writer:
+            writer.write_objects(lines)
+    del quiet
+
+
+def _pairs(items: list[str] | None, option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` options as a dict; UsageError naming ``option`` on a malformed one."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"{option} {item!r} is not KEY=VALUE", hint=f"e.g. {option} {example}")
+        out[key] = value
+    return out
+
+
+@handle_errors("tasksim gains")
+def gains_cli(
+    results: Annotated[
+        list[str] | None, typer.Argument(help="`xl eval` result lines (JSONL files, read in order; - for stdin).")
+    ] = None,
+    output: OutputOpt = "-",
+    source_tag: Annotated[
+        str, typer.Option(help="Tag naming the intermediate (source) task; its value `none` marks a target-only run.")
+    ] = "inter",
+    target_tag: Annotated[str, typer.Option(help="Tag naming the target task.")] = "target",
+    seed_tag: Annotated[str, typer.Option(help="Tag naming the seed (absent everywhere: one seed per run).")] = "seed",
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="TARGET=METRIC: the score a target's gain is measured in (default per task: sts "
+            "spearman, classify macro_f1, qa f1, retrieval src2tgt.accuracy). Repeatable."
+        ),
+    ] = None,  # fmt: skip
+    include_english: Annotated[bool, typer.Option(help="Keep English sets (left out: not zero-shot).")] = False,
+    exclude_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="DATA or DATA:LANG of an eval set to leave out (e.g. mlqa-de.dev, sts2017.test:es-es). Repeatable."
+        ),
+    ] = None,  # fmt: skip
+    quiet: QuietOpt = False,
+) -> None:
+    """Transfer gains, one JSON line per (source, target, language), from the `xl eval` lines of every run.
+
+    A run is tagged when evaluated: `--tag inter=SOURCE --tag target=TARGET --tag seed=N` (`inter=none`: the
+    target alone). gain = mean score with the source over its seeds − mean score of the target alone over its
+    seeds; `gain_se` from the seeds (null, with `se_reason`, under two seeds a side). English, sets that are
+    not one language (`en-ar`) and a second set for a language are left out, each named on stderr.
+
+    Examples:
+
+        xl tasksim gains results.jsonl > gains.jsonl
+
+        cat runs/*.jsonl | xl tasksim gains - --metric sts=pearson --exclude-set mlqa-de.dev -o gains.jsonl
+    """
+    from xl.core.gains import GainOptions
+    from xl.io.jsonl import JsonlWriter
+    from xl.io.manifest import base_manifest
+    from xl.tasksim import gains_files
+
+    options = GainOptions(source_tag=source_tag, target_tag=target_tag, seed_tag=seed_tag,
+                          metrics=_pairs(metric, "--metric", "sts=pearson"), include_english=include_english,
+                          exclude_sets=tuple(exclude_set or ()))  # fmt: skip
+    result = gains_files(list(results or []), options)
+    messages = Messages("tasksim gains", quiet)
+    for note in [*result.dropped, *result.notes]:
+        messages.info(note)
+    manifest = {**base_manifest("tasksim-gains"), "results": list(results or []), "options": {
+        "source_tag": source_tag, "target_tag": target_tag, "seed_tag": seed_tag, "metrics": dict(options.metrics),
+        "include_english": include_english, "exclude_sets": list(options.exclude_sets)}}  # fmt: skip
+    with JsonlWriter(output, manifest) as writer:
+        writer.write_objects(result.rows)
+    messages.info(f"{len(result.rows)} gain rows")
+
+
+@handle_errors("tasksim decompose")
+def decompose_cli(
+    gains: Annotated[str, typer.Option("--gains", help="Gain rows (`xl tasksim gains`); - for stdin.")],
+    output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
+    quiet: QuietOpt = False,
+) -> None:
+    """How the variance of the gains splits: target, source, (source, target) pair, (target, language) and
+    residual, with the seed noise each would hold and the ceiling of any predictor that varies only by pair.
+
+    Examples:
+
+        xl tasksim decompose --gains gains.jsonl --format md
+    """
+    from xl.tasksim import decompose_file
+
+    if output_format not in ("jsonl", "md"):
+        raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    result = decompose_file(gains)
+    if output_format == "md":
+        from xl.core.gains import render_decomposition_markdown
+
+        print(render_decomposition_markdown(result))
+    else:
+        from xl.io.jsonl import JsonlWriter
+
+        with JsonlWriter("-") as writer:
+            writer.write_objects([result])
+    del quiet
+
+
+@handle_errors("tasksim covariates")
+def covariates_cli(
+    langs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="CODE (family, script, URIEL distances to English) or CODE=DATA (also the subword "
+            "statistics of the model's tokenizer on DATA's inputs: a task or text file, or "
+            "DATASET:SPLIT:LANG)."
+        ),
+    ] = None,  # fmt: skip
+    output: OutputOpt = "-",
+    english: Annotated[
+        str | None, typer.Option(help="English inputs the subword overlap is measured against (a file or dataset).")
+    ] = None,
+    model: ModelOpt = "default",
+    sample: Annotated[int, typer.Option(min=1, help="Inputs per language, a seeded random sample.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Language covariates, one JSON line per language: family, script, and the syntactic, phonological,
+    inventory, genetic and geographic distance to English (URIEL, from the lang2vec data files); with
+    CODE=DATA and --english also tokenizer fertility and subword overlap with the English inputs.
+
+    Examples:
+
+        xl tasksim covariates de fr ko th -o covariates.jsonl
+
+        xl tasksim covariates de=xquad:test:de th=xquad:test:th --english squad:dev:en -o covariates.jsonl
+    """
+    from xl.io.jsonl import JsonlWriter
+    from xl.io.manifest import base_manifest
+    from xl.tasksim import covariates_for
+
+    rows = covariates_for(list(langs or []), english=english, model=model, sample=sample, seed=seed,
+                          languages=languages)  # fmt: skip
+    manifest = {**base_manifest("tasksim-covariates"), "languages": list(langs or []), "english": english,
+                "model": model if english else None, "sample": sample, "seed": seed}  # fmt: skip
+    with JsonlWriter(output, manifest) as writer:
+        writer.write_objects(rows)
+    Messages("tasksim covariates", quiet).info(f"{len(rows)} languages")
+
+
+@handle_errors("tasksim predict")
+def predict_cli(
+    sim: Annotated[str, typer.Option("--sim", help="Similarity matrix (NPY from `xl tasksim similarity`).")],
+    gains: Annotated[str, typer.Option("--gains", help="Gain rows (`xl tasksim gains`); - for stdin.")],
+    covariates: Annotated[
+        str | None,
+        typer.Option(
+            help="Language covariates (`xl tasksim covariates`); default: the URIEL ones of the gains' languages."
+        ),
+    ] = None,  # fmt: skip
+    folds: Annotated[
+        str, typer.Option(help="Comma-separated groupings held out in turn: language, family, source.")
+    ] = "language,family,source",
+    regressor: Annotated[str, typer.Option(help="ridge (closed form) or gbm (gradient-boosted trees).")] = "ridge",
+    alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty on standardised features.")] = 1.0,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Resamples of the held-out groups for 95% CIs (0: none).")
+    ] = 2_000,
+    seed: Annotated[int, typer.Option(help="Seed of the resamples (and of gbm).")] = 0,
+    languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
+    quiet: QuietOpt = False,
+) -> None:
+    """Does task similarity add predictive value beyond language covariates? Grouped cross-validation.
+
+    gain ~ similarity + covariates (ridge, or gbm), evaluated leave-one-language-out, leave-one-family-out and
+    leave-one-source-out against three baselines (mean gain; covariates only; similarity only): RMSE and MAE
+    per feature set, and the difference "similarity + covariates − covariates" (and "similarity − mean") with
+    a 95% bootstrap interval over the held-out groups. Negative: similarity helps.
+
+    Examples:
+
+        xl tasksim predict --sim sim.npy --gains gains.jsonl --format md
+
+        xl tasksim predict --sim sim.npy --gains gains.jsonl --covariates covariates.jsonl --regressor gbm
+    """
+    from xl.tasksim import predict_files
+
+    if output_format not in ("jsonl", "md"):
+        raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    groupings = [f.strip() for f in folds.split(",") if f.strip()]
+    lines = predict_files(sim, gains, covariates=covariates, languages=languages, folds=groupings, model=regressor,
+                          alpha=alpha, n_boot=bootstrap, seed=seed)  # fmt: skip
+    if output_format == "md":
+        from xl.core.predict import render_predict_markdown
+
+        print(render_predict_markdown(lines))
     else:
         from xl.io.jsonl import JsonlWriter
 

@@ -25,9 +25,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xl.core.languages import Language, builtin_table, normalize_lang_codes
+from xl.core.inference import Bootstrap, Unit
+from xl.core.languages import Language, builtin_table, normalize_lang_code, normalize_lang_codes
 from xl.core.ranking import RankingScores, aggregate_rankings, rank_metrics
-from xl.core.stats import METHODS, Method, correlations_by_group
+from xl.core.stats import METHODS, Method
 from xl.errors import InputError, ShapeError, UsageError
 
 SimilarityMethod = Literal["cosine", "centered", "task2vec"]
@@ -85,11 +86,42 @@ class Similarity:
         if not np.isfinite(m).all():
             raise InputError("the similarity matrix holds NaN or Inf")
 
-    def lookup(self, source: str, target: str, lang: str) -> float | None:
-        index = {label: i for i, label in enumerate(self.labels)}
+    def index(self, table: Mapping[str, Language] | None = None) -> dict[str, int]:
+        """Label → row, with the language of every ``name@lang`` label normalised through ``table`` (the
+        built-in one by default; a code it does not know is kept as written), so that ``sts@pol_Latn``,
+        ``sts@pol`` and ``sts@pl`` are one label."""
+        table = builtin_table() if table is None else table
+        out: dict[str, int] = {}
+        for i, label in enumerate(self.labels):
+            name, sep, lang = label.rpartition("@")
+            key = f"{name}@{_normalized(lang, table)}" if sep else label
+            if key in out:
+                raise InputError(f"the similarity labels {self.labels[out[key]]!r} and {label!r} name one language",
+                                 hint="keep one label per task and language")  # fmt: skip
+            out[key] = i
+        return out
+
+    def lookup(self, source: str, target: str, lang: str, table: Mapping[str, Language] | None = None,
+               index: Mapping[str, int] | None = None) -> float | None:  # fmt: skip
+        """sim(source, target) in language ``lang`` (any spelling the table knows): the label
+        ``target@lang`` if there is one, else ``target``; None when a task is not labelled."""
+        table = builtin_table() if table is None else table
+        index = self.index(table) if index is None else index
         i = index.get(source)
-        j = index.get(f"{target}@{lang}", index.get(target))
+        j = index.get(f"{target}@{_normalized(lang, table)}", index.get(target))
         return None if i is None or j is None else float(self.matrix[i, j])
+
+    def per_language_targets(self) -> set[str]:
+        """The task names that have at least one ``name@lang`` label."""
+        return {label.rpartition("@")[0] for label in self.labels if "@" in label}
+
+
+def _normalized(code: str, table: Mapping[str, Language]) -> str:
+    """``code`` as its table key when the table knows it, else as written."""
+    try:
+        return normalize_lang_code(code, table)
+    except InputError:
+        return code
 
 
 # --------------------------------------------------------------------------------------------- gains
@@ -151,14 +183,27 @@ def parse_gains(records: Iterable[Mapping[str, Any]], *, source_name: str = "gai
 # --------------------------------------------------------------------------------------------- correlation
 
 
-def _check_covered(sim: Similarity, rows: Sequence[GainRow]) -> list[float]:
+def similarity_values(sim: Similarity, rows: Sequence[GainRow], langs: Sequence[str],
+                      table: Mapping[str, Language]) -> list[float]:  # fmt: skip
+    """sim(source, target@lang) of every row (``langs``: the rows' codes, normalised).
+
+    A target with ``target@lang`` labels must have one for every language of its rows: falling back to the
+    plain ``target`` label for some languages would mix two predictors in one correlation without a word."""
+    index = sim.index(table)
+    per_language = sim.per_language_targets()
     values: list[float] = []
     missing: list[str] = []
-    for row in rows:
-        value = sim.lookup(row.source, row.target, row.lang)
+    unlabelled: dict[str, list[str]] = {}
+    for row, code in zip(rows, langs, strict=True):
+        if row.target in per_language and f"{row.target}@{code}" not in index:
+            unlabelled.setdefault(row.target, [])
+            if code not in unlabelled[row.target]:
+                unlabelled[row.target].append(code)
+            continue
+        value = sim.lookup(row.source, row.target, code, table, index)
         if value is None:
             for name in (row.source, row.target):
-                if name not in sim.labels and f"{name}@{row.lang}" not in sim.labels and name not in missing:
+                if name not in index and name not in per_language and name not in missing:
                     missing.append(name)
         else:
             values.append(value)
@@ -168,7 +213,40 @@ def _check_covered(sim: Similarity, rows: Sequence[GainRow]) -> list[float]:
             f"tasks missing from the similarity matrix: {', '.join(missing)}",
             hint=f"its labels are: {', '.join(sim.labels[:20])}{more}",
         )
+    if unlabelled:
+        target, codes = next(iter(unlabelled.items()))
+        raise InputError(
+            f"the similarity matrix has {target}@LANG labels but none for {', '.join(codes)}",
+            hint=f"embed {target}@{codes[0]} too, or drop those rows (language codes are compared normalised)",
+        )
     return values
+
+
+CENTERINGS = ("within-target", "none")
+
+
+def center_within_target(x: F64, y: F64, targets: Sequence[str], langs: Sequence[str]) -> tuple[F64, F64]:
+    """``x − mean of x over its target's rows`` and ``y − mean of y over its (target, language)'s rows``.
+
+    Why: the permutation test shuffles similarities among the sources of one target, so it asks whether, for
+    one target, the more similar sources give the larger gains. A correlation of the raw values also picks up
+    how targets differ from each other (their mean similarity and mean gain: with four targets, three degrees
+    of freedom), which no within-target permutation can test; its interval could then exclude zero while the
+    test finds nothing. Centered, the statistic, its interval and its test measure the same thing. Centering y
+    within (target, language) removes each language's baseline too (what all sources of it share), so a pair's
+    mean over any subset of languages (a family) stays centered, and reassigning languages to families (the
+    family test) leaves the centering unchanged. Both means are invariant under the permutations used, so
+    the tests stay exact."""
+    t_codes = np.unique(np.asarray(targets, dtype=object), return_inverse=True)[1]
+    tl_codes = np.unique(np.asarray([f"{t}\0{lang}" for t, lang in zip(targets, langs, strict=True)], dtype=object),
+                         return_inverse=True)[1]  # fmt: skip
+    x_mean = np.bincount(t_codes, weights=x) / np.bincount(t_codes)
+    y_mean = np.bincount(tl_codes, weights=y) / np.bincount(tl_codes)
+    return x - x_mean[t_codes], y - y_mean[tl_codes]
+
+
+FamilyTestChoice = Literal["auto", "none", "permutation", "mixed", "both"]
+FAMILY_TESTS: tuple[FamilyTestChoice, ...] = get_args(FamilyTestChoice)
 
 
 def correlate(
@@ -180,28 +258,146 @@ def correlate(
     n_perm: int = 10_000,
     n_boot: int = 2_000,
     seed: int = 0,
+    unit: Unit | None = None,
+    center: str = "within-target",
+    resample: Bootstrap = "cluster",
+    min_n: int = 5,
+    naive: bool = True,
+    family_test: FamilyTestChoice = "auto",
+    min_languages: int = 3,
+    records: Sequence[Mapping[str, Any]] | None = None,
     ks: Sequence[int] = (1, 3),
     ndcg_k: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Correlation lines (overall, then per family) and ranking lines (overall, then per family)."""
+    """Does similarity predict the gain? JSON-able lines, in the order a reader needs them:
+
+    1. ``design``: the unit of analysis (``unit`` None: ``pair`` when the similarity varies only by (source,
+       target), else ``row``), the permutation and the resampling scheme, the numbers of rows, pairs, sources,
+       targets, languages and the families;
+    2. ``decomposition`` of the gains' variance (``xl.core.gains.decompose``; ``records``: the gain records as
+       read, so that their seed spreads enter too): the ceiling of a pair-level predictor comes before any
+       correlation;
+    3. ``correlation`` lines at that unit (``xl.core.inference``), overall and per family, each family with its
+       number of languages, whether it is ``eligible`` (≥ ``min_languages``) and the smallest correlation its
+       pairs can detect (``mde_r``); then, with ``naive``, the row-level numbers that treat every row as
+       independent (``unit: naive``; analytic p-values only);
+    4. ``family_test`` lines: whether the slope differs between families (permutation of whole languages;
+       mixed model with a likelihood-ratio test). ``family_test`` "auto" runs both when two families are
+       eligible and otherwise says why not; "permutation", "mixed" or "both" insist (UsageError without two
+       eligible families); "none" skips them;
+    5. ``ranking`` lines per scope (NDCG, Regret@k relative and absolute, rank of the best source, share of
+       top-1 picks that hurt), and ``ranking_ceiling``: how well one seed's gains rank the sources of another
+       (``xl.core.ranking.seed_stability``) where the records carry ``gain_by_seed``.
+    """
+    from xl.core.gains import decompose
+    from xl.core.inference import (
+        WITHIN_TARGET,
+        clustered_correlations,
+        family_correlations,
+        family_mixed_model,
+        family_slopes_permutation,
+        min_detectable_r,
+        naive_correlations,
+    )
+
+    if family_test not in FAMILY_TESTS:
+        raise UsageError(f"unknown family test {family_test!r}", hint=f"use {', '.join(FAMILY_TESTS)}")
     table = builtin_table() if table is None else table
-    x = np.asarray(_check_covered(sim, rows))
-    y = np.asarray([r.gain for r in rows])
     langs = normalize_lang_codes([r.lang for r in rows], table)
+    x = np.asarray(similarity_values(sim, rows, langs, table))
+    y = np.asarray([r.gain for r in rows])
+    sources = [r.source for r in rows]
+    targets = [r.target for r in rows]
     families = [table[code].family for code in langs]
-    out: list[dict[str, Any]] = []
-    # Overall (key None) and per family; with enough work half of it runs in a second process.
-    by_family = correlations_by_group(x, y, families, methods, n_perm=n_perm, n_boot=n_boot, seed=seed, overall=True)
-    overall = by_family.pop(None)
+    members: dict[str, list[str]] = {}
+    for code, fam in sorted(set(zip(langs, families, strict=True))):
+        members.setdefault(fam, []).append(code)
+    pairs = {(r.source, r.target) for r in rows}
+    if center not in CENTERINGS:
+        raise UsageError(f"unknown centering {center!r}", hint=f"use {' or '.join(CENTERINGS)}")
+    # xc, yc: what the clustered statistics see (see center_within_target); the naive lines keep x and y
+    xc, yc = center_within_target(x, y, targets, langs) if center == "within-target" else (x, y)
+    overall = clustered_correlations(xc, yc, sources, targets, langs, unit=unit, methods=methods, n_perm=n_perm,
+                                     n_boot=n_boot, bootstrap=resample, seed=seed, min_n=min_n)  # fmt: skip
+    resolved: Unit = "pair" if next(iter(overall.values())).unit == "pair" else "row"
+    out: list[dict[str, Any]] = [{
+        "kind": "design", "unit": resolved, "predictor_level": "pair" if resolved == "pair" else "language",
+        "permutation": WITHIN_TARGET, "center": center, "resample": resample, "n_rows": len(rows),
+        "n_pairs": len(pairs), "n_sources": len(set(sources)), "n_targets": len(set(targets)),
+        "n_languages": len(set(langs)), "families": members, "min_n": min_n, "min_languages": min_languages,
+    }]  # fmt: skip
+    plain = [{"source": r.source, "target": r.target, "lang": code, "gain": r.gain}
+             for r, code in zip(rows, langs, strict=True)]  # fmt: skip
+    gain_records = records if records is not None else plain
+    out.append({"kind": "decomposition", **decompose(gain_records)})
     for c in overall.values():
         out.append({"kind": "correlation", "scope": "overall", "family": None, "languages": sorted(set(langs)),
-                    **c.to_dict()})  # fmt: skip
-    for family, results in by_family.items():
-        members = sorted({code for code, fam in zip(langs, families, strict=True) if fam == family})
+                    "n_languages": len(set(langs)), **c.to_dict()})  # fmt: skip
+    by_family = family_correlations(xc, yc, sources, targets, langs, families, unit=resolved, methods=methods,
+                                    n_perm=n_perm, n_boot=n_boot, bootstrap=resample, seed=seed,
+                                    min_n=min_n)  # fmt: skip
+    for name, results in by_family.items():
+        if name is None:  # the overall result, computed above
+            continue
+        n_pairs = len({(r.source, r.target) for r, f in zip(rows, families, strict=True) if f == name})
+        flag = {"n_languages": len(members[name]), "eligible": len(members[name]) >= min_languages,
+                "mde_r": min_detectable_r(n_pairs)}  # fmt: skip
         for c in results.values():
-            out.append({"kind": "correlation", "scope": "family", "family": family, "languages": members,
-                        **c.to_dict()})  # fmt: skip
-    # Ranking: for each (target, language), order the sources by similarity and compare with their gains.
+            out.append({"kind": "correlation", "scope": "family", "family": name, "languages": members[name],
+                        **flag, **c.to_dict()})  # fmt: skip
+    if naive:
+        scoped: list[tuple[str | None, NDArray[np.bool_]]] = [(None, np.ones(len(rows), dtype=bool))]
+        scoped += [(name, np.asarray(families) == name) for name in members]
+        for scope_family, mask in scoped:
+            idx = np.flatnonzero(mask)
+            naive_results = naive_correlations(x[idx], y[idx], [sources[i] for i in idx], [targets[i] for i in idx],
+                                         [langs[i] for i in idx], methods=methods, n_perm=0, n_boot=0,
+                                         min_n=min_n)  # fmt: skip
+            for c in naive_results.values():
+                out.append({"kind": "correlation", "scope": "overall" if scope_family is None else "family",
+                            "family": scope_family, "languages": sorted({langs[i] for i in idx}),
+                            **c.to_dict()})  # fmt: skip
+    out += _family_tests((xc, yc), (x, y), sources, targets, langs, families, members, family_test, min_languages,
+                         n_perm, seed, family_slopes_permutation, family_mixed_model)  # fmt: skip
+    out += _rankings(x, y, rows, langs, table, ks, ndcg_k)
+    out.append(_ranking_ceiling(records, table, ks, ndcg_k))
+    return out
+
+
+def _family_tests(centered: tuple[F64, F64], raw: tuple[F64, F64], sources: list[str], targets: list[str],
+                  langs: list[str], families: list[str],
+                  members: Mapping[str, list[str]], choice: str, min_languages: int, n_perm: int, seed: int,
+                  permutation_test: Any, mixed_model: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """The family-difference test lines (see ``correlate``): the permutation test on the ``centered`` values
+    (within-target slopes), the mixed model on the ``raw`` ones (its random effects take the place of the
+    centering)."""
+    if choice == "none":
+        return []
+    eligible = [fam for fam, codes in members.items() if len(codes) >= min_languages]
+    if len(eligible) < 2:
+        listed = ", ".join(f"{fam} {len(codes)}" for fam, codes in members.items())
+        reason = f"needs two families with ≥ {min_languages} languages; languages per family: {listed}"
+        if choice != "auto":
+            raise UsageError(f"a family test {reason}",
+                             hint="add languages, lower --min-languages, or use --family-test none")  # fmt: skip
+        return [
+            {"kind": "family_test", "test": "permutation", "reason": reason},
+            {"kind": "family_test", "test": "mixed_model", "reason": reason},
+        ]
+    out: list[dict[str, Any]] = []
+    if choice in ("auto", "both", "permutation"):
+        test = permutation_test(*centered, sources, targets, langs, families, n_perm=n_perm,
+                                min_languages=min_languages, seed=seed)  # fmt: skip
+        out.append({"kind": "family_test", "test": "permutation", "reason": None, **test.to_dict()})
+    if choice in ("auto", "both", "mixed"):
+        fit = mixed_model(*raw, sources, targets, langs, families, min_languages=min_languages)
+        out.append({"kind": "family_test", "test": "mixed_model", "reason": None, **fit.to_dict()})
+    return out
+
+
+def _rankings(x: F64, y: F64, rows: Sequence[GainRow], langs: Sequence[str], table: Mapping[str, Language],
+              ks: Sequence[int], ndcg_k: int | None) -> list[dict[str, Any]]:  # fmt: skip
+    """Ranking lines: for each (target, language), the sources ordered by similarity against their gains."""
     target_rows: dict[tuple[str, str], list[int]] = {}
     for i, row in enumerate(rows):
         target_rows.setdefault((row.target, langs[i]), []).append(i)
@@ -211,13 +407,14 @@ def correlate(
     baselines = {key: {rows[i].baseline for i in indices} for key, indices in ranked.items()}
     on_scores = all(len(b) == 1 and None not in b for b in baselines.values())
     per_target: list[tuple[str, RankingScores]] = []
-    for (target, code), indices in ranked.items():
-        baseline = next(iter(baselines[(target, code)])) if on_scores else None
+    for (_target, code), indices in ranked.items():
+        baseline = next(iter(baselines[(_target, code)])) if on_scores else None
         ranking = rank_metrics(x[indices], y[indices], ks=ks, ndcg_k=ndcg_k, baseline=baseline)
         per_target.append((table[code].family, ranking))
     scopes: dict[str | None, list[RankingScores]] = {None: [r for _, r in per_target]}
     for fam, ranking in per_target:
         scopes.setdefault(fam, []).append(ranking)
+    out: list[dict[str, Any]] = []
     for scope_family, rankings in scopes.items():
         if not rankings:
             continue
@@ -229,25 +426,98 @@ def correlate(
     return out
 
 
+def _ranking_ceiling(records: Sequence[Mapping[str, Any]] | None, table: Mapping[str, Language],
+                     ks: Sequence[int], ndcg_k: int | None) -> dict[str, Any]:  # fmt: skip
+    """The seed-stability ceiling of source ranking from the records' ``gain_by_seed`` (two seeds: the first
+    two in sorted order), or a line saying why there is none."""
+    from xl.core.ranking import seed_stability
+
+    line: dict[str, Any] = {"kind": "ranking_ceiling", "scope": "overall"}
+    by_seed: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+    for record in records or []:
+        per_seed = record.get("gain_by_seed")
+        if not isinstance(per_seed, Mapping):
+            continue
+        code = _normalized(str(record["lang"]), table)
+        for seed_name, value in per_seed.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                key = (str(record["target"]), code)
+                by_seed.setdefault(str(seed_name), {}).setdefault(key, {})[str(record["source"])] = float(value)
+    if len(by_seed) < 2:
+        return {**line, "reason": "needs the gains of two seeds of every run (gain_by_seed from `xl tasksim "
+                                  "gains` with 2+ seeds on both sides)"}  # fmt: skip
+    first, second = sorted(by_seed)[:2]
+    means = seed_stability(by_seed[first], by_seed[second], ks=ks, ndcg_k=ndcg_k, symmetric=True)
+    if not means:
+        return {**line, "reason": "no (target, language) has two sources measured under both seeds"}
+    metrics = {k: {"mean": v.mean, "n": v.n, "n_undefined": v.n_undefined} for k, v in means.items()}
+    return {**line, "reason": None, "seeds": [first, second], **metrics}
+
+
 def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
-    """Two tables: correlations (value, p, permutation p, CI, n) and ranking means, per scope."""
+    """Markdown of ``correlate``'s lines: the design, the decomposition, the correlations (unit stated, the
+    naive row-level ones labelled), the family tests and the ranking means, each with its n."""
+    from xl.core.gains import render_decomposition_markdown
 
     def fmt(v: Any, spec: str = ".3f") -> str:
         return "–" if v is None else format(v, spec)
 
-    out = ["| scope | method | n | value | p | p (perm.) | 95% CI | note |", "|---|---|---:|---:|---:|---:|---|---|"]
+    out: list[str] = []
+    for line in lines:
+        if line["kind"] == "design":
+            out += [
+                f"Unit of analysis: **{line['unit']}** ({line['n_pairs']} pairs of {line['n_sources']} sources "
+                f"× {line['n_targets']} targets, {line['n_rows']} rows, {line['n_languages']} languages); "
+                f"permutations: {line['permutation']} within targets; bootstrap: {line['resample']}.",
+                "",
+            ]
+        elif line["kind"] == "decomposition":
+            out += [render_decomposition_markdown(line), ""]
+    out += ["| scope | unit | method | n | languages | value | p (perm.) | p (analytic) | 95% CI | note |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for line in lines:
         if line["kind"] != "correlation":
             continue
         scope = "all" if line["scope"] == "overall" else line["family"]
-        ci = "" if line["ci_low"] is None else f"{line['ci_low']:.3f} – {line['ci_high']:.3f}"
-        out.append(f"| {scope} | {line['method']} | {line['n']} | {fmt(line['value'])} | {fmt(line['p_value'], '.3g')} "
-                   f"| {fmt(line['p_perm'], '.3g')} | {ci} | {line.get('reason') or ''} |")  # fmt: skip
-    ranking = [line for line in lines if line["kind"] == "ranking"]
+        ci = "" if line.get("ci_low") is None else f"{line['ci_low']:.3f} – {line['ci_high']:.3f}"
+        notes = [line.get("reason") or ""]
+        if line["scope"] == "family" and line.get("eligible") is False and line.get("unit") != "naive":
+            notes.append(f"not compared: {line['n_languages']} language(s); MDE r = {fmt(line.get('mde_r'), '.2f')}")
+        if line.get("unit") == "naive":
+            notes.append("rows treated as independent: p too small")
+        out.append(f"| {scope} | {line['unit']} | {line['method']} | {line['n']} | "
+                   f"{len(line.get('languages') or [])} | {fmt(line['value'])} | {fmt(line.get('p_perm'), '.3g')} | "
+                   f"{fmt(line.get('p_analytic'), '.3g')} | {ci} | {'; '.join(n for n in notes if n)} |")  # fmt: skip
+    tests = [line for line in lines if line["kind"] == "family_test"]
+    if tests:
+        out += ["", "| family test | statistic | df | p | families compared | note |", "|---|---:|---:|---:|---|---|"]
+        for line in tests:
+            if line.get("reason"):
+                out.append(f"| {line['test']} | – | – | – | – | {line['reason']} |")
+                continue
+            compared = ", ".join(f"{f['family']} (slope {fmt(f.get('slope'), '.2f')})" for f in line["families"]
+                                 if f.get("eligible"))  # fmt: skip
+            if line["test"] == "permutation":
+                out.append(f"| slope spread, languages permuted | {fmt(line['statistic'], '.3g')} | – | "
+                           f"{fmt(line['p_perm'], '.3g')} | {compared} | {line['n_perm']} permutations |")  # fmt: skip
+            else:
+                out.append(f"| mixed model LRT (sim × family) | {fmt(line['lr_stat'], '.3g')} | {line['df']} | "
+                           f"{fmt(line['p_value'], '.3g')} | {compared} | {line['method']} |")  # fmt: skip
+    ranking = [line for line in lines if line["kind"] in ("ranking", "ranking_ceiling") and not line.get("reason")]
     if ranking:
         metrics = [k for k, v in ranking[0].items() if isinstance(v, dict) and "mean" in v]
         out += ["", "| scope | targets | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
         for line in ranking:
             scope = "all" if line["scope"] == "overall" else line["family"]
-            out.append(f"| {scope} | {line['targets']} | " + " | ".join(fmt(line[m]["mean"]) for m in metrics) + " |")
+            if line["kind"] == "ranking_ceiling":
+                scope = f"ceiling: seed {line['seeds'][0]} ranks seed {line['seeds'][1]}"
+            cells = []
+            for m in metrics:
+                v = line.get(m) or {}
+                extra = f" ({v['n_undefined']} undef.)" if v.get("n_undefined") else ""
+                cells.append(f"{fmt(v.get('mean'))} n={v.get('n', 0)}{extra}")
+            out.append(f"| {scope} | {line.get('targets', '–')} | " + " | ".join(cells) + " |")
+    for line in lines:
+        if line["kind"] == "ranking_ceiling" and line.get("reason"):
+            out += ["", f"Ranking ceiling: {line['reason']}."]
     return "\n".join(out)
