@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study clean
+.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study tasksim-example calibrate-tasksim clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-finetune: model
 bench-tasksim: setup
 	$(BIN)/python bench/bench_tasksim.py
 
+# type-I error and power of correlate's tests on simulated gains (the README's calibration table; about 2 minutes)
+calibrate-tasksim: setup
+	$(BIN)/python bench/calibrate_tasksim.py
+
 align-study: model
 	$(MAKE) -C examples/align XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" DATA="$(XL_DATA)"
 
@@ -70,6 +74,10 @@ JOBS ?= 2
 tasksim-study: model
 	$(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1) $(MAKE) -j$(JOBS) -C examples/tasksim XL="$(abspath $(BIN))/xl" \
 	  PYTHON="$(abspath $(BIN))/python" XL_DATA="$(XL_DATA)" FULL="$(FULL)" all
+
+# the worked example of README.md's tasksim section, from the study's committed gains and similarity matrices
+tasksim-example: setup
+	$(BIN)/python examples/tasksim/readme_example.py "$(abspath $(BIN))/xl"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

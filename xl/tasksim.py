@@ -457,7 +457,8 @@ def predict_files(sim_path: str, gains_path: str, *, covariates: str | None = No
         missing = sorted(set(codes) - have)
         if missing:
             raise InputError(f"languages missing from the covariates: {', '.join(missing)}", source=covariates,
-                             hint="add them (xl tasksim covariates …), or drop their gain rows")  # fmt: skip
+                             hint="add them (xl tasksim covariates CODE …; a code outside the table needs "
+                                  "--languages FILE.json), or drop their gain rows")  # fmt: skip
     else:
         covariate_rows = language_covariates(sorted(set(codes)), table)
     lines = grouped_cv(points, covariate_rows, table=table, **options)

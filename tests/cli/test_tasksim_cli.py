@@ -82,13 +82,15 @@ def test_similarity_then_correlate(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
     overall = [line for line in lines if line["kind"] == "correlation" and line["scope"] == "overall"]
     assert {line["method"] for line in overall} == {"pearson", "spearman", "kendall"}
-    assert all(line["value"] == pytest.approx(1.0) and line["n"] == 24 for line in overall)
-    families = {line["family"] for line in lines if line["scope"] == "family"}
+    # 8 (source, target) pairs at the unit of analysis; the 24 rows only in the naive lines
+    assert all(line["value"] == pytest.approx(1.0) for line in overall)
+    assert sorted({(line["unit"], line["n"]) for line in overall}) == [("naive", 24), ("pair", 8)]
+    families = {line["family"] for line in lines if line.get("scope") == "family"}
     assert families == {"Indo-European", "Korean", "Kra-Dai"}
     assert (tmp_path / "scatter.png").is_file()
     md = run_xl("tasksim", "correlate", "--sim", str(tmp_path / "S.npy"), "--gains", str(tmp_path / "g.jsonl"),
                 "--permutations", "0", "--bootstrap", "0", "--format", "md")  # fmt: skip
-    assert b"| scope | method | n |" in md.stdout and b"best_rank" in md.stdout
+    assert b"| scope | unit | method | n |" in md.stdout and b"best_rank" in md.stdout
 
 
 def test_correlate_bad_input(tmp_path: Path) -> None:

@@ -166,3 +166,21 @@ def test_plot_paths_are_checked_before_any_work(tmp_path: Path) -> None:
     assert not out.exists() and not (tmp_path / "sim.npy.json").exists()  # nothing left behind
     ok = run_xl("tasksim", "similarity", str(tmp_path / "E.npy"), "-o", str(out), "--plot", str(tmp_path / "h.svg"))
     assert ok.returncode == 0 and out.exists() and (tmp_path / "h.svg").read_bytes().lstrip().startswith(b"<?xml")
+
+
+def test_subword_covariates_use_the_model_tokenizer_on_the_data(tmp_path: Path, tiny_model_path: Path) -> None:
+    english = tmp_path / "en.txt"
+    english.write_text("The Hotel in Berlin has a Computer and Internet\nthe dog ran home\n")
+    german = tmp_path / "de.txt"
+    german.write_text("Das Hotel in Berlin hat einen Computer und Internet\nder Hund lief nach Hause\n")
+    thai = tmp_path / "th.txt"
+    thai.write_text("แมวนั่งบนเสื่อ\nสุนัขวิ่งกลับบ้าน\n")
+    result = run_xl("tasksim", "covariates", f"de={german}", f"th={thai}", "--english", str(english), "--model",
+                    str(tiny_model_path))  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    de, th = _lines(result.stdout)
+    assert de["code"] == "de" and th["code"] == "th" and th["same_script_as_english"] is False
+    assert de["fertility"] >= 1.0 and th["tokens_per_char"] > 0
+    assert 0 <= th["overlap_types"] < de["overlap_types"] <= 1  # Latin-script German shares more pieces with English
+    _error(run_xl("tasksim", "covariates", f"de={german}", "th", "--english", str(english), "--model",
+                  str(tiny_model_path)), 2, "no data: th")  # fmt: skip

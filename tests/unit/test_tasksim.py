@@ -156,3 +156,59 @@ def test_regret_is_relative_to_the_best_score_when_rows_give_the_score_without()
     assert on_scores[0]["regret_relative_to"] == "best score"
     assert on_gains[0]["regret@1"]["mean"] == pytest.approx(100 * 2 / 3)
     assert on_gains[0]["regret_relative_to"] == "best gain"
+
+
+def test_within_target_centering_keeps_the_pair_level_test_calibrated_and_powerful() -> None:
+    """correlate's statistic: x centred per target, y per (target, language); the within-target permutation
+    test stays at its level on null gains with shared pair and (target, language) effects, and finds a slope."""
+    from xl.core.inference import clustered_correlations
+    from xl.core.tasksim import center_within_target
+
+    n_s, n_t, n_l = 6, 4, 12
+    s, t, lc = (a.ravel() for a in np.meshgrid(np.arange(n_s), np.arange(n_t), np.arange(n_l), indexing="ij"))
+    src, tgt, lang = np.array([f"s{i}" for i in s]), np.array([f"t{i}" for i in t]), np.array([f"l{i}" for i in lc])
+    rng = np.random.default_rng(2026)
+
+    def rate(slope: float, n_sets: int) -> float:
+        rejected = 0
+        for i in range(n_sets):
+            sim = rng.random((n_s, n_t))[s, t]
+            # target-level offsets in both x and y: what the raw correlation would pick up, the centering removes
+            offset = rng.normal(size=n_t)[t]
+            gains = (slope * sim + 3 * offset + rng.normal(size=(n_s, n_t))[s, t] + rng.normal(size=(n_t, n_l))[t, lc]
+                     + 0.5 * rng.normal(size=s.size))  # fmt: skip
+            x, y = center_within_target(sim + offset, gains, tgt, lang)
+            p = clustered_correlations(x, y, src, tgt, lang, methods=("pearson",), n_perm=199, n_boot=0,
+                                       seed=i)["pearson"].p_perm  # fmt: skip
+            rejected += p is not None and p <= 0.05
+        return rejected / n_sets
+
+    assert 0.02 <= rate(0.0, 200) <= 0.09
+    assert rate(4.0, 30) >= 0.8
+
+
+def test_family_tests_run_when_two_families_are_eligible_and_render() -> None:
+    """Three families of three languages: both family tests run, each line with p and per-family slopes; a
+    family test asked for without two eligible families is a usage error."""
+    from xl.core.tasksim import render_markdown
+    from xl.errors import UsageError
+
+    rng = np.random.default_rng(4)
+    sources, targets = [f"s{i}" for i in range(5)], ["t0", "t1", "t2"]
+    labels = (*sources, *targets)
+    S = rng.uniform(0, 1, (8, 8))
+    sim = Similarity(labels, (S + S.T) / 2)
+    langs = {"de": 3.0, "fr": 3.0, "es": 3.0, "ta": 0.0, "te": 0.0, "ml": 0.0, "fi": 0.0, "et": 0.0, "hu": 0.0}
+    rows = [GainRow(s, t, lang, slope * sim.matrix[labels.index(s), labels.index(t)] + float(rng.normal(0, 0.3)))
+            for lang, slope in langs.items() for t in targets for s in sources]  # fmt: skip
+    lines = correlate(sim, rows, methods=("pearson",), n_perm=499, n_boot=0, family_test="both", naive=False)
+    tests = {line["test"]: line for line in lines if line["kind"] == "family_test"}
+    assert tests["permutation"]["reason"] is None and tests["permutation"]["n_eligible"] == 3
+    assert tests["mixed_model"]["df"] == 2 and tests["mixed_model"]["p_value"] < 0.05
+    slopes = {f["family"]: f for f in tests["mixed_model"]["families"]}
+    assert slopes["Indo-European"]["ci_low"] > slopes["Dravidian"]["slope"]
+    md = render_markdown(lines)
+    assert "| mixed model LRT (sim × family) |" in md and "Indo-European +" in md and "p Holm" in md
+    with pytest.raises(UsageError, match="needs two families"):
+        correlate(sim, [r for r in rows if r.lang in ("de", "fr", "es", "ta")], n_perm=0, n_boot=0,
+                  family_test="permutation")  # fmt: skip

@@ -116,6 +116,13 @@ def correlate_cli(
             "row), pair or row."
         ),
     ] = "auto",  # fmt: skip
+    center: Annotated[
+        str,
+        typer.Option(
+            help="within-target (similarity minus its target's mean, gain minus its (target, language)'s "
+            "mean: the question within one target) or none (raw values)."
+        ),
+    ] = "within-target",  # fmt: skip
     resample: Annotated[
         str, typer.Option(help="Bootstrap: cluster (whole pairs) or two-way (sources × languages, Owen 2007).")
     ] = "cluster",
@@ -156,13 +163,15 @@ def correlate_cli(
         xl tasksim correlate --sim sim.npy --gains gains.jsonl --methods spearman --resample two-way --plot s.png
     """
     from xl.core.inference import BOOTSTRAPS
-    from xl.core.tasksim import FAMILY_TESTS
+    from xl.core.tasksim import CENTERINGS, FAMILY_TESTS
     from xl.tasksim import correlate_files
 
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
     if unit not in ("auto", "pair", "row"):
         raise UsageError(f"--unit {unit!r} is not auto, pair or row")
+    if center not in CENTERINGS:
+        raise UsageError(f"--center {center!r} is not {' or '.join(CENTERINGS)}")
     if resample not in BOOTSTRAPS:
         raise UsageError(f"--resample {resample!r} is not {' or '.join(BOOTSTRAPS)}")
     if family_test not in FAMILY_TESTS:
@@ -170,8 +179,8 @@ def correlate_cli(
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     lines = correlate_files(sim, gains, methods=wanted, n_perm=permutations, n_boot=bootstrap, seed=seed,
                             languages=languages, plot=plot, unit=None if unit == "auto" else unit,
-                            resample=resample, naive=naive, family_test=family_test, min_languages=min_languages,
-                            min_n=min_n)  # fmt: skip
+                            center=center, resample=resample, naive=naive, family_test=family_test,
+                            min_languages=min_languages, min_n=min_n)  # fmt: skip
     if output_format == "md":
         from xl.core.tasksim import render_markdown
 

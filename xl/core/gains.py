@@ -11,7 +11,9 @@ a *run* is one (source, target, seed). For each (source, target, language)::
     gain_se       = sqrt(s_w² / n_w + s_wo² / n_wo)            (s: sample SDs over seeds; both sides ≥ 2 seeds)
 
 ``gain_se`` is the standard error of a difference of two independent means (Welch 1947); it measures seed
-noise only, not the sampling error of the test set (that is the CI of each ``xl eval`` line). Scores are read
+noise only, not the sampling error of the test set (that is the CI of each ``xl eval`` line). ``gain_by_seed``
+(two or more seeds measured on both sides, else None): ``{seed: score_with[seed] − score_without[seed]}``,
+what the seed-stability ceiling of a source ranking compares (``xl.core.ranking.seed_stability``). Scores are read
 from one metric per target: the task's headline (``DEFAULT_METRICS``) unless ``GainOptions.metrics`` names one.
 
 Which eval sets count (each left-out set is reported in ``GainResult.dropped``): English is left out unless

@@ -6,13 +6,18 @@
   ``cos(a / (a + b), b / (a + b))`` element-wise, for non-negative vectors).
 - **Gains**: rows ``{source, target, lang, gain}`` or ``{source, target, lang, score_with, score_without}``
   (gain = score_with − score_without), one per (source task, target task, target language).
-- **Correlation** of the similarity of (source, target) with the gain, over all rows and per language family
-  (``xl.core.languages``): Pearson, Spearman and Kendall with analytic and permutation p-values and bootstrap
-  intervals (``xl.core.stats``), always with n; **ranking** of sources by similarity per (target, language)
-  with NDCG, Regret@k and the rank of the best source (``xl.core.ranking``), averaged overall and per family.
+- **Correlation** of the similarity of (source, target) with the gain (``correlate``): the design and the
+  variance decomposition of the gains first (``xl.core.gains``), then correlations at the unit where the
+  similarity varies — (source, target) pairs for a pair-level similarity — with permutations among the
+  sources of each target and cluster bootstraps (``xl.core.inference``), on values centred within targets
+  (``center_within_target``), overall and per language family (``xl.core.languages``); the naive row-level
+  numbers labelled as such; the family-difference tests; the **ranking** of sources by similarity per
+  (target, language) with NDCG, Regret@k (relative and absolute), the rank of the best source and the share of
+  top-1 picks that hurt (``xl.core.ranking``), and the seed-stability ceiling of that ranking.
 
 A similarity label may name a task (``xnli``) or a task in a language (``xnli@de``); a gain row's target is
-looked up as ``target@lang`` first, then as ``target``.
+looked up as ``target@lang`` first, then as ``target``, with every language code normalised first (``pl``,
+``pol`` and ``pol_Latn`` are one language).
 """
 
 from __future__ import annotations
@@ -468,7 +473,7 @@ def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
             out += [
                 f"Unit of analysis: **{line['unit']}** ({line['n_pairs']} pairs of {line['n_sources']} sources "
                 f"× {line['n_targets']} targets, {line['n_rows']} rows, {line['n_languages']} languages); "
-                f"permutations: {line['permutation']} within targets; bootstrap: {line['resample']}.",
+                f"permuted: {line['permutation']}; centred: {line.get('center')}; bootstrap: {line['resample']}.",
                 "",
             ]
         elif line["kind"] == "decomposition":
@@ -490,13 +495,22 @@ def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
                    f"{fmt(line.get('p_analytic'), '.3g')} | {ci} | {'; '.join(n for n in notes if n)} |")  # fmt: skip
     tests = [line for line in lines if line["kind"] == "family_test"]
     if tests:
-        out += ["", "| family test | statistic | df | p | families compared | note |", "|---|---:|---:|---:|---|---|"]
+        out += [
+            "",
+            "| family test | statistic | df | p | slope per family compared | note |",
+            "|---|---:|---:|---:|---|---|",
+        ]
         for line in tests:
             if line.get("reason"):
                 out.append(f"| {line['test']} | – | – | – | – | {line['reason']} |")
                 continue
-            compared = ", ".join(f"{f['family']} (slope {fmt(f.get('slope'), '.2f')})" for f in line["families"]
-                                 if f.get("eligible"))  # fmt: skip
+            eligible = [f for f in line["families"] if f.get("eligible")]
+            if line["test"] == "permutation":  # per-family slope, its Holm-adjusted within-target p-value
+                compared = ", ".join(f"{f['family']} {fmt(f.get('slope'), '+.2f')} (p Holm "
+                                     f"{fmt(f.get('slope_p_holm'), '.2g')})" for f in eligible)  # fmt: skip
+            else:  # per-family slope with its Wald 95% interval
+                compared = ", ".join(f"{f['family']} {fmt(f.get('slope'), '+.2f')} [{fmt(f.get('ci_low'), '+.2f')}, "
+                                     f"{fmt(f.get('ci_high'), '+.2f')}]" for f in eligible)  # fmt: skip
             if line["test"] == "permutation":
                 out.append(f"| slope spread, languages permuted | {fmt(line['statistic'], '.3g')} | – | "
                            f"{fmt(line['p_perm'], '.3g')} | {compared} | {line['n_perm']} permutations |")  # fmt: skip
