@@ -18,8 +18,8 @@ STUDY = "examples/tasksim"
 COMMANDS = [  # correlate prints the decomposition (`xl tasksim decompose`) first
     f"xl tasksim correlate --sim {STUDY}/sim/taskemb-task2vec.npy --gains {STUDY}/gains.jsonl --methods spearman "
     "--format md",
-    f"xl tasksim predict --sim {STUDY}/sim/taskemb-task2vec.npy --gains {STUDY}/gains.jsonl --folds language,source "
-    "--format md",
+    f"xl tasksim predict --sim {STUDY}/sim/taskemb-task2vec.npy --gains {STUDY}/gains.jsonl "
+    "--folds pair,language,source --format md",
 ]
 
 

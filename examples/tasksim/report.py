@@ -35,7 +35,12 @@ PREDICTOR_LABEL = {"textemb": "TextEmb, English inputs (cosine)",
                    "taskemb": "TaskEmb (cosine)",
                    "taskemb-task2vec": "TaskEmb (Task2Vec normalised cosine)"}  # fmt: skip
 METHODS = ("spearman", "kendall", "pearson")
-GROUPING_LABEL = {"language": "one language", "family": "one family", "source": "one source task"}
+GROUPING_LABEL = {
+    "pair": "one (source, target) pair",
+    "language": "one language",
+    "family": "one family",
+    "source": "one source task",
+}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

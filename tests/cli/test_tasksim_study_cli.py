@@ -10,18 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.cli.test_tasksim_cli import _error
 from tests.conftest import REPO, run_xl
 
 STUDY = REPO / "examples" / "tasksim"
-
-
-def _error(result: Any, code: int, *needles: str) -> None:
-    stderr = result.stderr.decode()
-    assert result.returncode == code, stderr
-    assert result.stdout == b"" and "Traceback" not in stderr
-    assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
-    for needle in needles:
-        assert needle in stderr, stderr
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> str:

@@ -43,7 +43,8 @@ def test_folds_never_put_a_group_in_train_and_test() -> None:
     family = {row["code"]: row["family"] for row in covariates}
     langs = np.array([row["lang"] for row in rows])
     keys = {"language": langs, "family": np.array([family[c] for c in langs]),
-            "source": np.array([row["source"] for row in rows])}  # fmt: skip
+            "source": np.array([row["source"] for row in rows]),
+            "pair": np.array([f"{row['source']}→{row['target']}" for row in rows])}  # fmt: skip
     for grouping in GROUPINGS:
         (folds,) = _lines(out, "folds", grouping=grouping)
         fold_of_row = np.asarray(folds["fold_of_row"])
@@ -55,7 +56,7 @@ def test_folds_never_put_a_group_in_train_and_test() -> None:
             if grouping == "family":  # a held-out family takes all of its languages with it
                 assert not set(langs[test]) & set(langs[train])
     n_groups = {line["grouping"]: line["n_groups"] for line in _lines(out, "prediction")}
-    assert n_groups == {"language": 30, "family": len(set(family.values())), "source": 4}
+    assert n_groups == {"pair": 4, "language": 30, "family": len(set(family.values())), "source": 4}
 
 
 def test_planted_similarity_effect_is_found() -> None:
@@ -143,3 +144,24 @@ def test_bad_rows_and_missing_covariates() -> None:
     # Codes are normalised on both sides: deu rows find the de covariates.
     renamed = [{**row, "lang": {"de": "deu", "fr": "fra_Latn", "ja": "jpn"}[row["lang"]]} for row in rows]
     assert grouped_cv(renamed, covariates, folds=("language",), n_boot=0)[0]["n_groups"] == 3
+
+
+def test_a_pair_level_similarity_helps_for_known_pairs_only_through_pair_identity() -> None:
+    """Random pair effects and no similarity effect: held out by language, a pair-level similarity stands in for
+    the pair's identity (its other languages are in training) and seems to help; held out by pair it does not."""
+    rng = np.random.default_rng(8)
+    table = builtin_table()
+    langs = XTREME_R_CODES[:20]
+    covariates = [{"code": c, "family": table[c].family, "script": table[c].script,
+                   "syntactic": float(rng.uniform())} for c in langs]  # fmt: skip
+    rows = []
+    for i in range(6):
+        for t in range(4):
+            sim, pair_effect = float(rng.uniform()), float(rng.normal(scale=2.0))
+            rows += [{"source": f"s{i}", "target": f"t{t}", "lang": c, "similarity": sim,
+                      "gain": pair_effect + float(rng.normal(scale=0.3))} for c in langs]  # fmt: skip
+    out = grouped_cv(rows, covariates, folds=("language", "pair"), model="gbm", n_boot=500, seed=0)
+    (by_language,) = _lines(out, "comparison", grouping="language", features="similarity", baseline="mean")
+    (by_pair,) = _lines(out, "comparison", grouping="pair", features="similarity", baseline="mean")
+    assert by_language["rmse"]["ci_high"] < 0  # "helps": it only recognises the pair
+    assert by_pair["rmse"]["ci_low"] < 0 < by_pair["rmse"]["ci_high"] or by_pair["rmse"]["difference"] > 0

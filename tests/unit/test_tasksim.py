@@ -91,8 +91,9 @@ def test_correlate_overall_per_family_and_ranking() -> None:
     assert families == {"Indo-European", "Afro-Asiatic", "Korean"}
     korean = next(line for line in lines if line.get("family") == "Korean" and line.get("method") == "kendall")
     assert korean["n"] == 12 and korean["languages"] == ["ko"]
-    assert korean["eligible"] is False and korean["mde_r"] == pytest.approx(  # 12 pairs, Fisher z
-        np.tanh((scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)) / 3)
+    # 12 pairs of 2 targets: the centring spends one degree of freedom per target beyond the first (n = 11)
+    assert korean["eligible"] is False and korean["mde_r"] == pytest.approx(  # Fisher z
+        np.tanh((scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)) / np.sqrt(11 - 3))
     )
     # one language per family but Indo-European's three: no family test, and the lines say why
     tests = [line for line in lines if line["kind"] == "family_test"]
@@ -212,3 +213,19 @@ def test_family_tests_run_when_two_families_are_eligible_and_render() -> None:
     with pytest.raises(UsageError, match="needs two families"):
         correlate(sim, [r for r in rows if r.lang in ("de", "fr", "es", "ta")], n_perm=0, n_boot=0,
                   family_test="permutation")  # fmt: skip
+
+
+def test_ranking_ceiling_from_the_gains_of_two_seeds() -> None:
+    """Records with gain_by_seed (``xl tasksim gains`` with two seeds a side) give the seed-stability ceiling;
+    identical seeds rank each other perfectly."""
+    sim, rows = _study(perfect=False, seed=5)
+    records = [{"source": r.source, "target": r.target, "lang": r.lang, "gain": r.gain,
+                "gain_by_seed": {"0": r.gain, "1": r.gain}} for r in rows]  # fmt: skip
+    ceiling = correlate(sim, rows, n_perm=0, n_boot=0, records=records)[-1]
+    assert ceiling["kind"] == "ranking_ceiling" and ceiling["reason"] is None and ceiling["seeds"] == ["0", "1"]
+    assert ceiling["best_rank"]["mean"] == 1.0 and ceiling["best_rank"]["n"] == 10
+    assert ceiling["regret_abs@1"]["mean"] == 0.0 and ceiling["spearman"]["mean"] == pytest.approx(1.0)
+    noisy = [{**r, "gain_by_seed": {"0": r["gain"], "1": float(np.random.default_rng(i).normal())}}
+             for i, r in enumerate(records)]  # fmt: skip
+    worse = correlate(sim, rows, n_perm=0, n_boot=0, records=noisy)[-1]
+    assert worse["best_rank"]["mean"] > 1.0

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from xl.cli._common import DeviceOpt, DtypeOpt, Messages, ModelOpt, OutputOpt, QuietOpt, handle_errors
 from xl.errors import UsageError
+
+
+def _emit(lines: list[dict[str, Any]], output_format: str, render: Callable[[list[dict[str, Any]]], str]) -> None:
+    """The one data product on stdout: JSON lines, or the Markdown ``render`` makes of them (``--format md``)."""
+    if output_format == "md":
+        print(render(lines))
+        return
+    from xl.io.jsonl import JsonlWriter
+
+    with JsonlWriter("-") as writer:
+        writer.write_objects(lines)
 
 
 @handle_errors("tasksim embed")
@@ -181,15 +193,9 @@ def correlate_cli(
                             languages=languages, plot=plot, unit=None if unit == "auto" else unit,
                             center=center, resample=resample, naive=naive, family_test=family_test,
                             min_languages=min_languages, min_n=min_n)  # fmt: skip
-    if output_format == "md":
-        from xl.core.tasksim import render_markdown
+    from xl.core.tasksim import render_markdown
 
-        print(render_markdown(lines))
-    else:
-        from xl.io.jsonl import JsonlWriter
-
-        with JsonlWriter("-") as writer:
-            writer.write_objects(lines)
+    _emit(lines, output_format, render_markdown)
     del quiet
 
 
@@ -282,15 +288,9 @@ def decompose_cli(
     if output_format not in ("jsonl", "md"):
         raise UsageError(f"--format {output_format!r} is not jsonl or md")
     result = decompose_file(gains)
-    if output_format == "md":
-        from xl.core.gains import render_decomposition_markdown
+    from xl.core.gains import render_decomposition_markdown
 
-        print(render_decomposition_markdown(result))
-    else:
-        from xl.io.jsonl import JsonlWriter
-
-        with JsonlWriter("-") as writer:
-            writer.write_objects([result])
+    _emit([result], output_format, lambda lines: render_decomposition_markdown(lines[0]))
     del quiet
 
 
@@ -348,8 +348,12 @@ def predict_cli(
         ),
     ] = None,  # fmt: skip
     folds: Annotated[
-        str, typer.Option(help="Comma-separated groupings held out in turn: language, family, source.")
-    ] = "language,family,source",
+        str,
+        typer.Option(
+            help="Comma-separated groupings held out in turn: pair (unseen (source, target) pairs), "
+            "language, family, source."
+        ),
+    ] = "pair,language,family,source",  # fmt: skip
     regressor: Annotated[str, typer.Option(help="ridge (closed form) or gbm (gradient-boosted trees).")] = "ridge",
     alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty on standardised features.")] = 1.0,
     bootstrap: Annotated[
@@ -362,9 +366,10 @@ def predict_cli(
 ) -> None:
     """Does task similarity add predictive value beyond language covariates? Grouped cross-validation.
 
-    gain ~ similarity + covariates (ridge, or gbm), evaluated leave-one-language-out, leave-one-family-out and
-    leave-one-source-out against three baselines (mean gain; covariates only; similarity only): RMSE and MAE
-    per feature set, and the difference "similarity + covariates − covariates" (and "similarity − mean") with
+    gain ~ similarity + covariates (ridge, or gbm), evaluated leave-one-pair-out, leave-one-language-out,
+    leave-one-family-out and leave-one-source-out against three baselines (mean gain; covariates only;
+    similarity only): RMSE and MAE per feature set, and the difference "similarity + covariates − covariates"
+    (and "similarity − mean") with
     a 95% bootstrap interval over the held-out groups. Negative: similarity helps.
 
     Examples:
@@ -380,13 +385,7 @@ def predict_cli(
     groupings = [f.strip() for f in folds.split(",") if f.strip()]
     lines = predict_files(sim, gains, covariates=covariates, languages=languages, folds=groupings, model=regressor,
                           alpha=alpha, n_boot=bootstrap, seed=seed)  # fmt: skip
-    if output_format == "md":
-        from xl.core.predict import render_predict_markdown
+    from xl.core.predict import render_predict_markdown
 
-        print(render_predict_markdown(lines))
-    else:
-        from xl.io.jsonl import JsonlWriter
-
-        with JsonlWriter("-") as writer:
-            writer.write_objects(lines)
+    _emit(lines, output_format, render_predict_markdown)
     del quiet

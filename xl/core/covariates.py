@@ -80,7 +80,10 @@ _COSINE_SETS: dict[str, tuple[str, str]] = {
 _GEO_FILE = "geocoord_features.npz"
 _MAX_MISFIT = 0.01  # a real location fits every geo feature within 0.004 (module docstring)
 _SPLIT_RE = re.compile(r"[_\-]")
-_MISSING_HINT = "pass --languages without them, or an ISO 639-3 code that URIEL has (e.g. cmn, arb)"
+_MISSING_HINT = (
+    "drop those languages, or name them by an ISO 639-3 code that URIEL has (e.g. cmn, arb; a "
+    "code outside the language table is added with --languages FILE.json)"
+)
 
 
 def _data_file(name: str) -> Any:

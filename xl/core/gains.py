@@ -576,7 +576,10 @@ def _seed_variances(row: Mapping[str, Any], where: tuple[str, int]) -> tuple[flo
     return None, None, False
 
 
-def _parse_rows(rows: Iterable[Mapping[str, Any]], source_name: str) -> list[_DesignRow]:
+def _parse_rows(rows: Iterable[Mapping[str, Any]], source_name: str,
+                table: Mapping[str, Language]) -> list[_DesignRow]:  # fmt: skip
+    """Validated gain rows, each language code normalised as ``build_gains`` writes it (``deu``, ``de`` → one
+    (target, language) cell)."""
     out: list[_DesignRow] = []
     seen: dict[tuple[str, str, str], int] = {}
     for number, row in enumerate(rows, start=1):
@@ -591,7 +594,7 @@ def _parse_rows(rows: Iterable[Mapping[str, Any]], source_name: str) -> list[_De
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain):
             raise InputError("gain is missing, NaN or not a number", source=source_name, line=number,
                              found=repr(gain), hint="drop the row or rerun that experiment")  # fmt: skip
-        key = (row["source"], row["target"], row["lang"])
+        key = (row["source"], row["target"], _language(row["lang"], table)[0])
         if key in seen:
             raise InputError(
                 f"duplicate gain row for {key[0]}→{key[1]} {key[2]} (first at row {seen[key]})",
@@ -660,7 +663,8 @@ def _project(y: F64, parts: Sequence[tuple[NDArray[np.intp], F64]], cells: NDArr
     return _Projection(fit, rank, leverage, reach)
 
 
-def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains") -> dict[str, Any]:
+def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
+              table: Mapping[str, Language] | None = None) -> dict[str, Any]:  # fmt: skip
     """How the variance of transfer gains splits over source, target, pair, language and residual.
 
     rows: gain rows ``{source, target, lang, gain}`` (optionally ``gain_se``, ``seed_sd``, ``baseline_seed_sd``,
@@ -710,7 +714,7 @@ def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains") 
     components: {name: {ss, share, df}}, pair_ceiling, pair_within_target_ceiling,
     pair_within_target_language_ceiling, seed_noise, notes}``; shares are None when all gains are equal.
     """
-    parsed = _parse_rows(rows, source_name)
+    parsed = _parse_rows(rows, source_name, builtin_table() if table is None else table)
     n = len(parsed)
     y: F64 = np.array([r.gain for r in parsed])
     targets = [r.target for r in parsed]

@@ -13,13 +13,18 @@ and the question is whether adding similarity lowers the error:
 - ``similarity+covariates``: both.
 
 **Grouped cross-validation**, leave one group out (the unit of analysis is the group held out, so that a
-prediction never uses its own group): ``language`` (every row of one target language is held out: can gains in
-an unseen language be predicted?), ``family`` (every language of one family: a new family), ``source`` (every
-row of one source task: a new source). The fold assignment drives the training selection and is returned
-(``kind: "folds"``), and the code checks that no group is on both sides. Family one-hot columns are left out
-under leave-one-family-out: the held-out family's column is all zero in training, so it could carry nothing.
-Any column that is constant in a training fold (a one-member family's indicator under leave-one-language-out)
-is dropped for that fold.
+prediction never uses its own group): ``pair`` (every row of one (source, target) pair: a pair never trained
+on), ``language`` (every row of one target language is held out: can gains in an unseen language be
+predicted?), ``family`` (every language of one family: a new family), ``source`` (every row of one source
+task: a new source). A pair-level similarity takes one value per pair, so under ``language`` and ``family``
+every held-out row's pair is in training through its other languages: there the similarity can stand in for
+the pair's identity and "help" with no similarity effect at all (random pair effects suffice). Whether
+similarity predicts the gain of an *unseen* pair is what ``pair`` and ``source`` measure; the ``language`` and
+``family`` rows say whether it helps for new languages of pairs already measured. The fold assignment drives
+the training selection and is returned (``kind: "folds"``), and the code checks that no group is on both
+sides. Family one-hot columns are left out under leave-one-family-out: the held-out family's column is all
+zero in training, so it could carry nothing. Any column that is constant in a training fold (a one-member
+family's indicator under leave-one-language-out) is dropped for that fold.
 
 **Models**: ``ridge`` (features standardised on the training fold, unpenalised intercept, closed form
 ``w = (ZᵀZ + αI)⁻¹ Zᵀ(y − ȳ)``; Hoerl & Kennard 1970) or ``gbm`` (scikit-learn's
@@ -49,7 +54,7 @@ from xl.core.covariates import NUMERIC_COVARIATES
 from xl.core.languages import Language, builtin_table, normalize_lang_codes
 from xl.errors import InputError, UsageError
 
-Grouping = Literal["language", "family", "source"]
+Grouping = Literal["pair", "language", "family", "source"]
 GROUPINGS: tuple[Grouping, ...] = get_args(Grouping)
 FeatureSet = Literal["mean", "covariates", "similarity", "similarity+covariates"]
 FEATURE_SETS: tuple[FeatureSet, ...] = get_args(FeatureSet)
@@ -61,7 +66,7 @@ COMPARISONS: tuple[tuple[FeatureSet, FeatureSet], ...] = (("similarity+covariate
 MIN_GROUPS = 2
 MIN_GROUPS_FOR_CI = 5
 CI_LEVEL = 0.95
-_PLURAL = {"language": "languages", "family": "families", "source": "sources"}
+_PLURAL = {"pair": "pairs", "language": "languages", "family": "families", "source": "sources"}
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
@@ -110,6 +115,7 @@ def _prepare(
     y: list[float] = []
     s: list[float] = []
     sources: list[str] = []
+    pairs: list[str] = []
     raw_langs: list[str] = []
     for number, row in enumerate(rows, start=1):
         for name in ("source", "target", "lang"):
@@ -123,6 +129,7 @@ def _prepare(
                                  hint="drop the row, or give every (source, target) pair a similarity")  # fmt: skip
             out.append(value)
         sources.append(str(row["source"]))
+        pairs.append(f"{row['source']}→{row['target']}")
         raw_langs.append(str(row["lang"]))
     langs = normalize_lang_codes(raw_langs, table)
     by_code: dict[str, Mapping[str, Any]] = {}
@@ -158,7 +165,7 @@ def _prepare(
     family, family_names = _one_hot(families, "family")
     return _Data(
         y=np.asarray(y), s=np.asarray(s),
-        groups={"language": langs, "family": families, "source": sources},
+        groups={"pair": pairs, "language": langs, "family": families, "source": sources},
         numeric=numeric, numeric_names=names, script=script, script_names=script_names,
         family=family, family_names=family_names,
     )  # fmt: skip
@@ -210,7 +217,7 @@ def _gbm_predict(X_train: F64, y_train: F64, X_test: F64, seed: int) -> F64:
         from threadpoolctl import threadpool_limits
     except ImportError:
         raise UsageError(
-            "--model gbm needs scikit-learn", hint="pip install scikit-learn, or use --model ridge"
+            "--regressor gbm needs scikit-learn", hint="pip install scikit-learn, or use --regressor ridge"
         ) from None
     # Gain tables are small (hundreds to thousands of rows): OpenMP's start-up costs more than it saves
     # (measured: 0.09 s per fit on one thread, 0.4-2 s on two, for 300 rows × 20 features).
@@ -222,18 +229,19 @@ def _gbm_predict(X_train: F64, y_train: F64, X_test: F64, seed: int) -> F64:
 
 def _check_options(folds: Sequence[str], model: str, alpha: float, n_boot: int) -> None:
     if not folds:
-        raise UsageError("predict needs at least one grouping", hint=f"use any of: {', '.join(GROUPINGS)}")
+        raise UsageError("--folds names no grouping", hint=f"use any of: {', '.join(GROUPINGS)}")
     for grouping in folds:
         if grouping not in GROUPINGS:
-            raise UsageError(f"unknown grouping {grouping!r}", hint=f"use any of: {', '.join(GROUPINGS)}")
+            raise UsageError(f"--folds: unknown grouping {grouping!r}",
+                             hint=f"use any of: {', '.join(GROUPINGS)}")  # fmt: skip
     if len(set(folds)) != len(folds):
-        raise UsageError("a grouping is given twice", found=", ".join(folds))
+        raise UsageError("--folds: a grouping is given twice", found=", ".join(folds))
     if model not in PREDICT_MODELS:
-        raise UsageError(f"unknown model {model!r}", hint="use ridge or gbm")
+        raise UsageError(f"--regressor: unknown model {model!r}", hint="use ridge or gbm")
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
         raise UsageError(f"alpha must be a finite number ≥ 0; found {alpha!r}", hint="e.g. --alpha 1.0")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise UsageError(f"n_boot must be an integer ≥ 0; found {n_boot!r}", hint="e.g. --n-boot 2000")
+        raise UsageError(f"n_boot must be an integer ≥ 0; found {n_boot!r}", hint="e.g. --bootstrap 2000")
 
 
 def _interval(values: F64) -> tuple[float, float]:

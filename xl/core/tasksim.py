@@ -309,7 +309,19 @@ def correlate(
         raise UsageError(f"unknown family test {family_test!r}", hint=f"use {', '.join(FAMILY_TESTS)}")
     table = builtin_table() if table is None else table
     langs = normalize_lang_codes([r.lang for r in rows], table)
-    x = np.asarray(similarity_values(sim, rows, langs, table))
+    x_all = similarity_values(sim, rows, langs, table)  # every row: names the tasks missing from the matrix
+    # A target with one source has nothing to compare within it: centred, it would be a point at (0, 0).
+    sources_of: dict[str, set[str]] = {}
+    for r in rows:
+        sources_of.setdefault(r.target, set()).add(r.source)
+    alone = sorted(t for t, names in sources_of.items() if len(names) < 2)
+    if alone:
+        keep = [i for i, r in enumerate(rows) if r.target not in alone]
+        if not keep:
+            raise InputError("every target has gains of one source only: nothing to compare within a target",
+                             hint="give each target the gains of two or more sources")  # fmt: skip
+        rows, langs, x_all = [rows[i] for i in keep], [langs[i] for i in keep], [x_all[i] for i in keep]
+    x = np.asarray(x_all)
     y = np.asarray([r.gain for r in rows])
     sources = [r.source for r in rows]
     targets = [r.target for r in rows]
@@ -330,11 +342,12 @@ def correlate(
         "permutation": WITHIN_TARGET, "center": center, "resample": resample, "n_rows": len(rows),
         "n_pairs": len(pairs), "n_sources": len(set(sources)), "n_targets": len(set(targets)),
         "n_languages": len(set(langs)), "families": members, "min_n": min_n, "min_languages": min_languages,
+        "targets_left_out": alone,
     }]  # fmt: skip
     plain = [{"source": r.source, "target": r.target, "lang": code, "gain": r.gain}
              for r, code in zip(rows, langs, strict=True)]  # fmt: skip
     gain_records = records if records is not None else plain
-    out.append({"kind": "decomposition", **decompose(gain_records)})
+    out.append({"kind": "decomposition", **decompose(gain_records, table=table)})
     for c in overall.values():
         out.append({"kind": "correlation", "scope": "overall", "family": None, "languages": sorted(set(langs)),
                     "n_languages": len(set(langs)), **c.to_dict()})  # fmt: skip
@@ -345,8 +358,11 @@ def correlate(
         if name is None:  # the overall result, computed above
             continue
         n_pairs = len({(r.source, r.target) for r, f in zip(rows, families, strict=True) if f == name})
+        # centring within targets spends one degree of freedom per target
+        n_targets = len({r.target for r, f in zip(rows, families, strict=True) if f == name})
+        effective = n_pairs - (n_targets - 1 if center == "within-target" else 0)
         flag = {"n_languages": len(members[name]), "eligible": len(members[name]) >= min_languages,
-                "mde_r": min_detectable_r(n_pairs)}  # fmt: skip
+                "mde_r": min_detectable_r(effective)}  # fmt: skip
         for c in results.values():
             out.append({"kind": "correlation", "scope": "family", "family": name, "languages": members[name],
                         **flag, **c.to_dict()})  # fmt: skip
@@ -373,9 +389,10 @@ def _family_tests(centered: tuple[F64, F64], raw: tuple[F64, F64], sources: list
                   langs: list[str], families: list[str],
                   members: Mapping[str, list[str]], choice: str, min_languages: int, n_perm: int, seed: int,
                   permutation_test: Any, mixed_model: Any) -> list[dict[str, Any]]:  # fmt: skip
-    """The family-difference test lines (see ``correlate``): the permutation test on the ``centered`` values
-    (within-target slopes), the mixed model on the ``raw`` ones (its random effects take the place of the
-    centering)."""
+    """The family-difference test lines (see ``correlate``), both on the within-target similarity (x of
+    ``centered``): the permutation test with y centred too, the mixed model on the ``raw`` gains (its random
+    target, pair and (target, language) intercepts take the place of y's centring). In "auto" a test that
+    cannot be computed (a family slope undefined, a fit that fails) becomes a line with its ``reason``."""
     if choice == "none":
         return []
     eligible = [fam for fam, codes in members.items() if len(codes) >= min_languages]
@@ -390,13 +407,33 @@ def _family_tests(centered: tuple[F64, F64], raw: tuple[F64, F64], sources: list
             {"kind": "family_test", "test": "mixed_model", "reason": reason},
         ]
     out: list[dict[str, Any]] = []
+    runs: list[tuple[str, Any]] = []
     if choice in ("auto", "both", "permutation"):
-        test = permutation_test(*centered, sources, targets, langs, families, n_perm=n_perm,
-                                min_languages=min_languages, seed=seed)  # fmt: skip
-        out.append({"kind": "family_test", "test": "permutation", "reason": None, **test.to_dict()})
+        runs.append(
+            (
+                "permutation",
+                lambda: permutation_test(
+                    *centered, sources, targets, langs, families, n_perm=n_perm, min_languages=min_languages, seed=seed
+                ),
+            )
+        )
     if choice in ("auto", "both", "mixed"):
-        fit = mixed_model(*raw, sources, targets, langs, families, min_languages=min_languages)
-        out.append({"kind": "family_test", "test": "mixed_model", "reason": None, **fit.to_dict()})
+        runs.append(("mixed_model", lambda: mixed_model(centered[0], raw[1], sources, targets, langs, families,
+                                                        min_languages=min_languages)))  # fmt: skip
+    for name, run in runs:
+        try:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                result = run()
+        except (InputError, UsageError, np.linalg.LinAlgError, ValueError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            if choice != "auto":
+                if isinstance(exc, (InputError, UsageError)):
+                    raise
+                raise InputError(f"the {name} family test failed: {reason}",
+                                 hint="use --family-test auto to report it and go on") from None  # fmt: skip
+            out.append({"kind": "family_test", "test": name, "reason": reason})
+            continue
+        out.append({"kind": "family_test", "test": name, "reason": None, **result.to_dict()})
     return out
 
 
@@ -515,8 +552,13 @@ def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
                 out.append(f"| slope spread, languages permuted | {fmt(line['statistic'], '.3g')} | – | "
                            f"{fmt(line['p_perm'], '.3g')} | {compared} | {line['n_perm']} permutations |")  # fmt: skip
             else:
+                note = line["method"]
+                if not (line.get("converged_full") and line.get("converged_reduced")):
+                    note += "; **a fit did not converge: do not read the p-value**"
+                if line.get("warnings"):
+                    note += f"; {len(line['warnings'])} warning(s) from statsmodels (in the JSON)"
                 out.append(f"| mixed model LRT (sim × family) | {fmt(line['lr_stat'], '.3g')} | {line['df']} | "
-                           f"{fmt(line['p_value'], '.3g')} | {compared} | {line['method']} |")  # fmt: skip
+                           f"{fmt(line['p_value'], '.3g')} | {compared} | {note} |")  # fmt: skip
     ranking = [line for line in lines if line["kind"] in ("ranking", "ranking_ceiling") and not line.get("reason")]
     if ranking:
         metrics = [k for k, v in ranking[0].items() if isinstance(v, dict) and "mean" in v]
