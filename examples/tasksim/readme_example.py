@@ -19,7 +19,7 @@ COMMANDS = [  # correlate prints the decomposition (`xl tasksim decompose`) firs
     f"xl tasksim correlate --sim {STUDY}/sim/taskemb-task2vec.npy --gains {STUDY}/gains.jsonl --methods spearman "
     "--format md",
     f"xl tasksim predict --sim {STUDY}/sim/taskemb-task2vec.npy --gains {STUDY}/gains.jsonl "
-    "--folds pair,language,source --format md",
+    f"--covariates {STUDY}/covariates.jsonl --folds pair,language,source --format md",
 ]
 
 

@@ -423,9 +423,13 @@ def main() -> None:
         "### Ranking the intermediate tasks for each (target, language)", "",
         *ranking_table(correlations, gains), "",
         "### Does similarity add predictive value beyond the language?", "",
-        f"`xl tasksim predict`: {predict_model} regression of the gain, evaluated out of sample with one language, "
-        "one family or one source task held out at a time; covariates = the target language's URIEL distances to "
-        "English, script and family. Δ < 0: adding the similarity lowers the error; 95% CIs from "
+        f"`xl tasksim predict`: {predict_model} regression of the gain, evaluated out of sample with one (source, "
+        "target) pair, one language, one family or one source task held out at a time; covariates "
+        "(`covariates.jsonl`, `xl tasksim covariates`) = the target language's URIEL distances to English, script, "
+        "family, and the default model's tokenizer fertility and subword overlap with English on its test inputs. "
+        "With a language or a family held out, the pairs stay in training through their other languages, so a "
+        "pair-level similarity can stand in for the pair there; the pair fold is the test of an unseen pair. "
+        "Δ < 0: adding the similarity lowers the error; 95% CIs from "
         f"{predict_boot:,} resamples of the held-out groups.", "",
         *prediction_table(predictions), "",
         "Scatter plots (similarity against gain, one colour and fit per family):", "",

@@ -557,3 +557,15 @@ def test_holm_matches_statsmodels() -> None:
     rng = np.random.default_rng(0)
     for p in ([0.01, 0.04, 0.03, 0.5], [0.2, 0.2, 0.01], list(rng.random(7) ** 3), [0.6, 0.9]):
         assert inf._holm(p) == pytest.approx(list(multitest.multipletests(p, method="holm")[1]), abs=1e-15)
+
+
+def test_cluster_resamples_stay_within_their_target() -> None:
+    """Every cluster resample draws each target's pairs from that target only, as many as it has."""
+    strata = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2], dtype=np.intp)
+    draws = inf._Draws(np.random.SeedSequence(0))
+    blocks = list(draws.resamples((strata.size,), 500, 100, strata))
+    counts = np.vstack([block[0] for block in blocks])
+    assert counts.shape == (500, strata.size)
+    for t in range(3):
+        assert np.all(counts[:, strata == t].sum(axis=1) == np.sum(strata == t))
+    assert counts[:, strata == 1].std() > 0  # they do resample

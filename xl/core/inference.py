@@ -24,7 +24,8 @@ Statistics):
   That needs the exchanged sources to have been measured on the same languages; where the sources of a target
   were not, only sources with the same set of languages are exchanged (a finer stratification, still valid),
   and a source whose set no other source of its target shares stays in place.
-- **bootstrap "cluster"**: resample whole pairs (with all their rows); **"two-way"**: resample sources and
+- **bootstrap "cluster"**: resample whole pairs (with all their rows) within each target, each target keeping
+  its number of pairs (a stratified cluster bootstrap); **"two-way"**: resample sources and
   languages independently with replacement and keep what lies in both (the pigeonhole bootstrap of Owen 2007,
   "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2); McCullagh 2000, "Resampling and exchangeable arrays",
   Bernoulli 6(2)); at the pair unit the pair means are rebuilt from the resampled languages. Targets are kept
@@ -553,7 +554,7 @@ class _Draws:
     def __init__(self, ss: np.random.SeedSequence) -> None:
         self.ss = ss
         self._perms: dict[tuple[bytes, int, int], tuple[list[IP], int, bool]] = {}
-        self._boots: dict[tuple[tuple[int, ...], int, int], list[tuple[F64, ...]]] = {}
+        self._boots: dict[tuple[Any, ...], list[tuple[F64, ...]]] = {}
 
     def permutations(self, strata: IP, n_perm: int, rows: int) -> tuple[Iterable[IP], int, bool]:
         key = (np.ascontiguousarray(strata, dtype=np.intp).tobytes(), n_perm, rows)
@@ -566,20 +567,31 @@ class _Draws:
         self._perms[key] = (list(blocks), count, exact)
         return self._perms[key]
 
-    def resamples(self, sizes: tuple[int, ...], n_boot: int, rows: int) -> Iterable[tuple[F64, ...]]:
-        """Blocks of counts: per size k, (b, k) counts of k draws with replacement from k items."""
-        key = (sizes, n_boot, rows)
+    def resamples(self, sizes: tuple[int, ...], n_boot: int, rows: int,
+                  strata: IP | None = None) -> Iterable[tuple[F64, ...]]:  # fmt: skip
+        """Blocks of counts: per size k, (b, k) counts of k draws with replacement from k items. With ``strata``
+        (one size only; (k,) non-decreasing stratum codes), the draws stay within each stratum: a stratum of
+        k_s items gets k_s draws from its own items (pairs resampled within their target)."""
+        bounds: list[int] | None = None
+        if strata is not None:
+            bounds = np.flatnonzero(np.diff(strata, prepend=-1, append=-1)).tolist()
+        key = (sizes, n_boot, rows, None if bounds is None else tuple(bounds))
         if key in self._boots:
             return self._boots[key]
         rng = np.random.default_rng(_stats._child(self.ss, 1))
+
+        def draw(b: int, k: int) -> IP:
+            if bounds is None:
+                return rng.integers(0, k, size=(b, k)).astype(np.intp)
+            return np.hstack([lo + rng.integers(0, hi - lo, size=(b, hi - lo))
+                              for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]).astype(np.intp)  # fmt: skip
 
         def blocks() -> Iterator[tuple[F64, ...]]:
             done = 0
             while done < n_boot:
                 b = min(rows, n_boot - done)
                 done += b
-                yield tuple(_stats._row_counts(rng.integers(0, k, size=(b, k)).astype(np.intp), k)
-                            .astype(np.float64) for k in sizes)  # fmt: skip
+                yield tuple(_stats._row_counts(draw(b, k), k).astype(np.float64) for k in sizes)
 
         if sum(sizes) * n_boot > _CACHE_ELEMENTS:
             return blocks()
@@ -812,7 +824,9 @@ def _bootstrap(design: _Design, unit: Unit, bootstrap: Bootstrap, points: _Point
     if "kendall" in methods and not rebuild and m <= _QUADRATIC_MAX:
         K = np.sign(prep.x[:, None] - prep.x[None, :]) * np.sign(prep.y[:, None] - prep.y[None, :])
     sizes = (P,) if bootstrap == "cluster" else (int(src_codes.size), int(lang_codes.size))
-    for counts in draws.resamples(sizes, n_boot, max(1, _BLOCK_ELEMENTS // m)):
+    # whole pairs are resampled within their target (the targets studied are kept, as the permutations keep them)
+    strata = design.pair_t if bootstrap == "cluster" else None
+    for counts in draws.resamples(sizes, n_boot, max(1, _BLOCK_ELEMENTS // m), strata):
         Y: F64 | None = None
         if bootstrap == "cluster":  # whole pairs, all their rows
             W = counts[0][:, points.pt_pair]
