@@ -332,9 +332,12 @@ def _start_slow_embed(tmp_path: Path, model: Path, args: list[str]) -> tuple[sub
     closes. Returns the process and the writer's fd (close it to end the input)."""
     fifo = tmp_path / "feed"
     os.mkfifo(fifo)
+    # SIGHUP back to its default in the child: under `nohup make test` it arrives ignored, and xl keeps a
+    # signal that was ignored at start ignored (as it must), so the test would wait for nothing
     process = subprocess.Popen([sys.executable, "-m", "xl", "embed", str(fifo), "--model", str(model),
                                 "--window", "64", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=ENV)  # fmt: skip
+                               stderr=subprocess.PIPE, env=ENV,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # fmt: skip
     fd = os.open(fifo, os.O_WRONLY)
     os.write(fd, b"".join(b"sentence %d\n" % i for i in range(200)))
     return process, fd
