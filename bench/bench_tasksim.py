@@ -97,7 +97,7 @@ def main() -> None:
                 handle.write(json.dumps(record) + "\n")
         command = run_measured([sys.executable, "-m", "xl", "tasksim", "correlate", "--sim", str(tmp / "S.npy"),
                                 "--gains", str(tmp / "gains.jsonl"), "--family-test", "permutation",
-                                "--no-naive"], tmp)  # fmt: skip
+                                "--no-naive", "--bootstrap", str(N_BOOT)], tmp)  # fmt: skip
     load_after = " ".join(f"{v:.2f}" for v in os.getloadavg())
     total = sum(w for _, w, _ in timings)
     table = [

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from xl.core.languages import canonical_lang
 from xl.core.projection import (
     Preprocessing,
     Projection,
@@ -226,8 +227,8 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
         else None,  # fmt: skip
         "src": absolute(src) if src != "-" else "stdin",
         "tgt": absolute(tgt) if tgt != "-" else "stdin",
-        "src_lang": options.src_lang,
-        "tgt_lang": options.tgt_lang,
+        "src_lang": None if options.src_lang is None else canonical_lang(options.src_lang),
+        "tgt_lang": None if options.tgt_lang is None else canonical_lang(options.tgt_lang),
         "src_embeddings": _embedding_identity(src_manifest),
         "tgt_embeddings": _embedding_identity(tgt_manifest),
         "dev": dev_report,
@@ -364,6 +365,13 @@ def apply_projection_file(
     return rows
 
 
+#: The fields of an ``xl eval retrieval`` line: a ``--tag`` may not reuse them.
+RETRIEVAL_FIELDS = frozenset(
+    ("task src tgt proj scoring n d csls_k margin_k mean_pair_cosine src2tgt tgt2src bootstrap src_embeddings "
+     "tgt_embeddings proj_method xl_version").split()
+)  # fmt: skip
+
+
 def evaluate_retrieval_files(
     src: str,
     tgt: str,
@@ -374,6 +382,7 @@ def evaluate_retrieval_files(
     margin_k: int = 4,
     n_resamples: int = 1000,
     seed: int = 0,
+    limit: int | None = None,
     force: bool = False,
     log: Log = _quiet,
 ) -> dict[str, Any]:
@@ -381,7 +390,9 @@ def evaluate_retrieval_files(
 
     The result records what was compared: each side's embeddings (model, fingerprint, layer, pooling, prefix,
     input and its hash, and the map already applied, from the manifests or the stream frames) and the map.
-    Embeddings of two different models are compared, but with a warning (``log``)."""
+    Embeddings of two different models are compared, but with a warning (``log``). ``limit``: score a seeded
+    random ``limit`` of the row pairs (the same rows of both sides, chosen as every ``--limit`` of xl chooses
+    records); ``n_resamples`` 0: no confidence intervals."""
     if src == "-" and tgt == "-":
         raise UsageError("only one of --src and --tgt can be stdin")
     for path in (src, tgt):
@@ -399,6 +410,11 @@ def evaluate_retrieval_files(
     if len(models) > 1:
         log(f"warning: {src} and {tgt} were embedded with different models "
             f"({src_id.get('model')} and {tgt_id.get('model')}): their vectors live in different spaces")  # fmt: skip
+    if limit is not None and limit < len(X) and len(X) == len(Y):
+        from xl.tasks import seeded_subset
+
+        rows = np.asarray(seeded_subset(range(len(X)), limit, seed), dtype=np.int64)
+        X, Y = X[rows], Y[rows]
     result = retrieval_metrics(X, Y, scoring, csls_k=csls_k, margin_k=margin_k, n_resamples=n_resamples,
                                seed=seed)  # fmt: skip
     import xl

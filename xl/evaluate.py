@@ -18,17 +18,17 @@ import numpy as np
 
 import xl
 from xl.errors import InputError, ShapeError, UsageError
-from xl.io.atomic import atomic_write
+from xl.io.atomic import atomic_write, refuse_terminal_stdin
+from xl.tasks.objects import STS, TRAINABLE, TaskObject, task_named
 
 Log = Callable[[str], None]
 
 #: Fields of every result line; a --tag may not reuse them.
 RESERVED_FIELDS = frozenset(
-    ("task data lang n model proj source xl_version device dtype summary sets langs embeddings missing "
-     "normalization per_label reason spearman pearson accuracy macro_f1 exact_match f1").split()
+    ("task data lang n model model_path model_fingerprint max_length proj source xl_version device dtype summary "
+     "sets langs embeddings missing normalization per_label reason spearman pearson accuracy macro_f1 exact_match "
+     "f1").split()
 )  # fmt: skip
-
-HEADLINE = {"sts": ("spearman", "pearson"), "classify": ("accuracy", "macro_f1"), "qa": ("exact_match", "f1")}
 
 
 def _quiet(_message: str) -> None:
@@ -49,13 +49,14 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     max_length: int | None = None
-    bootstrap: int = 0
+    bootstrap: int = 1000
     seed: int = 0
     predictions: str | None = None
     normalization: str = "squad"
     limit: int | None = None
     force: bool = False
     tags: dict[str, str] | None = None
+    summary: bool = True  # a summary line (the mean over the data sets) after several
 
 
 @dataclass
@@ -68,8 +69,16 @@ class EvalSet:
     source: str
 
 
-def _schema_for(task: str, pair: bool) -> str:
-    return {"sts": "sts", "qa": "qa"}.get(task, "pair-classification" if pair else "classification")
+def _canonical(lang: Any) -> str | None:
+    """The one spelling of a language in result lines (``xl.core.languages.canonical_lang``)."""
+    from xl.core.languages import canonical_lang
+
+    return None if lang is None else canonical_lang(str(lang))
+
+
+def _path_of(spec: str) -> str:
+    """The path of a data spec (``LANG=PATH`` or ``PATH``; a dataset spec is returned as it is)."""
+    return spec.partition("=")[2] if "=" in spec and not Path(spec).exists() else spec
 
 
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
@@ -81,15 +90,15 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
         raise UsageError("no evaluation data given", hint="e.g. xl eval sts korsts:test  or  xl eval sts ko=ko.jsonl")
     for spec in specs:
         lang: str | None = None
-        path = spec
-        if "=" in spec and not Path(spec).exists():
-            lang, _, path = spec.partition("=")
+        path = _path_of(spec)
+        if path != spec:
+            lang = spec.partition("=")[0]
         if Path(path).exists() or path == "-":
             records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
             if lang is None and records:
                 lang = records[0].get("lang")
             name = Path(path).stem if path != "-" else "stdin"
-            yield EvalSet(name, lang, seeded_subset(records, limit, seed), path)
+            yield EvalSet(name, _canonical(lang), seeded_subset(records, limit, seed), path)
             continue
         dataset, _, rest = path.partition(":")
         if dataset not in DATASETS:
@@ -107,15 +116,15 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
         for one in langs.split(",") if langs else [None]:  # type: ignore[list-item]
             records = list(validate_records(convert(dataset, split, one), schema, source=f"{dataset}:{split}",  # type: ignore[arg-type]
                                             labels=labels))  # fmt: skip
-            code = records[0].get("lang") if records else one
+            code = _canonical(records[0].get("lang") if records else one)
             yield EvalSet(f"{dataset}.{split}", code, seeded_subset(records, limit, seed), f"{dataset}:{split}:{code}")
 
 
 def _summary(task: str, results: list[dict[str, Any]], tags: Mapping[str, str] | None) -> dict[str, Any]:
     summary: dict[str, Any] = {"summary": True, "task": task, "sets": len(results)}
-    for key in ("model", "proj"):
+    for key in ("model", "model_path", "model_fingerprint", "proj"):
         summary[key] = results[0].get(key)
-    for metric in HEADLINE[task]:
+    for metric in task_named(task).headline:
         values = [r[metric] for r in results if r.get(metric) is not None]
         summary[f"mean_{metric}"] = float(np.mean(values)) if values else None
     summary["langs"] = [r.get("lang") for r in results]
@@ -123,26 +132,18 @@ def _summary(task: str, results: list[dict[str, Any]], tags: Mapping[str, str] |
     return {**(tags or {}), **summary}
 
 
-def _write_predictions(folder: str, task: str, eval_set: EvalSet, predictions: Sequence[Any]) -> str:
-    """One file per (dataset, language), XTREME-style: a line per record, or ``{id: answer}`` JSON for qa."""
-    import orjson
-
-    name = f"{eval_set.name}.{eval_set.lang or 'xx'}"
-    target = Path(folder) / (f"{name}.json" if task == "qa" else f"{name}.txt")
+def _write_predictions(folder: str, task: TaskObject, eval_set: EvalSet, predictions: Sequence[Any]) -> str:
+    """One file per (dataset, language), XTREME-style (the task's format: a line per record, or qa's JSON)."""
+    target = Path(folder) / f"{eval_set.name}.{eval_set.lang or 'xx'}{task.prediction_suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    if task == "qa":
-        payload = orjson.dumps({str(r["id"]): p for r, p in zip(eval_set.records, predictions, strict=True)},
-                               option=orjson.OPT_INDENT_2)  # fmt: skip
-    else:
-        payload = "".join(f"{p:.6f}\n" if task == "sts" else f"{p}\n" for p in predictions).encode()
     with atomic_write(target) as handle:
-        handle.write(payload)
+        handle.write(task.prediction_bytes(eval_set.records, predictions))
     return str(target)
 
 
 def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: Log = _quiet) -> list[dict[str, Any]]:
     """Score every data set, calling ``emit`` with each result as it is ready; return them all."""
-    if options.task not in HEADLINE:
+    if options.task not in TRAINABLE:
         raise UsageError(f"unknown task {options.task!r}", hint="use sts, classify, qa (or retrieval)")
     if options.bootstrap < 0:
         raise UsageError("--bootstrap must be 0 or more")
@@ -150,29 +151,36 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if clash:
         raise UsageError(f"--tag {clash[0]}=… would be overwritten by the result field {clash[0]!r}",
                          hint="choose another key, e.g. --tag run=…")  # fmt: skip
-    if options.task == "sts" and (options.embeddings1 or options.embeddings2):
+    if options.embeddings1 or options.embeddings2:
         results = [_sts_from_embeddings(options)]
         emit(results[0])
         return results
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
+    if any(_path_of(spec) == "-" for spec in options.data):  # before the model loads, not after
+        refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.registry import resolve_model
 
     ref = resolve_model(options.model, log=log)
-    if options.task == "sts":
-        results = _sts_with_model(options, ref, emit, log)
-    else:
-        results = _task_with_model(options, ref, emit, log)
-    if len(results) > 1:
+    results = _with_model(options, ref, emit, log)
+    if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))
     return results
 
 
-def _result(options: EvalOptions, eval_set: EvalSet, metrics: dict[str, Any], model: str | None,
+def _model_fields(ref: Any) -> dict[str, Any]:
+    """How a result line names its model: the name, the directory (absolute; None for a hub id) and the weights'
+    fingerprint — two fine-tuned runs of one base model share a name, never a path and fingerprint."""
+    return {"model": ref.name, "model_path": None if ref.path is None else str(Path(ref.path).resolve()),
+            "model_fingerprint": ref.fingerprint}  # fmt: skip
+
+
+def _result(options: EvalOptions, eval_set: EvalSet, metrics: dict[str, Any], model: Mapping[str, Any],
             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One result line; ``"summary": false`` marks it as a data set's (the summary line says true)."""
     return {**(options.tags or {}), "task": options.task, "data": eval_set.name, "lang": eval_set.lang, **metrics,
-            "model": model,
-            "proj": options.proj, **(extra or {}), "source": eval_set.source, "xl_version": xl.__version__}  # fmt: skip
+            **model, "proj": options.proj, **(extra or {}), "source": eval_set.source, "summary": False,
+            "xl_version": xl.__version__}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- sts
@@ -193,8 +201,7 @@ def _load_proj(options: EvalOptions, identity: Mapping[str, Any] | None) -> Call
 
 def _sts_scored(options: EvalOptions, eval_set: EvalSet, A: np.ndarray, B: np.ndarray,
                 apply: Callable[[np.ndarray], np.ndarray] | None) -> tuple[dict[str, Any], list[float]]:  # fmt: skip
-    from xl.core.metrics import sts_scores
-    from xl.models.task_eval import row_cosines
+    from xl.core.metrics import row_cosines, sts_scores
 
     if apply is not None:
         if options.proj_side in ("both", "text1"):
@@ -227,41 +234,10 @@ def _sts_from_embeddings(options: EvalOptions) -> dict[str, Any]:
     apply = _load_proj(options, manifest1)
     metrics, similarity = _sts_scored(options, eval_set, A, B, apply)
     if options.predictions:
-        _write_predictions(options.predictions, "sts", eval_set, similarity)
-    return _result(options, eval_set, metrics, None, {"embeddings": [options.embeddings1, options.embeddings2]})
-
-
-def _sts_with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]], None],
-                    log: Log) -> list[dict[str, Any]]:  # fmt: skip
-    from xl.models.embedding import EmbedOptions, embed_texts
-    from xl.models.encoder import Encoder
-
-    head = ref.info.get("head") if isinstance(ref.info.get("head"), dict) else {}
-    pooling = str(head.get("pooling") or ref.info.get("pooling") or "mean")
-    embed_options = EmbedOptions(
-        model=options.model or "default",
-        pooling=pooling,  # type: ignore[arg-type]
-        max_length=options.max_length or 512,
-        device=options.device,
-        dtype=options.dtype,
+        _write_predictions(options.predictions, STS, eval_set, similarity)
+    return _result(
+        options, eval_set, metrics, {"model": None}, {"embeddings": [options.embeddings1, options.embeddings2]}
     )
-    encoder = Encoder(ref, device=options.device, dtype=options.dtype, max_length=embed_options.max_length)
-    identity = {"model_fingerprint": ref.fingerprint, "layer": encoder.layers[0], "pooling": pooling,
-                "prefix": ref.prefix, "normalize": False}  # fmt: skip
-    apply = _load_proj(options, identity)
-    results = []
-    for eval_set in iter_eval_sets(options.data, "sts", limit=options.limit, seed=options.seed):
-        A = embed_texts(encoder, [r["text1"] for r in eval_set.records], embed_options)
-        B = embed_texts(encoder, [r["text2"] for r in eval_set.records], embed_options)
-        metrics, similarity = _sts_scored(options, eval_set, A, B, apply)
-        if options.predictions:
-            _write_predictions(options.predictions, "sts", eval_set, similarity)
-        result = _result(options, eval_set, metrics, ref.name,
-                         {"device": encoder.device, "dtype": encoder.dtype_name})  # fmt: skip
-        log(f"{eval_set.name} {eval_set.lang}: spearman {_fmt(metrics.get('spearman'))} (n={metrics['n']})")
-        emit(result)
-        results.append(result)
-    return results
 
 
 def _fmt(value: float | None) -> str:
@@ -271,35 +247,38 @@ def _fmt(value: float | None) -> str:
 # --------------------------------------------------------------------------------------------- classify / qa
 
 
-def _task_with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]], None],
-                     log: Log) -> list[dict[str, Any]]:  # fmt: skip
-    from xl.models.finetune import tokenize_task
-    from xl.models.task_eval import predict_task_data, score_predictions
-    from xl.models.task_model import TaskRunner
+def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]], None],
+                log: Log) -> list[dict[str, Any]]:  # fmt: skip
+    """Every data set through the task object and the one inference stack (what finetune's dev scoring runs)."""
+    from xl.models.task_model import TaskInference
 
-    if options.proj is not None:
+    task = task_named(options.task)
+    if options.proj is not None and not task.embeds:
         raise UsageError("--proj applies to sts (embedding similarity) only")
     if options.normalization not in ("squad", "mlqa"):
-        raise UsageError(f"--normalize {options.normalization!r} is not squad or mlqa")
-    from xl.models.task_model import TASK_SCHEMA
-
-    task_schema = TASK_SCHEMA[options.task]
-    runner = TaskRunner(ref, task_schema, device=options.device, dtype=options.dtype, max_length=options.max_length)
-    schema = _schema_for(options.task, runner.pair)
-    labels = runner.labels if options.task == "classify" else None
+        raise UsageError(f"--answer-normalization {options.normalization!r} is not squad or mlqa")
+    runner = TaskInference.load(ref, task, device=options.device, dtype=options.dtype, max_length=options.max_length)
+    apply = None
+    if task.embeds:
+        identity = {"model_fingerprint": ref.fingerprint, "layer": runner.layers, "pooling": runner.pooling,
+                    "prefix": ref.prefix, "normalize": False}  # fmt: skip
+        apply = _load_proj(options, identity)
+    schema = task.schema_for(runner.pair)
     results = []
-    for eval_set in iter_eval_sets(options.data, schema, labels=labels, limit=options.limit, seed=options.seed):
-        data = tokenize_task(options.task, schema, list(eval_set.records), runner.tokenizer, prefix=runner.prefix,
-                             max_length=runner.max_length, doc_stride=int(runner.head.get("doc_stride", 128)),
-                             labels=labels or [], with_labels=False)  # fmt: skip
-        predictions, _ = predict_task_data(runner.model, options.task, data, runner.pad_id, runner.device,
-                                           labels=labels)  # fmt: skip
-        metrics = score_predictions(options.task, data, predictions, n_boot=options.bootstrap, seed=options.seed,
-                                    normalization=options.normalization, lang=eval_set.lang)  # fmt: skip
+    for eval_set in iter_eval_sets(options.data, schema, labels=runner.labels or None, limit=options.limit,
+                                   seed=options.seed):  # fmt: skip
+        data = runner.tokenize(list(eval_set.records), schema)
+        predictions, raw = runner.predict(data)
+        if task.embeds:
+            metrics, predictions = _sts_scored(options, eval_set, raw["embeddings1"], raw["embeddings2"], apply)
+        else:
+            metrics = task.score(data, predictions, n_boot=options.bootstrap, seed=options.seed,
+                                 normalization=options.normalization, lang=eval_set.lang)  # fmt: skip
         if options.predictions:
-            _write_predictions(options.predictions, options.task, eval_set, predictions)
-        result = _result(options, eval_set, metrics, ref.name, {"device": runner.device, "dtype": runner.dtype_name})
-        name = HEADLINE[options.task][0]
+            _write_predictions(options.predictions, task, eval_set, predictions)
+        run = {"device": runner.device, "dtype": runner.dtype_name, "max_length": runner.max_length}
+        result = _result(options, eval_set, metrics, _model_fields(ref), run)
+        name = task.headline[0]
         log(f"{eval_set.name} {eval_set.lang}: {name} {_fmt(metrics.get(name))} (n={metrics['n']})")
         emit(result)
         results.append(result)
@@ -308,7 +287,7 @@ def _task_with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, A
 
 def render_markdown(task: str, results: Sequence[Mapping[str, Any]]) -> str:
     """A table of the headline metrics (with CIs where present), one row per result."""
-    metrics = HEADLINE[task]
+    metrics = task_named(task).headline
     head = "| data | lang | n | " + " | ".join(metrics) + " |"
     lines = [head, "|---|---|---:|" + "---:|" * len(metrics)]
     for r in results:

@@ -24,8 +24,8 @@ from xl.core.tasksim import (
     similarity_matrix,
     similarity_values,
 )
-from xl.errors import InputError, UsageError
-from xl.io.atomic import absolute
+from xl.errors import InputError, ModelError, UsageError
+from xl.io.atomic import absolute, refuse_terminal_stdin
 from xl.io.manifest import base_manifest
 from xl.io.npy import read_matrix_with_manifest, write_matrix
 
@@ -77,6 +77,7 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     from xl.tasks.schemas import iter_jsonl
 
     if path == "-":
+        refuse_terminal_stdin("JSON lines", "pipe them in, or pass a file")
         return list(iter_jsonl(sys.stdin.buffer, source="<stdin>"))
     try:
         with open(path, "rb") as handle:
@@ -90,6 +91,7 @@ def read_task_embeddings(path: str) -> tuple[np.ndarray, list[str] | None]:
     (labels ``task`` or ``task@lang``); ``-`` reads either from stdin."""
     is_jsonl = path.endswith(".jsonl")
     if path == "-":
+        refuse_terminal_stdin("task embeddings", "pipe them in (xl tasksim embed … | …), or pass a file")
         is_jsonl = sys.stdin.buffer.peek(1)[:1] == b"{"
     if not is_jsonl:
         # labels from the manifest beside the file, or from the frames of a pipe (xl tasksim embed | …)
@@ -176,8 +178,8 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
     names = [name for name, _ in tasks]
     if len(set(names)) != len(names):
         raise UsageError("task names must be unique")
-    from xl.models.embedding import EmbedOptions, embed_texts
-    from xl.models.encoder import Encoder
+    from xl.embed import EmbedOptions, embed_texts
+    from xl.models.inference import Encoder
     from xl.models.registry import resolve_model
 
     ref = resolve_model(options.model)
@@ -192,8 +194,65 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
     return len(rows)
 
 
+def _run_manifest(ref: Any) -> dict[str, Any]:
+    path = (ref.path or Path(".")) / "xl-finetune.json"
+    if ref.path is None or not path.is_file():
+        raise ModelError("TaskEmb needs a model fine-tuned by `xl finetune` (its xl-finetune.json names the task "
+                         "and training data)", source=str(ref.path or ref.spec))  # fmt: skip
+    manifest = orjson.loads(path.read_bytes())
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def fisher_source(ref: Any, data: str | None) -> tuple[str, str]:
+    """(task, data path) of a fine-tuned run's Fisher: checks, before any model is loaded, that the run is a
+    finished xl run and that its data (``data``, else the run's training file) is there."""
+    from xl.models.registry import OLD_TASK_NAMES
+    from xl.tasks.objects import TRAINABLE
+
+    run = _run_manifest(ref)
+    task = OLD_TASK_NAMES.get(str(run.get("task") or ""), str(run.get("task") or ""))
+    if task not in TRAINABLE:
+        raise ModelError("the run's task is unknown", source=str(ref.path))
+    path = data or str(run.get("options", {}).get("train") or "")
+    if not path or (path != "-" and not Path(path).exists()):
+        raise InputError("the task's training data is not there", source=path or str(ref.path),
+                         hint="pass the data: NAME=RUN_DIR@DATA")  # fmt: skip
+    return task, path
+
+
+def task_fisher(ref: Any, *, data: str | None = None, sample: int = 200, seed: int = 0, device: str = "auto",
+                include_head: bool = False) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """TaskEmb (Vu et al. 2020) of a fine-tuned run: the pooled Fisher diagonal ``(k,)`` float32 of its model on
+    ``sample`` examples of ``data`` (default: the run's own training file), tokenized as the run was (its task,
+    max length, labels), and a description (task, data, examples, parameter layout). See ``xl.models.fisher``."""
+    from xl.models.fisher import fisher_diagonal
+    from xl.models.inference import from_pretrained, head_of, load_config, load_tokenizer, resolve_max_length
+    from xl.tasks import seeded_subset
+    from xl.tasks.data import parse_task_input, read_once
+    from xl.tasks.objects import task_named
+
+    name, path = fisher_source(ref, data)
+    task = task_named(name)
+    head = head_of(ref) or {}
+    if sample < 1:
+        raise UsageError("--sample must be at least 1")
+    data_bytes, _ = read_once(path, "task")  # once: the data may be a FIFO or stdin
+    labels = list(head.get("labels") or [])
+    schema, all_records = parse_task_input(data_bytes, path if path != "-" else "<stdin>", task,
+                                           labels=labels or None)  # fmt: skip
+    if not all_records:
+        raise InputError("no records in the task's data", source=path)
+    records = seeded_subset(all_records, sample, seed)
+    tokenizer = from_pretrained(load_tokenizer, ref)
+    examples = task.tokenize(records, tokenizer, schema=schema, prefix=ref.prefix,
+                             max_length=resolve_max_length(None, ref, task.train_max_length, load_config(ref)),
+                             doc_stride=int(head.get("doc_stride", 128)), labels=labels)  # fmt: skip
+    embedding, layout = fisher_diagonal(ref, task, examples, seed=seed, device=device, include_head=include_head)
+    return embedding, {"task": task.name, "data": absolute(path), "examples": len(task.fisher_examples(examples)),
+                       "layout": layout}  # fmt: skip
+
+
 def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions) -> int:
-    from xl.models.fisher import fisher_source, task_fisher
     from xl.models.registry import resolve_model
 
     jobs = []

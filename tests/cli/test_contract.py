@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from rich._emoji_codes import EMOJI
 
-from tests.conftest import run_xl
+from tests.conftest import REPO, run_xl
 from xl.cli.app import app
 
 
@@ -87,7 +89,7 @@ def _garbage_run(command: tuple[str, ...], tmp_path: Path, tiny_model_path: Path
     home = tmp_path / "home"
     (home / "models" / "broken").mkdir(parents=True)
     args, stdin = GARBAGE[command]
-    out = tmp_path / "out.npy"
+    out = tmp_path / "out.data"  # a suffix that names no format: every command may write it
     args = [a.format(garbage=garbage, tiny=tiny_model_path, garbage_dir=garbage_dir, out=out) for a in args]
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -126,7 +128,7 @@ def test_garbage_leaves_earlier_outputs_as_they_were(
 ) -> None:
     """A failed run changes nothing that existed: an -o file from an earlier run, and a results file that
     stdout is appended to (>> results.jsonl)."""
-    (tmp_path / "out.npy").write_bytes(b"an earlier output\n")
+    (tmp_path / "out.data").write_bytes(b"an earlier output\n")
     results = tmp_path / "results.jsonl"
     results.write_bytes(b'{"earlier": 1}\n')
     with open(results, "ab") as stdout:
@@ -137,13 +139,41 @@ def test_garbage_leaves_earlier_outputs_as_they_were(
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_cli_and_maths_layers_never_import_torch() -> None:
+def _numpy_command_inputs(folder: Path) -> list[list[str]]:
+    """Small inputs for the commands that need only numpy and scipy, and the runs of those commands on them."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 8)).astype(np.float32)
+    R = np.linalg.qr(rng.standard_normal((8, 8)))[0].astype(np.float32)
+    np.save(folder / "x.npy", X)
+    np.save(folder / "y.npy", X @ R)
+    np.save(folder / "E.npy", rng.standard_normal((6, 12)).astype(np.float32))
+    (folder / "E.npy.json").write_text(json.dumps({"labels": ["s0", "s1", "s2", "s3", "t0", "t1"]}))
+    study = REPO / "examples" / "tasksim"
+    sim, gains = str(study / "sim" / "taskemb-task2vec.npy"), str(study / "gains.jsonl")
+    return [
+        ["fit-proj", "--src", "x.npy", "--tgt", "y.npy", "--method", "procrustes", "-o", "W.npy", "-q"],
+        ["apply-proj", "W.npy", "x.npy", "-o", "z.npy", "-q"],
+        ["eval", "retrieval", "--src", "z.npy", "--tgt", "y.npy", "--bootstrap", "10"],
+        ["tasksim", "similarity", "E.npy", "-o", "S.npy", "-q"],
+        ["tasksim", "gains", str(study / "results.jsonl"), "-o", "gains.jsonl", "-q"],
+        ["tasksim", "decompose", "--gains", "gains.jsonl"],
+        ["tasksim", "correlate", "--sim", sim, "--gains", gains, "--permutations", "99", "--bootstrap", "20"],
+        ["tasksim", "predict", "--sim", sim, "--gains", gains, "--bootstrap", "20", "--folds", "language"],
+        ["data", "list"],
+    ]
+
+
+@pytest.mark.slow
+def test_cli_and_maths_layers_never_import_torch(tmp_path: Path) -> None:
+    """The commands that need no encoder, run on real inputs (not only their --help), import neither torch nor
+    transformers: the maths layers, the streams and the CLI stay light."""
+    runs = _numpy_command_inputs(tmp_path)
     code = (
         "import sys\n"
         "from xl.cli.app import main\n"
         "import xl.io.npy, xl.io.records, xl.io.jsonl, xl.io.manifest, xl.models.registry, xl.align, xl.tasks\n"
         "import xl.core.batching, xl.core.projection, xl.core.retrieval, xl.core.stats, xl.core.ranking\n"
-        "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.models.features, xl.tasksim, xl.core.tasksim\n"
+        "import xl.core.languages, xl.core.metrics, xl.evaluate, xl.tasks.features, xl.tasksim, xl.core.tasksim\n"
         "import xl.core.gains, xl.core.inference, xl.core.covariates, xl.core.predict\n"
         "for args in (['fit-proj', '--help'], ['eval', 'retrieval', '--help'], ['apply-proj', '--help'],\n"
         "             ['eval', 'sts', '--help'], ['finetune', '--help'], ['data', 'list'],\n"
@@ -158,8 +188,22 @@ def test_cli_and_maths_layers_never_import_torch() -> None:
         "    main(['--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
+        "codes = []\n"
+        f"for args in {runs!r}:\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as exc:\n"
+        "        codes.append(exc.code)\n"
         "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print('CODES', codes)\n"
         "print('IMPORTED', bad)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False, cwd=tmp_path)
     assert result.stdout.decode().strip().endswith("IMPORTED []"), result.stdout + result.stderr
+    assert f"CODES {[0] * len(runs)}" in result.stdout.decode(), result.stderr.decode()[-3000:]
+    # the runs did their work: the map, the mapped matrix, the similarity matrix, the gains and the lines
+    W, Z = np.load(tmp_path / "W.npy"), np.load(tmp_path / "z.npy")
+    np.testing.assert_allclose(Z, np.load(tmp_path / "x.npy") @ W, rtol=1e-4, atol=1e-5)
+    assert np.load(tmp_path / "S.npy").shape == (6, 6) and (tmp_path / "gains.jsonl").stat().st_size > 0
+    kinds = {json.loads(line).get("kind") for line in result.stdout.decode().splitlines() if line.startswith("{")}
+    assert {"decomposition", "correlation", "prediction", "comparison"} <= kinds, kinds

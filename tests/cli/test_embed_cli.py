@@ -42,6 +42,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int
     return stderr
 
 
+@pytest.mark.slow
 def test_file_output_manifest_and_row_alignment(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.npy"
     result = run_xl("embed", str(text_file), "-o", str(out), "--model", str(tiny_model_path), "--dtype", "float32")
@@ -64,6 +65,7 @@ def test_file_output_manifest_and_row_alignment(tiny_model_path: Path, text_file
     np.testing.assert_allclose(X[40], blank[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_jsonl_output_carries_records_and_same_vectors(tiny_model_path: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": i, "sentence": s}) + "\n" for i, s in enumerate(_sentences(9))))
@@ -77,6 +79,7 @@ def test_jsonl_output_carries_records_and_same_vectors(tiny_model_path: Path, tm
     np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), X, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_several_layers_in_one_pass(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
     args = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
     result = run_xl("embed", str(text_file), "--layer", "0,1,-1", "-o", str(tmp_path / "l{layer}.npy"), *args)
@@ -89,6 +92,7 @@ def test_several_layers_in_one_pass(tiny_model_path: Path, text_file: Path, tmp_
     assert json.loads((tmp_path / "l1.npy.json").read_text())["layer"] == 1
 
 
+@pytest.mark.slow
 def test_unknown_layer_and_missing_template_are_usage_errors(tiny_model_path: Path, text_file: Path) -> None:
     bad = run_xl("embed", str(text_file), "--model", str(tiny_model_path), "--layer", "5")
     _assert_one_line_error(bad, 2, "layers 0..2")
@@ -96,6 +100,7 @@ def test_unknown_layer_and_missing_template_are_usage_errors(tiny_model_path: Pa
     _assert_one_line_error(several, 2, "{layer}")
 
 
+@pytest.mark.slow
 def test_empty_input_gives_an_empty_matrix(tiny_model_path: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
@@ -115,6 +120,7 @@ def test_empty_input_gives_an_empty_matrix(tiny_model_path: Path, tmp_path: Path
         (b'{"text": "a"}\n{"sentence": "b"}\n', "field.jsonl", ("field.jsonl:2", "--field")),
     ],
 )
+@pytest.mark.slow
 def test_bad_records_give_one_line_and_exit_1(
     tiny_model_path: Path, tmp_path: Path, content: bytes, name: str, needles: tuple[str, ...]
 ) -> None:
@@ -126,6 +132,7 @@ def test_bad_records_give_one_line_and_exit_1(
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.slow
 def test_errors_replace_goes_on(tiny_model_path: Path, tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     path.write_bytes(b"ok\nbad \xff here\n")
@@ -133,6 +140,7 @@ def test_errors_replace_goes_on(tiny_model_path: Path, tmp_path: Path) -> None:
     assert result.returncode == 0 and read_matrix(__import__("io").BytesIO(result.stdout)).shape == (2, 32)
 
 
+@pytest.mark.slow
 def test_a_one_megabyte_line_is_truncated_and_counted(tiny_model_path: Path, tmp_path: Path) -> None:
     path = tmp_path / "long.txt"
     path.write_text("short\n" + "word " * 200_000 + "\nshort again\n")
@@ -158,6 +166,7 @@ def test_missing_file_and_non_model_directory(tiny_model_path: Path, tmp_path: P
     _assert_one_line_error(run_xl("embed", str(text_file), "--model", str(half)), 1, "model.safetensors")
 
 
+@pytest.mark.slow
 def test_error_midway_keeps_the_previous_output(tiny_model_path: Path, tmp_path: Path) -> None:
     path = tmp_path / "big.txt"
     lines = [f"sentence number {i}" for i in range(5000)]
@@ -172,6 +181,7 @@ def test_error_midway_keeps_the_previous_output(tiny_model_path: Path, tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "out.npy"]
 
 
+@pytest.mark.slow
 def test_terminal_stdin_and_stdout_are_refused(tiny_model_path: Path, text_file: Path) -> None:
     leader, follower = pty.openpty()
     try:
@@ -187,6 +197,7 @@ def test_terminal_stdin_and_stdout_are_refused(tiny_model_path: Path, text_file:
         os.close(follower)
 
 
+@pytest.mark.slow
 def test_shards_concatenate_to_the_whole(tiny_model_path: Path, text_file: Path, tmp_path: Path) -> None:
     args = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
     whole = run_xl("embed", str(text_file), "-o", str(tmp_path / "all.npy"), *args)
@@ -202,11 +213,12 @@ def test_shards_concatenate_to_the_whole(tiny_model_path: Path, text_file: Path,
     _assert_one_line_error(bad, 2, "K/N")
 
 
+@pytest.mark.slow
 def test_cuda_out_of_memory_halves_the_batch(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Correct by construction without a GPU: a forward that runs out of memory above 4 rows."""
     import torch
 
-    from xl.models.encoder import Encoder
+    from xl.models.inference import Encoder
     from xl.models.registry import resolve_model
 
     encoder = Encoder(resolve_model(str(tiny_model_path)), dtype="float32")
@@ -215,11 +227,11 @@ def test_cuda_out_of_memory_halves_the_batch(tiny_model_path: Path, monkeypatch:
     real_forward = encoder._forward
     calls: list[int] = []
 
-    def forward(batch, pooling, normalize):  # type: ignore[no-untyped-def]
-        calls.append(len(batch))
-        if len(batch) > 4:
+    def forward(input_ids, mask, pooling, normalize):  # type: ignore[no-untyped-def]
+        calls.append(len(input_ids))
+        if len(input_ids) > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(batch, pooling, normalize)
+        return real_forward(input_ids, mask, pooling, normalize)
 
     monkeypatch.setattr(encoder, "_forward", forward)
     got = encoder.embed_ids(ids)[2]
@@ -227,6 +239,7 @@ def test_cuda_out_of_memory_halves_the_batch(tiny_model_path: Path, monkeypatch:
     assert calls[0] == 13 and sum(c for c in calls if c <= 4) == 13  # halved until every part fits
 
 
+@pytest.mark.slow
 def test_several_inputs_share_one_model_load(tiny_model_path: Path, tmp_path: Path) -> None:
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text(f"{name} one\n{name} two\n")
@@ -249,12 +262,13 @@ def test_several_inputs_share_one_model_load(tiny_model_path: Path, tmp_path: Pa
     assert not (tmp_path / "a.txt.npy").exists()  # nothing written before all inputs were checked
 
 
+@pytest.mark.slow
 def test_cuda_length_padding_to_a_multiple_of_8_leaves_embeddings_unchanged(
     tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CUDA path pads every batch to a multiple of 8 tokens; checked here on the CPU through the same code."""
-    import xl.models.encoder as encoder_module
-    from xl.models.encoder import Encoder
+    import xl.models.inference as encoder_module
+    from xl.models.inference import Encoder
     from xl.models.registry import resolve_model
 
     encoder = Encoder(resolve_model(str(tiny_model_path)), dtype="float32")

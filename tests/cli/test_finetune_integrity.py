@@ -153,6 +153,7 @@ def uninterrupted(sts: dict[str, Path], tiny_model_path: Path, tmp_path_factory:
 _RESUMABLE = ("--max-steps", "8", "--save-steps", "3", "--lr", "1e-3", "--dtype", "float32")
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_the_final_save_is_one_line_and_resume_finishes_the_save(
     sts: dict[str, Path], tiny_model_path: Path, tmp_path: Path, uninterrupted: Path
 ) -> None:
@@ -182,6 +183,7 @@ def _limit_file_size(size: int) -> Any:
     return limit
 
 
+@pytest.mark.slow
 def test_an_os_error_names_the_final_target_never_a_temporary_file(
     sts: dict[str, Path], tiny_model_path: Path, tmp_path: Path, uninterrupted: Path
 ) -> None:
@@ -206,6 +208,7 @@ def test_an_os_error_names_the_final_target_never_a_temporary_file(
 # --------------------------------------------------------------------------------------------- read once
 
 
+@pytest.mark.slow
 def test_every_input_is_read_once_fifo_process_substitution_and_stdin(
     sts: dict[str, Path], tiny_model_path: Path, tmp_path: Path
 ) -> None:
@@ -268,6 +271,7 @@ def test_a_non_english_dev_set_must_be_named_and_is_recorded(
     assert _manifest(tmp_path / "bare")["chosen"]["by"].startswith("best on the English dev set")
 
 
+@pytest.mark.slow
 def test_step_0_is_scored_and_kept_when_training_only_makes_the_model_worse(
     sts: dict[str, Path], tiny_model_path: Path, tmp_path: Path
 ) -> None:
@@ -300,6 +304,7 @@ def test_step_0_is_scored_and_kept_when_training_only_makes_the_model_worse(
     _same_weights(broken / "model.safetensors", tiny_model_path / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_step_0_under_ddp_is_scored_and_logged_once(sts: dict[str, Path], tiny_model_path: Path,
                                                     tmp_path: Path) -> None:  # fmt: skip
     run = tmp_path / "ddp"

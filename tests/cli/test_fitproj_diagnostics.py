@@ -96,6 +96,7 @@ def _rotation_pairs(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, X @ np.linalg.qr(rng.standard_normal((8, 8)))[0] + 0.01 * rng.standard_normal((400, 8))
 
 
+@pytest.mark.slow
 def test_sgd_records_the_epoch_kept_and_why_it_stopped(tmp_path: Path) -> None:
     X, Y = _rotation_pairs(3)
     # still improving when the epochs run out

@@ -20,6 +20,7 @@ def _error(result, code: int, *needles: str) -> None:  # type: ignore[no-untyped
         assert needle in stderr, stderr
 
 
+@pytest.mark.slow
 def test_textemb_is_the_mean_of_xl_embed(tiny_model_path: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("".join(f"Satz {i} über Seoul.\n" for i in range(30)), encoding="utf-8")
@@ -38,6 +39,7 @@ def test_textemb_is_the_mean_of_xl_embed(tiny_model_path: Path, tmp_path: Path) 
         np.testing.assert_allclose(row, np.load(embedded).astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_jsonl_task_embeddings_carry_task_lang_method_vector(tiny_model_path: Path, tmp_path: Path) -> None:
     a = tmp_path / "a.txt"
     a.write_text("".join(f"Satz {i} über Seoul.\n" for i in range(12)), encoding="utf-8")
@@ -61,6 +63,7 @@ def test_jsonl_task_embeddings_carry_task_lang_method_vector(tiny_model_path: Pa
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_similarity_then_correlate(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = ["s0", "s1", "s2", "s3", "t0", "t1"]
@@ -118,6 +121,7 @@ def test_correlate_bad_input(tmp_path: Path) -> None:
     _error(run(gains(ok)), 1, "3 labels")
 
 
+@pytest.mark.slow
 def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path: Path, data_root: Path) -> None:
     import torch
 
@@ -143,16 +147,17 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
     # The library with the head appended: the CLI's vector is its encoder part, and the head-bias entries
     # match the closed form. For cross-entropy, d loss / d bias = softmax(logits) − onehot(gold): the head-bias
     # entries of the Fisher are the mean of its square over the examples.
-    from xl.models.features import tokenize_texts
-    from xl.models.fisher import task_fisher
+    from xl.models.inference import pad_batch, tokenize_texts
     from xl.models.registry import resolve_model
-    from xl.models.task_model import TaskRunner, pad_batch
+    from xl.models.task_model import TaskInference
+    from xl.tasks.objects import CLASSIFY
+    from xl.tasksim import task_fisher
 
     with_head, info = task_fisher(resolve_model(str(run)), sample=100, device="cpu", include_head=True)
     assert info["layout"][-1] == ["head.bias", 2] and info["layout"][-2] == ["head.weight", 2]
     np.testing.assert_allclose(with_head[: F.shape[1]], F[0], rtol=1e-6)
     assert with_head.size == F.shape[1] + 4
-    runner = TaskRunner(resolve_model(str(run)), "classification", device="cpu", dtype="float32")
+    runner = TaskInference.load(resolve_model(str(run)), CLASSIFY, device="cpu", dtype="float32")
     ids = tokenize_texts(runner.tokenizer, [r["text"] for r in records], prefix="", max_length=128).ids
     with torch.no_grad():
         logits = torch.cat([runner.model(*pad_batch([row], runner.pad_id, "cpu")) for row in ids]).numpy()
@@ -162,6 +167,7 @@ def test_taskemb_is_the_pooled_empirical_fisher(tiny_model_path: Path, tmp_path:
     np.testing.assert_allclose(with_head[-2:], ((p - onehot) ** 2).mean(0), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_taskemb_compares_tasks_with_different_heads(tiny_model_path: Path, tmp_path: Path) -> None:
     """A two-label, a three-label and an STS run (no head) give vectors of one length."""
     rows = {

@@ -12,8 +12,8 @@ from tests.conftest import run_xl
 
 CASES = [
     (["finetune", "--task", "sts", "--train", "{sts}", "-o", "{out}", "--resume", "--overwrite"], "contradict"),
-    (["finetune", "--task", "translate", "--train", "{sts}", "-o", "{out}"], "unknown task"),
-    (["finetune", "--task", "sts", "--train", "{sts}", "-o", "{out}", "--loss", "hinge"], "unknown loss"),
+    (["finetune", "--task", "translate", "--train", "{sts}", "-o", "{out}"], "'translate' is not one of"),
+    (["finetune", "--task", "sts", "--train", "{sts}", "-o", "{out}", "--loss", "hinge"], "'hinge' is not one of"),
     (["eval", "sts", "--embeddings1", "{emb}", "{sts}"], "--embeddings2"),
     (
         [
@@ -38,8 +38,14 @@ CASES = [
     (["data", "convert", "stsb", "validation"], "no split"),
     (["tasksim", "embed", "just-a-name", "-o", "{out}"], "NAME=DATA"),
     (["tasksim", "embed", "--method", "fisher", "a={sts}", "-o", "{out}"], "--method"),
-    (["tasksim", "similarity", "{emb}", "--method", "euclid", "-o", "{out}"], "unknown similarity"),
+    (["tasksim", "similarity", "{emb}", "--method", "euclid", "-o", "{out}"], "'euclid' is not one of"),
     (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--methods", "tau"], "unknown --methods"),
+    (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--unit", "language"], "--unit"),
+    (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--center", "global"], "--center"),
+    (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--resample", "rows"], "--resample"),
+    (["tasksim", "correlate", "--sim", "{emb}", "--gains", "{sts}", "--family-test", "anova"], "--family-test"),
+    (["tasksim", "decompose", "--gains", "{sts}", "--format", "csv"], "--format"),
+    (["tasksim", "predict", "--sim", "{emb}", "--gains", "{sts}", "--format", "csv"], "--format"),
 ]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xl.models.embedding import EmbedOptions, embed_texts
-from xl.models.encoder import Encoder
+from xl.embed import EmbedOptions, embed_texts
+from xl.models.inference import Encoder
 from xl.models.registry import resolve_model
 
 pytestmark = pytest.mark.e2e
@@ -67,3 +67,18 @@ def test_default_prefix_and_nfc(encoder: Encoder) -> None:
     assert decomposed != composed
     a, b = embed_texts(encoder, [composed, decomposed], options)
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.9999
+
+
+def test_the_readme_sizes_of_the_default_model_are_its_own(default_model_path: Path) -> None:
+    """The vocabulary rows and the TaskEmb vector length the README states, counted on the model: the Fisher keeps
+    one value per output unit of each matrix and every vector, and leaves the word embedding matrix out."""
+    from xl.models.fisher import SKIPPED
+    from xl.models.inference import load_encoder
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    model = load_encoder(resolve_model("default"))
+    rows = model.get_input_embeddings().weight.shape[0]
+    fisher = sum(p.shape[0] if p.ndim >= 2 else p.numel() for name, p in model.named_parameters()
+                 if not any(s in name for s in SKIPPED))  # fmt: skip
+    assert f"{rows:,}-row word embedding matrix" in readme and f"embedding matrix of\n{rows:,} rows" in readme
+    assert f"{fisher:,} non-negative values per task" in readme

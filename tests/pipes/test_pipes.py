@@ -40,7 +40,7 @@ def test_stdin_and_redirect_give_a_loadable_file(tiny_model_path: Path, tmp_path
 
 
 def test_closed_pipe_exits_quietly(tiny_model_path: Path, tmp_path: Path) -> None:
-    _big_file(tmp_path / "big.txt", 20_000)
+    _big_file(tmp_path / "big.txt", 4_000)  # 512 kB of rows: more than a pipe holds
     result = _shell(f"xl embed big.txt --model {tiny_model_path} --batch-size 8 | head -c 10 > /dev/null",
                     tmp_path)  # fmt: skip
     stderr = result.stderr.decode()
@@ -49,23 +49,40 @@ def test_closed_pipe_exits_quietly(tiny_model_path: Path, tmp_path: Path) -> Non
 
 
 def test_ctrl_c_leaves_no_partial_output_and_keeps_the_old_file(tiny_model_path: Path, tmp_path: Path) -> None:
-    _big_file(tmp_path / "big.txt", 200_000)
+    """Ctrl-C in the middle of writing: the input is a FIFO fed 200 lines and then held open, so the run has
+    written the rows of those lines into its temporary file and waits for more; SIGINT arrives then, never
+    before the first rows nor after the last."""
     out = tmp_path / "out.npy"
     np.save(out, np.arange(6, dtype=np.float32).reshape(2, 3))
     before = out.read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "xl", "embed", "big.txt", "-o", "out.npy", "--model",
-                             str(tiny_model_path), "--batch-size", "4"], cwd=tmp_path,
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "xl", "embed", str(fifo), "-o", "out.npy", "--model",
+                             str(tiny_model_path), "--window", "64", "--dtype", "float32"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             # a test run started in the background (`make test &`) inherits an ignored SIGINT,
                             # which Python then leaves ignored: give the child the default disposition
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]:
-        time.sleep(0.2)
-    time.sleep(1.0)  # let it write some rows
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    feed = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(feed, b"".join(b"sentence %d of the input\n" % i for i in range(200)))
+        window = 64 * 32 * 4  # bytes of a window of 64 rows: float32, hidden size 32
+        deadline = time.time() + 120
+        temps: list[Path] = []
+        while time.time() < deadline and proc.poll() is None:
+            temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p.stat().st_size > 128 + window]
+            if temps:
+                break
+            time.sleep(0.05)
+        assert temps, "the run wrote no rows into a temporary file"
+        assert proc.poll() is None, "the run ended before it was interrupted"  # it is waiting for more input
+        partial = temps[0].stat().st_size
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        os.close(feed)
+    assert partial < 200 * 32 * 4  # interrupted with rows still to write
     assert proc.returncode == 130, stderr.decode()
-    assert "Traceback" not in stderr.decode()
+    assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
     assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "out.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed", "out.npy"]

@@ -31,6 +31,7 @@ def _cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(1 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.slow
 def test_cosine_distances_match_hand_computed() -> None:
     got = uriel_distances(["de", "ja"])
     for file, prefix, name in [("feature_predictions.npz", "S_", "syntactic"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xl.models.features import best_spans, qa_features, tokenize_pairs
+from xl.models.inference import tokenize_pairs
+from xl.tasks.features import best_spans, qa_features
 
 
 @pytest.fixture(scope="module")

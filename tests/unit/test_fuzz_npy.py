@@ -108,6 +108,7 @@ def _refused(read: Callable[[], object]) -> XlError:
 @pytest.mark.parametrize(
     ("version", "fortran", "descr"), [((1, 0), False, "<f4"), ((2, 0), False, "<f8"), ((1, 0), True, "<f4")]
 )
+@pytest.mark.slow
 def test_every_prefix_of_a_small_npy_is_refused(
     folder: Path, mode: str, version: tuple[int, int], fortran: bool, descr: str
 ) -> None:
@@ -121,6 +122,7 @@ def test_every_prefix_of_a_small_npy_is_refused(
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_a_prefix_at_an_array_boundary_is_a_shorter_stream(folder: Path, mode: str) -> None:
     arrays = [np.arange(6, dtype="<f4").reshape(2, 3), np.zeros((0, 3), "<f4"), np.ones((3, 3), "<f8")]
     parts = [_npy(A) for A in arrays]
@@ -156,6 +158,7 @@ def _stream(draw: st.DrawFn) -> tuple[list[np.ndarray], list[bytes]]:
 
 @FUZZ
 @given(stream=_stream(), fraction=st.floats(0, 1), mode=st.sampled_from(MODES), chunk_rows=st.integers(1, 4))
+@pytest.mark.slow
 def test_cut_streams_are_their_complete_arrays_or_refused(
     folder: Path, stream: tuple[list[np.ndarray], list[bytes]], fraction: float, mode: str, chunk_rows: int
 ) -> None:
@@ -181,6 +184,7 @@ def test_cut_streams_are_their_complete_arrays_or_refused(
 
 @FUZZ
 @given(position=st.integers(0, 7), value=st.integers(0, 255), mode=st.sampled_from(MODES))
+@pytest.mark.slow
 def test_a_damaged_magic_or_version_is_refused(folder: Path, position: int, value: int, mode: str) -> None:
     X = np.arange(8, dtype="<f4").reshape(2, 4)
     data = bytearray(_npy(X))
@@ -219,6 +223,7 @@ _DESCRS = [
     extra=st.integers(-40, 40),
     mode=st.sampled_from(MODES),
 )
+@pytest.mark.slow
 def test_any_header_is_read_as_declared_or_refused(
     folder: Path, descr: object, fortran: bool, shape: tuple[int, ...], extra: int, mode: str
 ) -> None:
@@ -422,6 +427,7 @@ def test_object_arrays_are_refused_without_unpickling(folder: Path, mode: str) -
     chunk_rows=st.integers(1, 8),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_valid_matrices_round_trip(
     folder: Path, n: int, d: int, fortran: bool, descr: str, mode: str, chunk_rows: int, seed: int
 ) -> None:
@@ -485,6 +491,7 @@ def test_arrays_of_different_float_dtypes_are_one_matrix_or_refused(folder: Path
     mode=st.sampled_from(MODES),
     chunk_rows=st.integers(1, 5),
 )  # fmt: skip
+@pytest.mark.slow
 def test_nan_and_inf_are_refused_naming_the_first_bad_row(
     folder: Path,
     sizes: list[int],

@@ -96,6 +96,7 @@ def _expected_text_rows(data: bytes, errors: str) -> list[str]:
     final_newline=st.booleans(),
     named=st.booleans(),
 )
+@pytest.mark.slow
 def test_valid_text_round_trips(
     folder: Path, lines: list[str], crlf: list[bool], bom: bool, final_newline: bool, named: bool
 ) -> None:
@@ -129,6 +130,7 @@ def test_valid_text_round_trips(
     bom=st.booleans(),
     named=st.booleans(),
 )
+@pytest.mark.slow
 def test_valid_jsonl_round_trips(
     folder: Path,
     records: list[tuple[str, dict[str, object]]],
@@ -160,6 +162,7 @@ def test_valid_jsonl_round_trips(
     input_format=st.sampled_from(["auto", "text", "jsonl"]),
     errors=st.sampled_from(["strict", "replace"]),
 )
+@pytest.mark.slow
 def test_garbage_is_read_consistently_or_refused(
     folder: Path, data: bytes, input_format: InputFormat, errors: DecodeErrors
 ) -> None:
@@ -195,6 +198,7 @@ def test_garbage_is_read_consistently_or_refused(
     value=_json_value,
     field=st.sampled_from(["text", "sentence"]),
 )
+@pytest.mark.slow
 def test_jsonl_field_of_any_type_is_read_or_refused_naming_the_line(folder: Path, value: object, field: str) -> None:
     path = folder / "fields.jsonl"
     path.write_bytes(b'{"text": "fine", "sentence": "fine"}\n' + orjson.dumps({field: value}) + b"\n")

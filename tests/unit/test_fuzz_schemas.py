@@ -134,6 +134,7 @@ def _check_error(err: XlError, n: int) -> None:
 
 @FUZZ
 @given(case=_task_and_records())
+@pytest.mark.slow
 def test_valid_records_pass_unchanged(case: tuple[str, tuple[Any, ...] | None, list[dict[str, Any]]]) -> None:
     task, labels, records = case
     assert list(validate_records(records, task, labels=labels)) == records  # type: ignore[arg-type]
@@ -141,6 +142,7 @@ def test_valid_records_pass_unchanged(case: tuple[str, tuple[Any, ...] | None, l
 
 @FUZZ
 @given(case=_task_and_records(), data=st.data())
+@pytest.mark.slow
 def test_one_bad_field_is_named_with_its_record(
     case: tuple[str, tuple[Any, ...] | None, list[dict[str, Any]]], data: st.DataObject
 ) -> None:
@@ -172,6 +174,7 @@ def test_one_bad_field_is_named_with_its_record(
 
 @FUZZ
 @given(record=_qa_record("q"), data=st.data())
+@pytest.mark.slow
 def test_bad_answers_are_refused_naming_the_answer(record: dict[str, Any], data: st.DataObject) -> None:
     answers = record["answers"]
     i = data.draw(st.integers(0, len(answers["text"]) - 1))
@@ -213,6 +216,7 @@ def test_bad_answers_are_refused_naming_the_answer(record: dict[str, Any], data:
     task=st.sampled_from(["sts", "classification", "pair-classification", "qa"]),
     labels=st.sampled_from([None, INT_LABELS, STR_LABELS]),
 )
+@pytest.mark.slow
 def test_garbage_records_are_refused_with_record_errors(records: list[Any], task: str, labels: Any) -> None:
     try:
         out = list(validate_records(records, task, labels=labels))  # type: ignore[arg-type]
@@ -230,6 +234,7 @@ def test_garbage_records_are_refused_with_record_errors(records: list[Any], task
     ),
     task=st.sampled_from(["sts", "classification", "pair-classification"]),
 )
+@pytest.mark.slow
 def test_records_with_the_right_names_and_garbage_values(records: list[dict[str, Any]], task: str) -> None:
     try:
         list(validate_records(records, task))  # type: ignore[arg-type]
@@ -297,6 +302,7 @@ def test_task_files_of_garbage_bytes_are_read_or_refused(folder: Path, data: byt
 
 @FUZZ
 @given(doc=_squad_like(), indent=st.booleans())
+@pytest.mark.slow
 def test_squad_json_with_garbage_is_read_or_refused(folder: Path, doc: object, indent: bool) -> None:
     path = folder / "squad.json"
     path.write_bytes(json.dumps(doc, indent=2, default=repr).encode() if indent else _dump(doc))
@@ -311,6 +317,7 @@ def test_squad_json_with_garbage_is_read_or_refused(folder: Path, doc: object, i
 
 @FUZZ
 @given(case=_task_and_records(), bom=st.booleans(), crlf=st.booleans())
+@pytest.mark.slow
 def test_valid_task_files_round_trip(
     folder: Path, case: tuple[str, tuple[Any, ...] | None, list[dict[str, Any]]], bom: bool, crlf: bool
 ) -> None:

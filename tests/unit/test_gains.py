@@ -370,6 +370,7 @@ def test_balanced_design_sums_and_degrees_of_freedom() -> None:
         assert shuffled["components"][name]["ss"] == pytest.approx(c["ss"])
 
 
+@pytest.mark.slow
 def test_sequential_sums_of_squares_match_statsmodels() -> None:
     """Type I SS = the drops in residual SS of nested OLS fits (statsmodels' model comparison), unbalanced too."""
     import warnings
@@ -457,6 +458,7 @@ def test_unbalanced_design_sums_and_exact_ceilings() -> None:
     )
 
 
+@pytest.mark.slow
 def test_seed_noise_expected_sums_of_squares_are_calibrated() -> None:
     """Pure seed noise, own per row plus shared per target language: observed SS average to the expected."""
     rng = np.random.default_rng(5)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,7 @@ def _null_gains(rng: np.random.Generator, N: int, s: np.ndarray, t: np.ndarray, 
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pair_level_permutation_is_calibrated_and_the_naive_row_test_is_not() -> None:
     s, t, lc, src, tgt, lg = _grid()
     N = 200
@@ -84,6 +87,7 @@ def test_pair_level_permutation_is_calibrated_and_the_naive_row_test_is_not() ->
     assert naive_rate > 0.25, naive_rate  # the defect this module exists to fix
 
 
+@pytest.mark.slow
 def test_row_unit_permutation_is_calibrated_for_a_language_level_similarity() -> None:
     s, t, lc, src, tgt, lg = _grid()
     N = 200
@@ -126,6 +130,7 @@ def _family_data(rng: np.random.Generator, N: int, slopes: tuple[float, float, f
     return sim, gains, src, tgt, lg, FAMILY_OF[lc]
 
 
+@pytest.mark.slow
 def test_family_permutation_test_is_calibrated_under_equal_slopes() -> None:
     rng = np.random.default_rng(11)
     N = 100
@@ -136,6 +141,7 @@ def test_family_permutation_test_is_calibrated_under_equal_slopes() -> None:
     assert 0.01 <= rate <= 0.11, rate
 
 
+@pytest.mark.slow
 def test_a_planted_family_difference_is_found_by_both_family_tests() -> None:
     rng = np.random.default_rng(5)
     N = 20
@@ -152,6 +158,7 @@ def test_a_planted_family_difference_is_found_by_both_family_tests() -> None:
     assert _v(mixed["A"].ci_low) > _v(mixed["B"].slope)
 
 
+@pytest.mark.slow
 def test_no_family_difference_where_none_is_planted_in_the_mixed_model() -> None:
     rng = np.random.default_rng(17)
     sim, gains, src, tgt, lg, fam = _family_data(rng, 8, (0.5, 0.5, 0.5))
@@ -160,6 +167,7 @@ def test_no_family_difference_where_none_is_planted_in_the_mixed_model() -> None
     assert np.mean(p <= 0.05) <= 0.25  # at most 2 of 8 by chance
 
 
+@pytest.mark.slow
 def test_mixed_model_matches_a_hand_built_statsmodels_fit() -> None:
     pd = pytest.importorskip("pandas")
     smf = pytest.importorskip("statsmodels.formula.api")
@@ -196,6 +204,7 @@ def test_mixed_model_matches_a_hand_built_statsmodels_fit() -> None:
     assert json.loads(json.dumps(ours.to_dict()))["df"] == 2
 
 
+@pytest.mark.slow
 def test_small_families_are_flagged_with_their_detectable_effect_and_never_compared() -> None:
     rng = np.random.default_rng(2)
     s, t, lc, src, tgt, lg = _grid()
@@ -258,6 +267,7 @@ def test_family_slopes_with_missing_rows_are_least_squares_slopes_of_family_pair
         assert f.n_pairs == px.size and f.slope == pytest.approx(np.polyfit(px, py, 1)[0], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_family_slope_p_values_are_the_per_family_pair_level_pearson_p_values() -> None:
     rng = np.random.default_rng(4)
     sim, gains, src, tgt, lg, fam = _family_data(rng, 1, (1.0, 0.0, 0.5))
@@ -524,13 +534,53 @@ def test_naive_correlations_are_stats_correlations_labelled_naive() -> None:
     assert kendall.p_perm is None and kendall.n_perm == 0 and kendall.p_analytic is not None
 
 
-def test_family_correlations_use_family_pair_means_and_are_the_same_in_parallel() -> None:
+# Which processes computed which families: the forked worker inherits the spy and this log's path.
+_CALLS: dict[str, Any] = {"log": None, "original": inf._analyse_groups}
+
+
+def _spy_analyse_groups(groups: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
+    with open(_CALLS["log"], "a") as log:
+        log.write(f"{os.getpid()} {len(groups)}\n")
+    return _CALLS["original"](groups, options)
+
+
+def _calls(log: Path) -> list[tuple[int, int]]:
+    calls = [tuple(int(v) for v in line.split()) for line in log.read_text().splitlines()]
+    log.write_text("")
+    return calls  # type: ignore[return-value]
+
+
+def test_family_correlations_use_family_pair_means_and_are_the_same_in_parallel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(13)
     sim, gains, src, tgt, lg, fam = _family_data(rng, 1, (1.0, 0.0, 0.5))
     kw: dict[str, Any] = dict(methods=("pearson", "spearman", "kendall"), n_perm=99, n_boot=99, seed=2)
+    log = tmp_path / "calls"
+    log.write_text("")
+    monkeypatch.setitem(_CALLS, "log", log)
+    monkeypatch.setattr(inf, "_analyse_groups", _spy_analyse_groups)
     serial = family_correlations(sim[0], gains[0], src, tgt, lg, fam, parallel=False, **kw)
+    assert _calls(log) == [(os.getpid(), 3)]  # all three families here
     forked = family_correlations(sim[0], gains[0], src, tgt, lg, fam, parallel=True, **kw)
+    calls = _calls(log)
+    # a share of the families really was computed in another process (whatever the number of CPUs)
+    pids = {pid for pid, _ in calls}
+    assert sorted(n for _, n in calls) == [1, 2] and len(pids) == 2 and os.getpid() in pids, calls
     assert serial == forked and list(serial) == ["A", "B", "C"]
+    # the equality is not that of numbers the draws do not touch: another seed moves every family's p and CI
+    other = family_correlations(sim[0], gains[0], src, tgt, lg, fam, parallel=False, **{**kw, "seed": 3})
+    for family in ("A", "B", "C"):
+        a, b = serial[family]["pearson"], other[family]["pearson"]
+        assert a.value == b.value and (a.p_perm, a.ci_low, a.ci_high) != (b.p_perm, b.ci_low, b.ci_high), family
+    # left to decide (parallel=None), it forks on more than one CPU and not on one, with the same results
+    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 0)
+    for cpus, processes in ((2, 2), (1, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        _calls(log)
+        assert family_correlations(sim[0], gains[0], src, tgt, lg, fam, **kw) == serial
+        assert len({pid for pid, _ in _calls(log)}) == processes, cpus
+    monkeypatch.undo()
     only_a = fam == "A"
     alone = clustered_correlations(sim[0][only_a], gains[0][only_a], src[only_a], tgt[only_a], lg[only_a], **kw)
     assert serial["A"] == alone  # a family's result depends on its rows and the seed only
@@ -552,6 +602,7 @@ def test_results_are_json_able() -> None:
     assert isinstance(test.to_dict()["families"][0]["languages"], list)
 
 
+@pytest.mark.slow
 def test_holm_matches_statsmodels() -> None:
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     rng = np.random.default_rng(0)

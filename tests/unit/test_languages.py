@@ -77,6 +77,7 @@ def _codes_in(path: Path, pattern: str) -> set[str]:
     return {p.name.split(".")[1].split("-")[0] for p in path.glob(pattern)}
 
 
+@pytest.mark.data
 def test_tatoeba_codes_in_the_data_normalise() -> None:
     root = data_dir() / "tatoeba"
     if not root.is_dir():
@@ -92,6 +93,7 @@ def test_tatoeba_codes_in_the_data_normalise() -> None:
             normalize_lang_code(code)
 
 
+@pytest.mark.data
 def test_flores_codes_in_the_data_normalise_and_scripts_agree() -> None:
     root = data_dir() / "flores200" / "dev"
     if not root.is_dir():
@@ -170,3 +172,25 @@ def test_bad_override_files_raise_input_error_naming_the_file(tmp_path: Path, co
 def test_missing_override_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         language_table(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    ("code", "canonical"),
+    [("pl", "pl"), ("pol", "pl"), ("pol_Latn", "pl"), ("PL", "pl"), (" de ", "de"), ("deu", "de"), ("ger", "de"),
+     ("zh-Hans", "zh"), ("zh-cn", "zh"), ("cmn_Hani", "zh"), ("pt-BR", "pt"), ("es-419", "es"),
+     ("en-ar", "en-ar"), ("eng_ara", "en-ar"), ("ar-ar", "ar-ar"), ("EN-TR", "en-tr"), ("tr-EN", "tr"),
+     ("en-ext", "en-ext"), ("EN-ext", "en-ext"), ("yue", "yue"), ("xx", "xx")],
+)  # fmt: skip
+def test_one_spelling_per_language(code: str, canonical: str) -> None:
+    from xl.core.languages import canonical_lang
+
+    assert canonical_lang(code) == canonical
+
+
+def test_every_spelling_of_a_dataset_language_names_its_file() -> None:
+    from xl.tasks import resolve
+
+    for spelling in ("de", "deu", "deu_Latn", "DE", "ger"):
+        assert resolve("xquad", "test", spelling)[2] == "de"
+    assert resolve("sts2017", "test", "eng_ara")[2] == "en-ar"
+    assert resolve("amcd", "test", "EN-ext")[2] == "en-ext"  # the dataset's own alias first

@@ -108,6 +108,7 @@ def test_ridge_matches_scikit_learn() -> None:
     np.testing.assert_allclose(ridge_predict(X, y, X_test, 2.5), expected, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_gbm_option_runs() -> None:
     rows, covariates = _simulate(1.0, 4, langs=XTREME_R_CODES[:20], sources=5, targets=2)
     out = grouped_cv(rows, covariates, folds=("source",), model="gbm", n_boot=200)
@@ -146,6 +147,7 @@ def test_bad_rows_and_missing_covariates() -> None:
     assert grouped_cv(renamed, covariates, folds=("language",), n_boot=0)[0]["n_groups"] == 3
 
 
+@pytest.mark.slow
 def test_a_pair_level_similarity_helps_for_known_pairs_only_through_pair_identity() -> None:
     """Random pair effects and no similarity effect: held out by language, a pair-level similarity stands in for
     the pair's identity (its other languages are in training) and seems to help; held out by pair it does not."""

@@ -250,6 +250,7 @@ def test_identical_seeds_are_perfect() -> None:
         assert got["top1_negative"].mean == pytest.approx(1 / 20)
 
 
+@pytest.mark.slow
 def test_independent_seeds_rank_worse() -> None:
     rng = np.random.default_rng(0)
     a, b = _random_seed_gains(rng, 200, 5), _random_seed_gains(rng, 200, 5)

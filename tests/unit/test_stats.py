@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +58,7 @@ def test_values_and_analytic_p_values_are_scipys(seed: int, ties: bool) -> None:
         (np.array([0.0, 0, 1, 1, 2, 2]), np.array([0.0, 0, 1, 1, 2, 2])),
     ],
 )
+@pytest.mark.slow
 def test_exhaustive_permutation_p_value_matches_brute_force(xy: tuple[np.ndarray, np.ndarray]) -> None:
     # n! <= n_perm: every permutation is used and p = count / n!, here checked against scipy on each one.
     x, y = xy
@@ -96,6 +99,7 @@ def test_perfect_monotone_relation_has_a_tiny_permutation_p_value() -> None:
         assert r.p_perm == pytest.approx(1 / 1000)
 
 
+@pytest.mark.slow
 def test_permutation_p_values_are_roughly_uniform_under_the_null() -> None:
     # 200 independent null samples (x and y unrelated): about 5% of p-values below 0.05, mean about 1/2,
     # and the permutation p-value tracks the analytic one.
@@ -116,6 +120,7 @@ def test_permutation_p_values_are_roughly_uniform_under_the_null() -> None:
         assert np.corrcoef(p, analytic[m])[0, 1] > 0.95, m
 
 
+@pytest.mark.slow
 def test_kendall_fallback_without_scipys_helper_gives_the_same_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -224,6 +229,51 @@ def test_groups_are_independent_of_each_other() -> None:
     only_a = correlations_by_group(x[:40], y[:40], groups[:40], n_perm=100, n_boot=100, seed=1)
     assert only_a["a"] == by_group["a"]
     assert by_group["a"]["spearman"].value == pytest.approx(float(scipy.stats.spearmanr(x[:40], y[:40])[0]))
+
+
+# The processes that computed each part: the forked worker inherits the spy and this log's path.
+_PARTS_RUN: dict[str, object] = {"log": None, "original": stats._run_part}
+
+
+def _spy_run_part(groups, methods, n_perm, n_boot, part):  # type: ignore[no-untyped-def]
+    with open(str(_PARTS_RUN["log"]), "a") as log:
+        log.write(f"{os.getpid()} {part}\n")
+    return _PARTS_RUN["original"](groups, methods, n_perm, n_boot, part)  # type: ignore[operator]
+
+
+def test_groups_are_the_same_computed_in_a_forked_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _pair(90, 6)
+    groups = ["a"] * 40 + ["b"] * 45 + ["c"] * 5
+    log = tmp_path / "parts"
+    log.write_text("")
+    monkeypatch.setitem(_PARTS_RUN, "log", log)
+    monkeypatch.setattr(stats, "_run_part", _spy_run_part)
+
+    def parts() -> dict[int, int]:
+        """{part: pid} of the calls since the last look."""
+        calls = dict(reversed([int(v) for v in line.split()]) for line in log.read_text().splitlines())
+        log.write_text("")
+        return calls
+
+    kw = dict(n_perm=300, n_boot=200, seed=4, overall=True)
+    serial = correlations_by_group(x, y, groups, parallel=False, **kw)  # type: ignore[arg-type]
+    assert parts() == {0: os.getpid(), 1: os.getpid()}
+    forked = correlations_by_group(x, y, groups, parallel=True, **kw)  # type: ignore[arg-type]
+    pids = parts()
+    assert pids[0] == os.getpid() and pids[1] != os.getpid()  # the second part really ran in another process
+    assert forked == serial and list(serial) == [None, "a", "b", "c"]
+    # the draws matter (so the equality above is not that of numbers no draw touches): another seed moves them
+    other = correlations_by_group(x, y, groups, parallel=False, **{**kw, "seed": 5})  # type: ignore[arg-type]
+    for group in (None, "a", "b"):
+        for method in METHODS:
+            a, b = serial[group][method], other[group][method]
+            assert a.value == b.value and (a.p_perm, a.ci_low, a.ci_high) != (b.p_perm, b.ci_low, b.ci_high)
+    # left to decide (parallel=None): forked on two CPUs, not on one, the same results either way
+    monkeypatch.setattr(stats, "PARALLEL_MIN_WORK", 0)
+    for cpus, forks in ((2, True), (1, False)):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        assert correlations_by_group(x, y, groups, **kw) == serial  # type: ignore[arg-type]
+        assert (parts()[1] != os.getpid()) is forks, cpus
 
 
 def test_bad_inputs_raise_xl_errors() -> None:

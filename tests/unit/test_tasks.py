@@ -35,9 +35,15 @@ from xl.tasks import (
 from xl.tasks.schemas import iter_task_file
 
 DATA = data_dir()
-needs_data = pytest.mark.skipif(
+_skip_without_data = pytest.mark.skipif(
     not (DATA / "stsbenchmark").is_dir(), reason=f"benchmark data not found at {DATA} (set XL_DATA)"
 )
+
+
+def needs_data(test: Any) -> Any:
+    """A test on the real data: marked ``data`` (left out of make test-fast), skipped where they are missing."""
+    return pytest.mark.data(_skip_without_data(test))
+
 
 # (dataset, split, lang, rows) as the READMEs state them.
 _STSB = {"train": 5749, "dev": 1500, "test": 1379}
@@ -185,7 +191,7 @@ def test_validation_names_the_schema_a_record_looks_like() -> None:
     err = _errors([{"text": "great film", "label": 1}], "sts")
     assert err.line == 1
     assert "looks like classification data" in err.message and "not sts" in err.message
-    assert err.hint is not None and "--task classification" in err.hint
+    assert err.hint is not None and "--task classify (xl eval classify)" in err.hint
     err = _errors([{"text1": "a", "text2": "b", "label": "neutral"}], "sts")
     assert "looks like pair-classification" in err.message
     err = _errors([STS_OK], "qa")
@@ -468,3 +474,11 @@ def test_seeded_subset_keeps_file_order_and_is_reproducible() -> None:
     assert [r["i"] for r in a] == sorted(r["i"] for r in a)
     assert seeded_subset(records, 10, seed=4) != a
     assert seeded_subset(records, None) == records and seeded_subset(records, 500) == records
+
+
+def test_a_dataset_without_a_language_says_how_to_name_one() -> None:
+    with pytest.raises(UsageError) as caught:
+        resolve("xquad", "test", None)
+    assert caught.value.hint is not None
+    assert "xl data convert xquad test LANG" in caught.value.hint and "xquad:test:LANG" in caught.value.hint
+    assert "--lang" not in caught.value.hint  # no command has that option

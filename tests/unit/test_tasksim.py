@@ -159,6 +159,7 @@ def test_regret_is_relative_to_the_best_score_when_rows_give_the_score_without()
     assert on_gains[0]["regret_relative_to"] == "best gain"
 
 
+@pytest.mark.slow
 def test_within_target_centering_keeps_the_pair_level_test_calibrated_and_powerful() -> None:
     """correlate's statistic: x centred per target, y per (target, language); the within-target permutation
     test stays at its level on null gains with shared pair and (target, language) effects, and finds a slope."""
@@ -188,6 +189,7 @@ def test_within_target_centering_keeps_the_pair_level_test_calibrated_and_powerf
     assert rate(4.0, 30) >= 0.8
 
 
+@pytest.mark.slow
 def test_family_tests_run_when_two_families_are_eligible_and_render() -> None:
     """Three families of three languages: both family tests run, each line with p and per-family slopes; a
     family test asked for without two eligible families is a usage error."""

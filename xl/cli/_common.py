@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -183,14 +183,83 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="default (offline e5-small), a local model directory, or a hub id."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 DtypeOpt = Annotated[
-    str,
-    typer.Option(
-        "--dtype",
-        help="auto (bf16 on CUDA/AMX CPUs, else float32), float32, bfloat16, float16. Changes results slightly.",
-    ),  # fmt: skip
+    Dtype, typer.Option("--dtype", help="auto: bf16 on CUDA and bf16 CPUs, else float32. Changes results slightly.")
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Most sentences per batch.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress on stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output file (atomic), or - for stdout.")]
+
+#: The one default of every --bootstrap (resamples for 95% percentile intervals; 0: none).
+BOOTSTRAP = 1000
+BootstrapOpt = Annotated[int, typer.Option("--bootstrap", min=0, help="Resamples for 95% CIs (0: none).")]
+ReportFormat = Literal["jsonl", "md"]
+ReportFormatOpt = Annotated[
+    ReportFormat, typer.Option("--format", help="Output: jsonl (JSON lines) or md (Markdown tables).")
+]
+DataFormat = Literal["npy", "jsonl"]
+
+#: What an output's suffix says its format is (other suffixes say nothing). JSON lines in a .json file pass.
+_SUFFIX_FORMATS = {".npy": ("npy",), ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("jsonl",), ".md": ("md",)}
+
+
+def suffix_formats(output: str) -> tuple[str, ...] | None:
+    """The formats an output path's suffix allows (``x.npy`` -> npy), or None (stdout, other suffixes)."""
+    if output == "-":
+        return None
+    return _SUFFIX_FORMATS.get(os.path.splitext(output)[1].lower())
+
+
+def resolve_output_format(
+    output: str, requested: str | None, allowed: tuple[str, ...], option: str = "--format"
+) -> str:
+    """The format of ``output``: ``requested``, else the one its suffix names, else the first of ``allowed``.
+    An -o whose suffix names another format than ``--format`` (``--format jsonl -o x.npy``) is a usage error,
+    and so is a suffix naming a format the command cannot write (``-o W.jsonl`` for a matrix)."""
+    implied = suffix_formats(output)
+    suffix = os.path.splitext(output)[1]
+    if requested is None:
+        fits = [f for f in allowed if implied is None or f in implied]
+        if not fits:
+            raise UsageError(f"-o {output}: the output is {' or '.join(allowed)}, not {suffix}",
+                             hint=f"name it *.{allowed[0]}")  # fmt: skip
+        return fits[0]
+    if implied is not None and requested not in implied:
+        raise UsageError(f"-o {output} ends in {suffix} but {option} is {requested}",
+                         hint=f"name it *.{requested}, or pass {option} {implied[0]}")  # fmt: skip
+    return requested
+
+
+def given(ctx: Any, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that the command line set, as spelled in --help."""
+    found = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            param = next(p for p in ctx.command.params if p.name == name)
+            found.append(max(param.opts, key=len))
+    return found
+
+
+def refuse_ignored(ctx: Any, names: tuple[str, ...], when: str, hint: str | None = None) -> None:
+    """A usage error if any option of ``names`` was given although it has no effect ``when`` (e.g.
+    ``with --method taskemb``): an option that a mode ignores is refused, not dropped."""
+    ignored = given(ctx, *names)
+    if ignored:
+        verb = "has" if len(ignored) == 1 else "have"
+        raise UsageError(f"{', '.join(ignored)} {verb} no effect {when}",
+                         hint=hint or f"drop {' and '.join(ignored)}")  # fmt: skip
+
+
+def deprecated_alias(ctx: Any, messages: Messages, new: str, old: str, value: Any, old_value: Any) -> Any:
+    """The value of option ``new`` when its former spelling ``old`` (a hidden option) may have been used instead:
+    the old one still works for now, with a warning; both at once with different values are refused."""
+    if old_value is None:
+        return value
+    new_opt, old_opt = (max(p.opts, key=len) for n in (new, old) for p in ctx.command.params if p.name == n)
+    if given(ctx, new) and value != old_value:
+        raise UsageError(f"{old_opt} is the old name of {new_opt}: give one of them")
+    messages.info(f"warning: {old_opt} is deprecated; use {new_opt}")
+    return old_value

@@ -7,16 +7,67 @@ at module level (``xl --help`` stays fast; a test checks it).
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 import xl
 from xl.cli import align, data, embed, eval, finetune, model, tasksim
 from xl.cli._common import err, install_signal_handlers
 
+
+def _task_as_subcommand(argv: list[str]) -> list[str]:
+    """``xl eval --task sts …`` is ``xl eval sts …`` (the spelling of the issue and of XTREME's scripts)."""
+    if not argv or argv[0] != "eval":
+        return argv
+    for i, item in enumerate(argv[1:], start=1):
+        if item == "--task" and i + 1 < len(argv):
+            return ["eval", argv[i + 1], *argv[1:i], *argv[i + 2 :]]
+        if item.startswith("--task="):
+            return ["eval", item.split("=", 1)[1], *argv[1:i], *argv[i + 1 :]]
+    return argv
+
+
+def _usage_message(exc: Exception) -> str:
+    """Click's message of a usage error, without the ``Value error, `` that typer's validation puts before the
+    reason (``Invalid value for '--format': 'csv' is not one of 'jsonl', 'md'.``)."""
+    return str(exc.format_message()).replace(": Value error, ", ": ")  # type: ignore[attr-defined]
+
+
+class XlGroup(TyperGroup):
+    """The root command: usage errors of every command render as one line ``xl CMD: error: …`` plus a hint,
+    exit 2, nothing on stdout, whether run as ``xl`` or in process (typer's CliRunner invokes this ``main``)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:  # fmt: skip
+        argv = _task_as_subcommand(list(sys.argv[1:] if args is None else args))
+        try:
+            code = super().main(args=argv, prog_name=prog_name or "xl", complete_var=complete_var,
+                                standalone_mode=False, windows_expand_args=windows_expand_args, **extra)  # fmt: skip
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err("xl: interrupted")
+            sys.exit(130)
+        except Exception as exc:
+            # Click's usage errors (typer vendors click, so match by shape, not by class).
+            exit_code = getattr(exc, "exit_code", None)
+            if getattr(exc, "format_message", None) is None or not isinstance(exit_code, int):
+                raise
+            ctx = getattr(exc, "ctx", None)
+            path = ctx.command_path if ctx is not None else "xl"
+            err(f"{path}: error: {_usage_message(exc)}")
+            if exit_code == 2:
+                err(f"  hint: {path} --help")
+            sys.exit(exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="xl",
+    cls=XlGroup,
     help="Unix-style tools for zero-shot cross-lingual transfer research.",
     no_args_is_help=True,
     add_completion=False,
@@ -79,40 +130,7 @@ def _root(
     """Unix-style tools for zero-shot cross-lingual transfer research."""
 
 
-def _task_as_subcommand(argv: list[str]) -> list[str]:
-    """``xl eval --task sts …`` is ``xl eval sts …`` (the spelling of the issue and of XTREME's scripts)."""
-    if not argv or argv[0] != "eval":
-        return argv
-    for i, item in enumerate(argv[1:], start=1):
-        if item == "--task" and i + 1 < len(argv):
-            return ["eval", argv[i + 1], *argv[1:i], *argv[i + 2 :]]
-        if item.startswith("--task="):
-            return ["eval", item.split("=", 1)[1], *argv[1:i], *argv[i + 1 :]]
-    return argv
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the click command ourselves so usage errors render as ``xl CMD: error: …``."""
+    """Entry point: usage errors render as ``xl CMD: error: …`` (see :class:`XlGroup`)."""
     install_signal_handlers()
-    command = typer.main.get_command(app)
-    argv = _task_as_subcommand(list(sys.argv[1:] if argv is None else argv))
-    try:
-        code = command.main(args=argv, prog_name="xl", standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err("xl: interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        # Click's usage errors (typer vendors click, so match by shape, not by class).
-        format_message = getattr(exc, "format_message", None)
-        exit_code = getattr(exc, "exit_code", None)
-        if format_message is None or not isinstance(exit_code, int):
-            raise
-        ctx = getattr(exc, "ctx", None)
-        path = ctx.command_path if ctx is not None else "xl"
-        err(f"{path}: error: {format_message()}")
-        if exit_code == 2:
-            err(f"  hint: {path} --help")
-        sys.exit(exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+    typer.main.get_command(app).main(args=list(sys.argv[1:] if argv is None else argv), prog_name="xl")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from xl.cli._common import Messages, OutputOpt, QuietOpt, handle_errors
+from xl.cli._common import Messages, OutputOpt, QuietOpt, handle_errors, resolve_output_format
 from xl.io.jsonl import dumps_line
 
 
@@ -35,6 +35,7 @@ def convert_cli(
     from xl.io.jsonl import JsonlWriter
     from xl.tasks import convert, resolve, seeded_subset
 
+    resolve_output_format(output, None, ("jsonl",))
     spec, split, lang = resolve(dataset, split, lang)
     records = seeded_subset(list(convert(dataset, split, lang)), limit, seed)
     with JsonlWriter(output) as writer:

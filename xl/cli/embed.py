@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from xl.cli._common import (
     BatchSizeOpt,
+    DataFormat,
     DeviceOpt,
     DtypeOpt,
     Messages,
@@ -18,12 +19,14 @@ from xl.cli._common import (
     handle_errors,
     parse_int_list,
     progress_bar,
+    refuse_ignored,
+    resolve_output_format,
 )
-from xl.errors import UsageError
 
 
 @handle_errors("embed")
 def embed_cli(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str] | None,
         typer.Argument(
@@ -39,7 +42,9 @@ def embed_cli(
             help="Layer(s): -1 = last, 0 = embeddings; 4,8,12 = one pass, one output each (-o 'emb.{layer}.npy')."
         ),
     ] = "-1",  # fmt: skip
-    pooling: Annotated[str, typer.Option(help="mean (over the attention mask), cls or max.")] = "mean",
+    pooling: Annotated[
+        Literal["mean", "cls", "max"], typer.Option(help="mean (over the attention mask), cls or max.")
+    ] = "mean",
     normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise each embedding.")] = False,
     prefix: Annotated[
         str | None,
@@ -48,8 +53,12 @@ def embed_cli(
         ),
     ] = None,
     max_length: Annotated[
-        int, typer.Option(help="Longest input in tokens; longer ones are truncated (counted).")
-    ] = 512,  # fmt: skip
+        int | None,
+        typer.Option(
+            help="Longest input in tokens; longer ones are truncated (counted). Default: the length the "
+            "model was trained at (an xl finetune output), else 512."
+        ),
+    ] = None,  # fmt: skip
     batch_size: BatchSizeOpt = 32,
     max_tokens: Annotated[int, typer.Option(min=1, help="Token budget per batch (rows × longest).")] = 8192,
     window: Annotated[
@@ -61,12 +70,21 @@ def embed_cli(
     shard: Annotated[
         str | None, typer.Option(help="K/N: embed only the K-th of N contiguous row ranges (1-based).")
     ] = None,
-    input_format: Annotated[str, typer.Option(help="auto, text or jsonl.")] = "auto",
+    input_format: Annotated[
+        Literal["auto", "text", "jsonl"], typer.Option(help="auto: by extension, else a first line {…} is JSONL.")
+    ] = "auto",
     field: Annotated[str, typer.Option(help="JSONL field that holds the text.")] = "text",
     output_format: Annotated[
-        str, typer.Option("--format", help='npy (matrix) or jsonl (records with an "embedding" list).')
-    ] = "npy",  # fmt: skip
-    errors: Annotated[str, typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")] = "strict",
+        DataFormat | None,
+        typer.Option(
+            "--format",
+            help='npy (matrix) or jsonl (records with an "embedding" list); default: jsonl for an -o ending '
+            "in .jsonl, else npy.",
+        ),
+    ] = None,  # fmt: skip
+    errors: Annotated[
+        Literal["strict", "replace"], typer.Option(help="strict: stop at invalid UTF-8; replace: use U+FFFD.")
+    ] = "strict",
     resume: Annotated[
         bool,
         typer.Option(
@@ -93,16 +111,11 @@ def embed_cli(
 
         xl embed big.txt -o big.npy --resume
     """
-    from xl.models.embedding import EmbedOptions, embed_files, parse_shard
+    from xl.embed import EmbedOptions, embed_files, parse_shard
 
-    for name, value, allowed in (
-        ("--pooling", pooling, ("mean", "cls", "max")),
-        ("--input-format", input_format, ("auto", "text", "jsonl")),
-        ("--format", output_format, ("npy", "jsonl")),
-        ("--errors", errors, ("strict", "replace")),
-    ):
-        if value not in allowed:
-            raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    if input_format == "text":
+        refuse_ignored(ctx, ("field",), "with --input-format text (a line is the text)")
+    output_format = resolve_output_format(output, output_format, ("npy", "jsonl"))  # type: ignore[assignment]
     messages = Messages("embed", quiet, verbose)
     options = EmbedOptions(
         model=model,

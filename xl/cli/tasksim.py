@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from xl.cli._common import DeviceOpt, DtypeOpt, Messages, ModelOpt, OutputOpt, QuietOpt, handle_errors
+from xl.cli._common import (
+    BOOTSTRAP,
+    BootstrapOpt,
+    DataFormat,
+    DeviceOpt,
+    DtypeOpt,
+    Messages,
+    ModelOpt,
+    OutputOpt,
+    QuietOpt,
+    ReportFormatOpt,
+    handle_errors,
+    refuse_ignored,
+    resolve_output_format,
+)
 from xl.errors import UsageError
+
+LanguagesOpt = Annotated[str | None, typer.Option(help="JSON file that extends or overrides the language table.")]
+# The choices of these options are those of xl.core (tests/cli/test_options_contract.py checks they agree).
+SimilarityMethod = Literal["cosine", "centered", "task2vec"]
+Unit = Literal["auto", "pair", "row"]
+Centering = Literal["within-target", "none"]
+Resampling = Literal["cluster", "two-way"]
+FamilyTest = Literal["auto", "both", "permutation", "mixed", "none"]
 
 
 def _emit(lines: list[dict[str, Any]], output_format: str, render: Callable[[list[dict[str, Any]]], str]) -> None:
@@ -24,6 +46,7 @@ def _emit(lines: list[dict[str, Any]], output_format: str, render: Callable[[lis
 
 @handle_errors("tasksim embed")
 def embed_cli(
+    ctx: typer.Context,
     tasks: Annotated[
         list[str] | None,
         typer.Argument(
@@ -33,7 +56,8 @@ def embed_cli(
     ] = None,  # fmt: skip
     output: OutputOpt = "-",
     method: Annotated[
-        str, typer.Option(help="textemb (mean sentence embedding) or taskemb (pooled Fisher); Vu et al. 2020.")
+        Literal["textemb", "taskemb"],
+        typer.Option(help="textemb (mean sentence embedding) or taskemb (pooled Fisher); Vu et al. 2020."),
     ] = "textemb",
     model: ModelOpt = "default",
     sample: Annotated[
@@ -41,7 +65,7 @@ def embed_cli(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     output_format: Annotated[
-        str | None,
+        DataFormat | None,
         typer.Option(
             "--format",
             help="npy (a row per task) or jsonl ({task, lang, method, vector}); default: "
@@ -66,8 +90,10 @@ def embed_cli(
     """
     from xl.tasksim import TaskEmbedOptions, embed_tasks
 
-    if method not in ("textemb", "taskemb"):
-        raise UsageError(f"--method {method!r} is not textemb or taskemb")
+    if method == "taskemb":
+        refuse_ignored(ctx, ("model", "dtype"), "with --method taskemb",
+                       hint="TaskEmb runs each task's own model (NAME=RUN_DIR) in float32: drop them")  # fmt: skip
+    output_format = resolve_output_format(output, output_format, ("npy", "jsonl"))  # type: ignore[assignment]
     count = sample or (1000 if method == "textemb" else 200)
     options = TaskEmbedOptions(model=model, sample=count, seed=seed, device=device, dtype=dtype,
                                output_format=output_format)  # fmt: skip
@@ -80,14 +106,14 @@ def similarity_cli(
     embeddings: Annotated[str, typer.Argument(help="Task embeddings (NPY, one row per task; - for stdin).")],
     output: OutputOpt = "-",
     method: Annotated[
-        str,
+        SimilarityMethod,
         typer.Option(
             help="cosine, centered (cosine after removing the mean task) or task2vec "
             "(normalised cosine for Fisher embeddings)."
         ),
     ] = "cosine",  # fmt: skip
     labels: Annotated[str | None, typer.Option(help="Comma-separated task names (default: the manifest's).")] = None,
-    plot: Annotated[str | None, typer.Option(help="Also write a heatmap PNG here.")] = None,
+    plot: Annotated[str | None, typer.Option(help="Also write a heatmap here (.png, .pdf or .svg).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Pairwise similarity of task embeddings: a square NPY matrix whose manifest names its rows.
@@ -100,6 +126,7 @@ def similarity_cli(
     """
     from xl.tasksim import similarity_file
 
+    resolve_output_format(output, None, ("npy",))
     names = [n.strip() for n in labels.split(",")] if labels else None
     size = similarity_file(embeddings, output, method=method, labels=names, plot=plot)
     Messages("tasksim similarity", quiet).info(f"{size} × {size} {method} similarity")
@@ -115,34 +142,37 @@ def correlate_cli(
         ),
     ],  # fmt: skip
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: pearson, spearman, kendall.")
+        str, typer.Option(help="Comma-separated: pearson, spearman, kendall (default: all three).", show_default=False)
     ] = "pearson,spearman,kendall",
     permutations: Annotated[int, typer.Option(min=0, help="Permutations for p-values (0: analytic only).")] = 10_000,
-    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for 95% CIs (0: none).")] = 2_000,
+    bootstrap: BootstrapOpt = BOOTSTRAP,
     seed: Annotated[int, typer.Option(help="Seed of permutations and resamples.")] = 0,
-    languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
+    languages: LanguagesOpt = None,
     unit: Annotated[
-        str,
+        Unit,
         typer.Option(
             help="Unit of analysis: auto (pair when the similarity varies only by (source, target), else "
             "row), pair or row."
         ),
     ] = "auto",  # fmt: skip
     center: Annotated[
-        str,
+        Centering,
         typer.Option(
             help="within-target (similarity minus its target's mean, gain minus its (target, language)'s "
             "mean: the question within one target) or none (raw values)."
         ),
     ] = "within-target",  # fmt: skip
     resample: Annotated[
-        str, typer.Option(help="Bootstrap: cluster (whole pairs) or two-way (sources × languages, Owen 2007).")
+        Resampling,
+        typer.Option(help="Bootstrap: cluster (whole pairs) or two-way (sources × languages, Owen 2007)."),
     ] = "cluster",
-    naive: Annotated[
-        bool, typer.Option(help="Also the row-level numbers that treat rows as independent (labelled naive).")
-    ] = True,
+    no_naive: Annotated[
+        bool,
+        typer.Option("--no-naive", help="Leave out the row-level numbers that treat rows as independent (naive)."),
+    ] = False,
+    naive: Annotated[bool, typer.Option("--naive", hidden=True)] = False,  # the default, still accepted
     family_test: Annotated[
-        str,
+        FamilyTest,
         typer.Option(
             help="Does the slope differ between families? auto (when two families are eligible), both, "
             "permutation, mixed or none."
@@ -152,7 +182,7 @@ def correlate_cli(
         int, typer.Option(min=1, help="Languages a family needs to be compared (others are flagged, with MDE).")
     ] = 3,
     min_n: Annotated[int, typer.Option(min=3, help="Points a correlation needs (fewer: 'too small').")] = 5,
-    output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
+    output_format: ReportFormatOpt = "jsonl",
     plot: Annotated[
         str | None, typer.Option(help="Also write a scatter plot (.png, .pdf, .svg) of similarity vs gain by family.")
     ] = None,
@@ -174,29 +204,24 @@ def correlate_cli(
 
         xl tasksim correlate --sim sim.npy --gains gains.jsonl --methods spearman --resample two-way --plot s.png
     """
-    from xl.core.inference import BOOTSTRAPS
-    from xl.core.tasksim import CENTERINGS, FAMILY_TESTS
     from xl.tasksim import correlate_files
 
-    if output_format not in ("jsonl", "md"):
-        raise UsageError(f"--format {output_format!r} is not jsonl or md")
-    if unit not in ("auto", "pair", "row"):
-        raise UsageError(f"--unit {unit!r} is not auto, pair or row")
-    if center not in CENTERINGS:
-        raise UsageError(f"--center {center!r} is not {' or '.join(CENTERINGS)}")
-    if resample not in BOOTSTRAPS:
-        raise UsageError(f"--resample {resample!r} is not {' or '.join(BOOTSTRAPS)}")
-    if family_test not in FAMILY_TESTS:
-        raise UsageError(f"--family-test {family_test!r} is not {', '.join(FAMILY_TESTS)}")
+    if naive and no_naive:
+        raise UsageError("--naive and --no-naive contradict each other")
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     lines = correlate_files(sim, gains, methods=wanted, n_perm=permutations, n_boot=bootstrap, seed=seed,
                             languages=languages, plot=plot, unit=None if unit == "auto" else unit,
-                            center=center, resample=resample, naive=naive, family_test=family_test,
+                            center=center, resample=resample, naive=not no_naive, family_test=family_test,
                             min_languages=min_languages, min_n=min_n)  # fmt: skip
     from xl.core.tasksim import render_markdown
 
     _emit(lines, output_format, render_markdown)
-    del quiet
+    design = next((line for line in lines if line.get("kind") == "design"), {})
+    correlations = sum(line.get("kind") == "correlation" for line in lines)
+    Messages("tasksim correlate", quiet).info(
+        f"unit {design.get('unit')}: {design.get('n_pairs')} pairs, {design.get('n_rows')} gain rows, "
+        f"{design.get('n_languages')} languages; {correlations} correlations"
+    )
 
 
 def _pairs(items: list[str] | None, option: str, example: str) -> dict[str, str]:
@@ -228,11 +253,15 @@ def gains_cli(
             "spearman, classify macro_f1, qa f1, retrieval src2tgt.accuracy). Repeatable."
         ),
     ] = None,  # fmt: skip
-    include_english: Annotated[bool, typer.Option(help="Keep English sets (left out: not zero-shot).")] = False,
+    include_english: Annotated[
+        bool, typer.Option("--include-english", help="Keep English sets (left out: not zero-shot).")
+    ] = False,
+    no_include_english: Annotated[bool, typer.Option("--no-include-english", hidden=True)] = False,  # the default
     exclude_set: Annotated[
         list[str] | None,
         typer.Option(
-            help="DATA or DATA:LANG of an eval set to leave out (e.g. mlqa-de.dev, sts2017.test:es-es). Repeatable."
+            help="DATA or DATA:LANG of an eval set to leave out (e.g. mlqa-de.dev, or sts2017.test:es-es for "
+            "one language). Repeatable."
         ),
     ] = None,  # fmt: skip
     quiet: QuietOpt = False,
@@ -255,9 +284,12 @@ def gains_cli(
     from xl.io.manifest import base_manifest
     from xl.tasksim import gains_files
 
+    if include_english and no_include_english:
+        raise UsageError("--include-english and --no-include-english contradict each other")
     options = GainOptions(source_tag=source_tag, target_tag=target_tag, seed_tag=seed_tag,
                           metrics=_pairs(metric, "--metric", "sts=pearson"), include_english=include_english,
                           exclude_sets=tuple(exclude_set or ()))  # fmt: skip
+    resolve_output_format(output, None, ("jsonl",))
     result = gains_files(list(results or []), options)
     messages = Messages("tasksim gains", quiet)
     for note in [*result.dropped, *result.notes]:
@@ -273,7 +305,7 @@ def gains_cli(
 @handle_errors("tasksim decompose")
 def decompose_cli(
     gains: Annotated[str, typer.Option("--gains", help="Gain rows (`xl tasksim gains`); - for stdin.")],
-    output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
+    output_format: ReportFormatOpt = "jsonl",
     quiet: QuietOpt = False,
 ) -> None:
     """How the variance of the gains splits: target, source, (source, target) pair, (target, language) and
@@ -285,17 +317,19 @@ def decompose_cli(
     """
     from xl.tasksim import decompose_file
 
-    if output_format not in ("jsonl", "md"):
-        raise UsageError(f"--format {output_format!r} is not jsonl or md")
     result = decompose_file(gains)
     from xl.core.gains import render_decomposition_markdown
 
     _emit([result], output_format, lambda lines: render_decomposition_markdown(lines[0]))
-    del quiet
+    cells = result.get("n_target_languages")
+    Messages("tasksim decompose", quiet).info(
+        f"{result.get('n_rows')} gain rows, {result.get('n_pairs')} pairs, {cells} (target, language) cells"
+    )
 
 
 @handle_errors("tasksim covariates")
 def covariates_cli(
+    ctx: typer.Context,
     langs: Annotated[
         list[str] | None,
         typer.Argument(
@@ -311,7 +345,7 @@ def covariates_cli(
     model: ModelOpt = "default",
     sample: Annotated[int, typer.Option(min=1, help="Inputs per language, a seeded random sample.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
-    languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
+    languages: LanguagesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Language covariates, one JSON line per language: family, script, and the syntactic, phonological,
@@ -328,6 +362,10 @@ def covariates_cli(
     from xl.io.manifest import base_manifest
     from xl.tasksim import covariates_for
 
+    if english is None and not any("=" in spec for spec in langs or []):
+        refuse_ignored(ctx, ("model", "sample", "seed"), "without --english and CODE=DATA",
+                       hint="they choose the tokenizer and inputs of the subword statistics: drop them")  # fmt: skip
+    resolve_output_format(output, None, ("jsonl",))
     rows = covariates_for(list(langs or []), english=english, model=model, sample=sample, seed=seed,
                           languages=languages)  # fmt: skip
     manifest = {**base_manifest("tasksim-covariates"), "languages": list(langs or []), "english": english,
@@ -339,6 +377,7 @@ def covariates_cli(
 
 @handle_errors("tasksim predict")
 def predict_cli(
+    ctx: typer.Context,
     sim: Annotated[str, typer.Option("--sim", help="Similarity matrix (NPY from `xl tasksim similarity`).")],
     gains: Annotated[str, typer.Option("--gains", help="Gain rows (`xl tasksim gains`); - for stdin.")],
     covariates: Annotated[
@@ -351,17 +390,20 @@ def predict_cli(
         str,
         typer.Option(
             help="Comma-separated groupings held out in turn: pair (unseen (source, target) pairs), "
-            "language, family, source."
+            "language, family, source (default: all four).",
+            show_default=False,
         ),
     ] = "pair,language,family,source",  # fmt: skip
-    regressor: Annotated[str, typer.Option(help="ridge (closed form) or gbm (gradient-boosted trees).")] = "ridge",
+    regressor: Annotated[
+        Literal["ridge", "gbm"], typer.Option(help="ridge (closed form) or gbm (gradient-boosted trees).")
+    ] = "ridge",
     alpha: Annotated[float, typer.Option(min=0.0, help="Ridge penalty on standardised features.")] = 1.0,
     bootstrap: Annotated[
         int, typer.Option(min=0, help="Resamples of the held-out groups for 95% CIs (0: none).")
-    ] = 2_000,
+    ] = BOOTSTRAP,
     seed: Annotated[int, typer.Option(help="Seed of the resamples (and of gbm).")] = 0,
-    languages: Annotated[str | None, typer.Option(help="JSON file overriding/extending the language table.")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="jsonl or md.")] = "jsonl",
+    languages: LanguagesOpt = None,
+    output_format: ReportFormatOpt = "jsonl",
     quiet: QuietOpt = False,
 ) -> None:
     """Does task similarity add predictive value beyond language covariates? Grouped cross-validation.
@@ -380,12 +422,14 @@ def predict_cli(
     """
     from xl.tasksim import predict_files
 
-    if output_format not in ("jsonl", "md"):
-        raise UsageError(f"--format {output_format!r} is not jsonl or md")
+    if regressor != "ridge":
+        refuse_ignored(ctx, ("alpha",), f"with --regressor {regressor}", hint="--alpha is the ridge penalty: drop it")
     groupings = [f.strip() for f in folds.split(",") if f.strip()]
     lines = predict_files(sim, gains, covariates=covariates, languages=languages, folds=groupings, model=regressor,
                           alpha=alpha, n_boot=bootstrap, seed=seed)  # fmt: skip
     from xl.core.predict import render_predict_markdown
 
     _emit(lines, output_format, render_predict_markdown)
-    del quiet
+    scored = [line for line in lines if line.get("kind") == "prediction"]
+    Messages("tasksim predict", quiet).info(f"{len(scored)} held-out scores over {len(groupings)} groupings"
+                                            f" ({', '.join(groupings)})")  # fmt: skip

@@ -23,7 +23,47 @@ target has two sets for one language (XQuAD ``de`` and MLQA-de) — every set bu
 input. Language codes go through ``xl.core.languages`` (``pol``, ``pol_Latn`` → ``pl``); a code not in the
 table is kept as written (its script or region subtag dropped: ``yue_Hant`` → ``yue``).
 
-**Decomposition** (``decompose``): see its docstring.
+**Decomposition** (``decompose``) of the variance of the gains, one per (source, target, language). The design
+is sources crossed with targets, languages nested in targets (each target has its own languages), one gain per
+cell::
+
+    gain[s, t, l] = μ + target[t] + source[s] + pair[s, t] + language[t, l] + residual[s, t, l]
+
+The residual is the source × language-within-target interaction, which one gain per cell cannot tell
+from seed noise. Sums of squares are sequential least-squares projections (type I SS; Searle 1987,
+"Linear Models for Unbalanced Data", §7): with orthogonal projectors P0 ⊂ P1 ⊂ … ⊂ P4 onto the spans of
+the intercept, + target, + source, + pair (= the pair cell means), + (target, language) indicators,
+``SS_k = ‖P_k y − P_(k−1) y‖²`` and ``SS_residual = ‖y − P4 y‖²``; they sum to ``SS_total = ‖y − ȳ‖²``
+(Pythagoras; to rounding), and ``df_k`` is the rank each step adds. In a balanced design (every source for
+every target and every language of it) these are the classical crossed/nested ANOVA sums of squares
+(Montgomery, "Design and Analysis of Experiments", ch. 14) and do not depend on the order. Otherwise
+(e.g. no source is its own target) the split between target, source and pair depends on the order above
+and is approximate; ``balanced`` says which case holds.
+
+Ceilings for a predictor that takes one value per (source, target) pair, such as a task similarity.
+The best such predictor is the pair means, so, exactly in any design:
+
+- ``pair_ceiling``: the largest R² (squared Pearson correlation) with the gains over all rows,
+  ``‖P_pair y − ȳ‖² / SS_total`` = target + source + pair shares;
+- ``pair_within_target_ceiling``: compared within targets (gains and predictor centred per target),
+  ``share`` = (source + pair SS) / SS_total and ``share_within`` = (source + pair SS) / (SS_total − SS_target);
+- ``pair_within_target_language_ceiling``: compared within each (target, language), as a ranking of
+  sources per target language is, ``share_within`` = ‖P4 y − P_tl y‖² / ‖y − P_tl y‖²
+  (balanced: (source + pair) / (source + pair + residual)).
+
+A predictor that varies by language too (``xnli@de``) is not bound by these.
+
+``seed_noise`` (None without any noise estimate): the sums of squares that seed noise alone is expected
+to put in each component, ``E SS_k = tr((P_k − P_(k−1)) Σ)``, under this model of the noise Σ: a row's
+own source→target noise (variance ``seed_sd² / n_seeds``) independent across rows, and the target-only
+run's noise (``baseline_seed_sd² / n_seeds_without``) shared by every source of one (target, language) —
+it is the same baseline — so it lands in the language component, never in the residual. A source run
+with one seed is assumed as noisy as its target-only run (``n_rows_assumed``); with ``gain_se`` alone all
+of it counts as the row's own noise; rows with no estimate count with the mean. Seed noise that one run
+shares across its languages would land in the pair component: per-row independence makes the residual
+figure an upper bound and the pair figure a lower bound. Reported: ``mean_gain_se2`` (mean seed variance
+of a gain), ``ss`` and ``share`` (of SS_total), per component ``ss`` and ``share_of_component``
+(expected noise SS / observed SS), and ``share_of_residual``.
 """
 
 from __future__ import annotations
@@ -293,20 +333,43 @@ def build_gains(
     _check_options(options)
     table = builtin_table() if table is None else table
     lines = _parse_lines(records, options, source_name)
-    data_names = {line.data for line in lines}
+    _check_metric_targets(lines, options)
+    kept, dropped = _choose_sets(lines, options, table, source_name)
+    scores, metric_of, set_of = _collect_scores(kept, options, source_name)
+    rows, notes = _gain_rows(scores, metric_of, set_of, options, lines, source_name)
+    if not rows:
+        raise _no_rows_error(lines, options, dropped, source_name)
+    return GainResult(rows, dropped, notes)
+
+
+#: scores[(source, target)][seed][code] = value
+_Scores = dict[tuple[str, str], dict[str, dict[str, float]]]
+
+
+def _check_metric_targets(lines: Sequence[_Line], options: GainOptions) -> None:
+    """Raise UsageError when ``--metric`` names a target that no line has."""
     targets = {line.target for line in lines}
     unknown = sorted(set(options.metrics) - targets)
     if unknown:
         raise UsageError(f"--metric names target(s) not in the input: {', '.join(unknown)}",
                          hint=f"targets: {', '.join(sorted(targets))}")  # fmt: skip
 
+
+def _choose_sets(lines: Sequence[_Line], options: GainOptions, table: Mapping[str, Language],
+                 source_name: str) -> tuple[list[tuple[_Line, str]], list[str]]:  # fmt: skip
+    """The lines that count, each with its normalised language code, and one note per left-out set.
+
+    Which eval set gives each (target, language): the first one listed, the same for every run of the target.
+    Raises InputError for a second set of one language (unless ``keep_first_set_per_language``) and
+    UsageError for an ``exclude_sets`` entry that matches no set.
+    """
+    data_names = {line.data for line in lines}
     dropped: list[str] = []
 
     def drop(note: str) -> None:
         if note not in dropped:
             dropped.append(note)
 
-    # Which eval set gives each (target, language): the first one listed, the same for every run of the target.
     kept: list[tuple[_Line, str]] = []
     used: set[str] = set()
     chosen: dict[tuple[str, str], tuple[str, str, int]] = {}
@@ -340,10 +403,18 @@ def build_gains(
     if unused:
         raise UsageError(f"--exclude-set {unused[0]!r} matches no eval set",
                          hint=f"give DATA or DATA:LANG; eval sets: {', '.join(sorted(data_names))}")  # fmt: skip
+    return kept, dropped
 
-    # scores[(source, target)][seed][code] = value; the metric is fixed per target.
+
+def _collect_scores(kept: Sequence[tuple[_Line, str]], options: GainOptions, source_name: str,
+                    ) -> tuple[_Scores, dict[str, tuple[str, int]], dict[tuple[str, str], str]]:  # fmt: skip
+    """(scores[(source, target)][seed][code], target → (metric, first line), (target, code) → data name) of
+    the kept lines; the metric is fixed per target.
+
+    Raises InputError for a target scored in two metrics, a missing or undefined score, or a duplicate line.
+    """
     metric_of: dict[str, tuple[str, int]] = {}
-    scores: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    scores: _Scores = {}
     set_of: dict[tuple[str, str], str] = {}
     line_of: dict[tuple[str, str, str, str], int] = {}  # (source, target, seed, code) -> its line
     for line, code in kept:
@@ -372,22 +443,24 @@ def build_gains(
         by_code[code] = value
         line_of[key] = line.number
         set_of[(line.target, code)] = line.data
+    return scores, metric_of, set_of
 
-    rows, notes = _gain_rows(scores, metric_of, set_of, options, lines, source_name)
-    if not rows:
-        sources = {line.source for line in lines} - {options.baseline}
-        if not lines:
-            why = "no eval lines (summary lines are skipped)"
-        elif not sources:
-            why = f"only target-only runs ({options.source_tag}={options.baseline})"
-        else:
-            why = f"every set of the source runs was left out ({len(dropped)} sets)"
-        raise InputError(
-            f"no gain rows: {why}",
-            source=source_name,
-            hint="evaluate source→target runs and the target-only run on the same non-English sets",
-        )
-    return GainResult(rows, dropped, notes)
+
+def _no_rows_error(lines: Sequence[_Line], options: GainOptions, dropped: Sequence[str],
+                   source_name: str) -> InputError:  # fmt: skip
+    """The InputError for input that gives no gain row, saying why (no lines, no source runs, all left out)."""
+    sources = {line.source for line in lines} - {options.baseline}
+    if not lines:
+        why = "no eval lines (summary lines are skipped)"
+    elif not sources:
+        why = f"only target-only runs ({options.source_tag}={options.baseline})"
+    else:
+        why = f"every set of the source runs was left out ({len(dropped)} sets)"
+    return InputError(
+        f"no gain rows: {why}",
+        source=source_name,
+        hint="evaluate source→target runs and the target-only run on the same non-English sets",
+    )
 
 
 def _line_metric(line: _Line, options: GainOptions, source_name: str) -> str:
@@ -440,6 +513,11 @@ def _gain_rows(
     lines: Sequence[_Line],
     source_name: str,
 ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The gain rows (sorted by target, source, lang) and notes on them, from the collected scores.
+
+    Raises InputError for a target without a target-only run, or without its score for a language that a
+    source run has.
+    """
     baseline = options.baseline
     had_baseline = {line.target for line in lines if line.source == baseline}
     one_seed_everywhere = all(len(seeds) == 1 for seeds in scores.values())
@@ -462,50 +540,83 @@ def _gain_rows(
         if len(seeds) < 2:
             single_runs.append(f"{source}→{target}")
         for code in codes:
-            with_values = [by_code[code] for by_code in seeds.values() if code in by_code]
-            without_values = [by_code[code] for by_code in base.values() if code in by_code]
-            if not without_values:
+            if not any(code in by_code for by_code in base.values()):
                 missing.setdefault(target, {}).setdefault(code, []).append(source)
                 continue
-            if len(with_values) < len(seeds):
-                notes.append(f"{source}→{target}: {code} is scored by {len(with_values)} of {len(seeds)} seeds")
-            score_with, sd_with = _mean_sd(with_values)
-            score_without, sd_without = _mean_sd(without_values)
-            se: float | None = None
-            reasons: list[str] = []
-            if one_seed_everywhere:
-                reasons.append("no noise estimate: one seed per run")
-            else:
-                if sd_with is None:
-                    reasons.append(f"1 seed of {source}→{target}")
-                if sd_without is None:
-                    reasons.append(f"1 seed of the target-only {target} run")
-            if sd_with is not None and sd_without is not None:
-                se = math.sqrt(sd_with**2 / len(with_values) + sd_without**2 / len(without_values))
-            # the gain of each seed measured on both sides (source→target seed k − target-only seed k): what
-            # the seed-stability ceiling of a source ranking compares (xl.core.ranking.seed_stability)
-            by_seed = {seed: by_code[code] - base[seed][code] for seed, by_code in seeds.items()
-                       if code in by_code and code in base.get(seed, {})}  # fmt: skip
-            rows.append({
-                "source": source, "target": target, "lang": code, "data": set_of[(target, code)],
-                "metric": metric_of[target][0], "score_with": score_with, "score_without": score_without,
-                "gain": score_with - score_without, "gain_se": se, "se_reason": "; ".join(reasons) or None,
-                "seed_sd": sd_with, "baseline_seed_sd": sd_without,
-                "n_seeds": len(with_values), "n_seeds_without": len(without_values),
-                "gain_by_seed": by_seed if len(by_seed) >= 2 else None,
-            })  # fmt: skip
+            row, note = _gain_row((source, target, code), seeds, base, one_seed_everywhere,
+                                  data=set_of[(target, code)], metric=metric_of[target][0])  # fmt: skip
+            if note is not None:
+                notes.append(note)
+            rows.append(row)
     if missing:
-        parts = []
-        for target, langs in missing.items():
-            needed = ", ".join(f"{code} (needed by {', '.join(users)})" for code, users in langs.items())
-            parts.append(f"target {target!r} lacks {needed}")
-        raise InputError(
-            f"no target-only ({options.source_tag}={baseline}) score for a language a source run has: "
-            + "; ".join(parts),
-            source=source_name,
-            hint="evaluate the target-only model on the same sets, or leave them out with --exclude-set DATA:LANG",
-        )
+        raise _missing_baseline_error(missing, options, source_name)
     rows.sort(key=lambda r: (r["target"], r["source"], r["lang"]))
+    _add_seed_notes(notes, rows, scores, options, one_seed_everywhere, single_runs)
+    return rows, notes
+
+
+def _gain_row(cell: tuple[str, str, str], seeds: Mapping[str, Mapping[str, float]],
+              base: Mapping[str, Mapping[str, float]], one_seed_everywhere: bool, *, data: str,
+              metric: str) -> tuple[dict[str, Any], str | None]:  # fmt: skip
+    """The gain row of ``cell`` = (source, target, language code) from the scores by seed of its run
+    (``seeds``) and of the target-only run (``base``, which scores the language in at least one seed), and a
+    note when some seeds of the run lack the language."""
+    source, target, code = cell
+    with_values = [by_code[code] for by_code in seeds.values() if code in by_code]
+    without_values = [by_code[code] for by_code in base.values() if code in by_code]
+    note = None
+    if len(with_values) < len(seeds):
+        note = f"{source}→{target}: {code} is scored by {len(with_values)} of {len(seeds)} seeds"
+    score_with, sd_with = _mean_sd(with_values)
+    score_without, sd_without = _mean_sd(without_values)
+    se: float | None = None
+    reasons: list[str] = []
+    if one_seed_everywhere:
+        reasons.append("no noise estimate: one seed per run")
+    else:
+        if sd_with is None:
+            reasons.append(f"1 seed of {source}→{target}")
+        if sd_without is None:
+            reasons.append(f"1 seed of the target-only {target} run")
+    if sd_with is not None and sd_without is not None:
+        se = math.sqrt(sd_with**2 / len(with_values) + sd_without**2 / len(without_values))
+    # the gain of each seed measured on both sides (source→target seed k − target-only seed k): what
+    # the seed-stability ceiling of a source ranking compares (xl.core.ranking.seed_stability)
+    by_seed = {seed: by_code[code] - base[seed][code] for seed, by_code in seeds.items()
+               if code in by_code and code in base.get(seed, {})}  # fmt: skip
+    row = {
+        "source": source, "target": target, "lang": code, "data": data, "metric": metric,
+        "score_with": score_with, "score_without": score_without,
+        "gain": score_with - score_without, "gain_se": se, "se_reason": "; ".join(reasons) or None,
+        "seed_sd": sd_with, "baseline_seed_sd": sd_without,
+        "n_seeds": len(with_values), "n_seeds_without": len(without_values),
+        "gain_by_seed": by_seed if len(by_seed) >= 2 else None,
+    }  # fmt: skip
+    return row, note
+
+
+def _missing_baseline_error(missing: Mapping[str, Mapping[str, Sequence[str]]], options: GainOptions,
+                            source_name: str) -> InputError:  # fmt: skip
+    """The InputError for target-only runs that lack a language (``missing``: target → language → the
+    sources that need it)."""
+    parts = []
+    for target, langs in missing.items():
+        needed = ", ".join(f"{code} (needed by {', '.join(users)})" for code, users in langs.items())
+        parts.append(f"target {target!r} lacks {needed}")
+    return InputError(
+        f"no target-only ({options.source_tag}={options.baseline}) score for a language a source run has: "
+        + "; ".join(parts),
+        source=source_name,
+        hint="evaluate the target-only model on the same sets, or leave them out with --exclude-set DATA:LANG",
+    )
+
+
+def _add_seed_notes(notes: list[str], rows: Sequence[Mapping[str, Any]],
+                    scores: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]], options: GainOptions,
+                    one_seed_everywhere: bool, single_runs: Sequence[str]) -> None:  # fmt: skip
+    """Add to ``notes`` (in place): targets with only their target-only run (at the end), and how many rows
+    lack a gain_se and why (first)."""
+    baseline = options.baseline
     with_sources = {target for source, target in scores if source != baseline}
     for target in sorted({target for source, target in scores if source == baseline} - with_sources):
         notes.append(f"target {target!r} has only its target-only run: no gains")
@@ -518,7 +629,6 @@ def _gain_rows(
             shown = ", ".join(single_runs[:_MAX_LISTED]) + (" …" if len(single_runs) > _MAX_LISTED else "")
             notes.insert(0, f"{without_se} of {len(rows)} rows have no gain_se (it needs 2+ seeds on both sides)"
                             + (f"; one seed of {shown}" if single_runs else ""))  # fmt: skip
-    return rows, notes
 
 
 # --------------------------------------------------------------------------------------------- decomposition
@@ -665,50 +775,11 @@ def _project(y: F64, parts: Sequence[tuple[NDArray[np.intp], F64]], cells: NDArr
 
 def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
               table: Mapping[str, Language] | None = None) -> dict[str, Any]:  # fmt: skip
-    """How the variance of transfer gains splits over source, target, pair, language and residual.
+    """How the variance of transfer gains splits over source, target, pair, language and residual (the
+    model, the sums of squares, the ceilings and the seed-noise model: see the module docstring).
 
     rows: gain rows ``{source, target, lang, gain}`` (optionally ``gain_se``, ``seed_sd``, ``baseline_seed_sd``,
     ``n_seeds``, ``n_seeds_without``), one per (source, target, language), as ``build_gains`` writes them.
-    The design is sources crossed with targets, languages nested in targets (each target has its own
-    languages), one gain per cell::
-
-        gain[s, t, l] = μ + target[t] + source[s] + pair[s, t] + language[t, l] + residual[s, t, l]
-
-    The residual is the source × language-within-target interaction, which one gain per cell cannot tell
-    from seed noise. Sums of squares are sequential least-squares projections (type I SS; Searle 1987,
-    "Linear Models for Unbalanced Data", §7): with orthogonal projectors P0 ⊂ P1 ⊂ … ⊂ P4 onto the spans of
-    the intercept, + target, + source, + pair (= the pair cell means), + (target, language) indicators,
-    ``SS_k = ‖P_k y − P_(k−1) y‖²`` and ``SS_residual = ‖y − P4 y‖²``; they sum to ``SS_total = ‖y − ȳ‖²``
-    (Pythagoras; to rounding), and ``df_k`` is the rank each step adds. In a balanced design (every source for
-    every target and every language of it) these are the classical crossed/nested ANOVA sums of squares
-    (Montgomery, "Design and Analysis of Experiments", ch. 14) and do not depend on the order. Otherwise
-    (e.g. no source is its own target) the split between target, source and pair depends on the order above
-    and is approximate; ``balanced`` says which case holds.
-
-    Ceilings for a predictor that takes one value per (source, target) pair, such as a task similarity.
-    The best such predictor is the pair means, so, exactly in any design:
-
-    - ``pair_ceiling``: the largest R² (squared Pearson correlation) with the gains over all rows,
-      ``‖P_pair y − ȳ‖² / SS_total`` = target + source + pair shares;
-    - ``pair_within_target_ceiling``: compared within targets (gains and predictor centred per target),
-      ``share`` = (source + pair SS) / SS_total and ``share_within`` = (source + pair SS) / (SS_total − SS_target);
-    - ``pair_within_target_language_ceiling``: compared within each (target, language), as a ranking of
-      sources per target language is, ``share_within`` = ‖P4 y − P_tl y‖² / ‖y − P_tl y‖²
-      (balanced: (source + pair) / (source + pair + residual)).
-
-    A predictor that varies by language too (``xnli@de``) is not bound by these.
-
-    ``seed_noise`` (None without any noise estimate): the sums of squares that seed noise alone is expected
-    to put in each component, ``E SS_k = tr((P_k − P_(k−1)) Σ)``, under this model of the noise Σ: a row's
-    own source→target noise (variance ``seed_sd² / n_seeds``) independent across rows, and the target-only
-    run's noise (``baseline_seed_sd² / n_seeds_without``) shared by every source of one (target, language) —
-    it is the same baseline — so it lands in the language component, never in the residual. A source run
-    with one seed is assumed as noisy as its target-only run (``n_rows_assumed``); with ``gain_se`` alone all
-    of it counts as the row's own noise; rows with no estimate count with the mean. Seed noise that one run
-    shares across its languages would land in the pair component: per-row independence makes the residual
-    figure an upper bound and the pair figure a lower bound. Reported: ``mean_gain_se2`` (mean seed variance
-    of a gain), ``ss`` and ``share`` (of SS_total), per component ``ss`` and ``share_of_component``
-    (expected noise SS / observed SS), and ``share_of_residual``.
 
     Returns ``{n_rows, n_pairs, n_target_languages, sources, targets, balanced, total_ss, df_total,
     components: {name: {ss, share, df}}, pair_ceiling, pair_within_target_ceiling,
@@ -717,45 +788,8 @@ def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
     parsed = _parse_rows(rows, source_name, builtin_table() if table is None else table)
     n = len(parsed)
     y: F64 = np.array([r.gain for r in parsed])
-    targets = [r.target for r in parsed]
-    sources = [r.source for r in parsed]
-    pairs = [(r.source, r.target) for r in parsed]
-    cells = [(r.target, r.lang) for r in parsed]
-
-    t_codes, n_targets = _codes(targets)
-    s_codes, n_sources = _codes(sources)
-    p_codes, n_pair_codes = _codes(pairs)
-    c_codes, n_cell_codes = _codes(cells)
-    by_target = [np.flatnonzero(t_codes == t) for t in range(n_targets)]
-
-    def per_target(*codes: NDArray[np.intp]) -> list[tuple[NDArray[np.intp], F64]]:
-        """Each target's rows with the indicators of the levels of ``codes`` present in them."""
-        parts = []
-        for idx in by_target:
-            local = [np.unique(c[idx], return_inverse=True) for c in codes]
-            parts.append((idx, np.hstack([_indicators(inverse, levels.size) for levels, inverse in local])))
-        return parts
-
-    # Nested projectors: intercept ⊂ + target ⊂ + source ⊂ + pair (the pair means) ⊂ + (target, language);
-    # all but the one with the crossed source effect split by target.
-    everything = np.arange(n)
-    projections = [
-        _project(y, [(everything, np.ones((n, 1)))], c_codes, n_cell_codes),
-        _project(y, per_target(t_codes), c_codes, n_cell_codes),
-        _project(
-            y,
-            [
-                (
-                    everything,
-                    np.hstack([np.ones((n, 1)), _indicators(t_codes, n_targets), _indicators(s_codes, n_sources)]),
-                )
-            ],
-            c_codes,
-            n_cell_codes,
-        ),  # fmt: skip
-        _project(y, per_target(p_codes), c_codes, n_cell_codes),
-        _project(y, per_target(p_codes, c_codes), c_codes, n_cell_codes),
-    ]
+    codes = _design_codes(parsed)
+    projections = _nested_projections(y, codes)
     fits = [P.fit for P in projections]
     ranks = [P.rank for P in projections]
     ss = [float(np.sum((fits[k] - fits[k - 1]) ** 2)) for k in range(1, 5)]
@@ -764,21 +798,88 @@ def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
     total = float(np.sum((y - y.mean()) ** 2))
     # Equal gains: nothing to share out (a tiny total is rounding error in the mean, not variance).
     constant = bool(np.ptp(y) == 0.0)
-
-    def share(value: float, of: float) -> float | None:
-        return None if constant or of <= 0.0 else value / of
-
-    components = {name: {"ss": value, "share": share(value, total), "df": df}
+    components = {name: {"ss": value, "share": _share(value, total, constant), "df": df}
                   for name, value, df in zip(COMPONENTS, ss, dfs, strict=True)}  # fmt: skip
-    # Within (target, language): the (target, language) cell means, and P4 which contains them.
-    fit_tl = (np.bincount(c_codes, weights=y, minlength=n_cell_codes) / np.bincount(c_codes))[c_codes]
-    within_tl = float(np.sum((y - fit_tl) ** 2))
-    reach_tl = float(np.sum((fits[4] - fit_tl) ** 2))
-    t_ss, s_ss, p_ss = ss[0], ss[1], ss[2]
+    layout, notes = _design_layout(parsed)
+    if dfs[4] == 0:
+        notes.append("no residual degrees of freedom: the residual (source × language) cannot be estimated")
+    if constant:
+        notes.append("all gains are equal: no variance to decompose")
+    return {
+        **layout,
+        "total_ss": total,
+        "df_total": n - 1,
+        "components": components,
+        **_ceilings(y, fits[4], codes, ss, total, constant),
+        "seed_noise": _seed_noise(parsed, projections, codes.cells, ss, dfs[4], total),
+        "notes": notes,
+    }
 
-    source_set = sorted(set(sources))
-    target_set = sorted(set(targets))
-    n_pairs, n_cells = len(set(pairs)), len(set(cells))
+
+@dataclass(frozen=True)
+class _DesignCodes:
+    """Integer codes ``(n,) intp`` of each row's target, source, pair and (target, language) cell (codes
+    ``0 … k − 1`` in sorted order of the labels), with the number of levels of each."""
+
+    targets: NDArray[np.intp]
+    n_targets: int
+    sources: NDArray[np.intp]
+    n_sources: int
+    pairs: NDArray[np.intp]
+    cells: NDArray[np.intp]
+    n_cells: int
+
+
+def _design_codes(parsed: Sequence[_DesignRow]) -> _DesignCodes:
+    """The codes of target, source, pair and (target, language) of each parsed gain row."""
+    t_codes, n_targets = _codes([r.target for r in parsed])
+    s_codes, n_sources = _codes([r.source for r in parsed])
+    p_codes, _ = _codes([(r.source, r.target) for r in parsed])
+    c_codes, n_cell_codes = _codes([(r.target, r.lang) for r in parsed])
+    return _DesignCodes(t_codes, n_targets, s_codes, n_sources, p_codes, c_codes, n_cell_codes)
+
+
+def _per_target(by_target: Sequence[NDArray[np.intp]],
+                *codes: NDArray[np.intp]) -> list[tuple[NDArray[np.intp], F64]]:  # fmt: skip
+    """Each target's rows (``by_target``: their indices) with the indicators ``(rows, levels) float64`` of
+    the levels of ``codes`` present in them, side by side."""
+    parts = []
+    for idx in by_target:
+        local = [np.unique(c[idx], return_inverse=True) for c in codes]
+        parts.append((idx, np.hstack([_indicators(inverse, levels.size) for levels, inverse in local])))
+    return parts
+
+
+def _nested_projections(y: F64, codes: _DesignCodes) -> list[_Projection]:
+    """The five nested projections of the gains ``y: (n,) float64``: intercept ⊂ + target ⊂ + source ⊂ + pair
+    (the pair means) ⊂ + (target, language); all but the one with the crossed source effect split by target."""
+    n = y.size
+    by_target = [np.flatnonzero(codes.targets == t) for t in range(codes.n_targets)]
+    everything = np.arange(n)
+    cells, n_cells = codes.cells, codes.n_cells
+    with_source = np.hstack([np.ones((n, 1)), _indicators(codes.targets, codes.n_targets),
+                             _indicators(codes.sources, codes.n_sources)])  # fmt: skip
+    return [
+        _project(y, [(everything, np.ones((n, 1)))], cells, n_cells),
+        _project(y, _per_target(by_target, codes.targets), cells, n_cells),
+        _project(y, [(everything, with_source)], cells, n_cells),
+        _project(y, _per_target(by_target, codes.pairs), cells, n_cells),
+        _project(y, _per_target(by_target, codes.pairs, codes.cells), cells, n_cells),
+    ]
+
+
+def _share(value: float, of: float, constant: bool) -> float | None:
+    """``value / of``, or None when the gains are all equal (``constant``) or ``of`` is not positive."""
+    return None if constant or of <= 0.0 else value / of
+
+
+def _design_layout(parsed: Sequence[_DesignRow]) -> tuple[dict[str, Any], list[str]]:
+    """``{n_rows, n_pairs, n_target_languages, sources, targets, balanced}`` of the gain rows, and a note on
+    whether the design is balanced (what the sequential sums of squares then mean)."""
+    n = len(parsed)
+    source_set = sorted({r.source for r in parsed})
+    target_set = sorted({r.target for r in parsed})
+    n_pairs, n_cells = len({(r.source, r.target) for r in parsed}), len({(r.target, r.lang) for r in parsed})
     balanced = n_pairs == len(source_set) * len(target_set) and n == len(source_set) * n_cells
     notes: list[str] = []
     if balanced:
@@ -788,31 +889,32 @@ def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
                      f"{len(source_set) * n_cells} cells): sequential sums of squares in the order target, "
                      "source, pair, language; the target/source/pair split depends on that order, the ceilings "
                      "do not")  # fmt: skip
-    if dfs[4] == 0:
-        notes.append("no residual degrees of freedom: the residual (source × language) cannot be estimated")
-    if constant:
-        notes.append("all gains are equal: no variance to decompose")
+    layout = {"n_rows": n, "n_pairs": n_pairs, "n_target_languages": n_cells, "sources": source_set,
+              "targets": target_set, "balanced": balanced}  # fmt: skip
+    return layout, notes
 
+
+def _ceilings(y: F64, fit_full: F64, codes: _DesignCodes, ss: Sequence[float], total: float,
+              constant: bool) -> dict[str, Any]:  # fmt: skip
+    """The ceilings of a pair-level predictor: ``{pair_ceiling, pair_within_target_ceiling,
+    pair_within_target_language_ceiling}`` from the gains ``y: (n,) float64``, their full-model fit
+    ``fit_full = P4 y`` and the component sums of squares ``ss``."""
+    # Within (target, language): the (target, language) cell means, and P4 which contains them.
+    c_codes = codes.cells
+    fit_tl = (np.bincount(c_codes, weights=y, minlength=codes.n_cells) / np.bincount(c_codes))[c_codes]
+    within_tl = float(np.sum((y - fit_tl) ** 2))
+    reach_tl = float(np.sum((fit_full - fit_tl) ** 2))
+    t_ss, s_ss, p_ss = ss[0], ss[1], ss[2]
     return {
-        "n_rows": n,
-        "n_pairs": n_pairs,
-        "n_target_languages": n_cells,
-        "sources": source_set,
-        "targets": target_set,
-        "balanced": balanced,
-        "total_ss": total,
-        "df_total": n - 1,
-        "components": components,
-        "pair_ceiling": {"share": share(t_ss + s_ss + p_ss, total), "components": ["target", "source", "pair"]},
+        "pair_ceiling": {"share": _share(t_ss + s_ss + p_ss, total, constant),
+                         "components": ["target", "source", "pair"]},
         "pair_within_target_ceiling": {
-            "share": share(s_ss + p_ss, total),
-            "share_within": share(s_ss + p_ss, total - t_ss),
+            "share": _share(s_ss + p_ss, total, constant),
+            "share_within": _share(s_ss + p_ss, total - t_ss, constant),
             "components": ["source", "pair"],
         },
-        "pair_within_target_language_ceiling": {"share_within": share(reach_tl, within_tl)},
-        "seed_noise": _seed_noise(parsed, projections, c_codes, ss, dfs[4], total),
-        "notes": notes,
-    }
+        "pair_within_target_language_ceiling": {"share_within": _share(reach_tl, within_tl, constant)},
+    }  # fmt: skip
 
 
 def _seed_noise(

@@ -999,13 +999,27 @@ def family_correlations(
     if parallel is None:
         work = sum(size) * max(n_perm, n_boot, 1) * (3 if "kendall" in wanted else 1)
         parallel = len(groups) > 1 and work > _stats.PARALLEL_MIN_WORK and (os.cpu_count() or 1) > 1
-    # Two shares of about equal work (largest first, each to the lighter share).
+    results = _analyse_in_two_shares(groups, size, options, parallel)
+    return {key: results[i] for i, key in enumerate(keys)}
+
+
+def _two_shares(size: Sequence[int]) -> list[list[int]]:
+    """The indices of ``size`` split in two shares of about equal total size (largest first, each to the
+    lighter share)."""
     shares: list[list[int]] = [[], []]
     load = [0, 0]
-    for i in sorted(range(len(groups)), key=lambda i: -size[i]):
+    for i in sorted(range(len(size)), key=lambda i: -size[i]):
         lighter = 0 if load[0] <= load[1] else 1
         shares[lighter].append(i)
         load[lighter] += size[i]
+    return shares
+
+
+def _analyse_in_two_shares(groups: Sequence[_Design], size: Sequence[int], options: dict[str, Any],
+                           parallel: bool) -> dict[int, dict[str, ClusteredCorrelation]]:  # fmt: skip
+    """``_analyse_groups`` of every group, by index: with ``parallel`` (and fork available) the second of two
+    shares of about equal work (``size``: each group's points) in a forked process, else all here."""
+    shares = _two_shares(size)
     results: dict[int, dict[str, ClusteredCorrelation]] = {}
     if parallel:
         try:
@@ -1019,7 +1033,7 @@ def family_correlations(
             results.update(zip(shares[1], future.result(), strict=True))
     else:
         results.update(enumerate(_analyse_groups(groups, options)))
-    return {key: results[i] for i, key in enumerate(keys)}
+    return results
 
 
 def _analyse_groups(groups: Sequence[_Design], options: dict[str, Any]) -> list[dict[str, ClusteredCorrelation]]:
@@ -1191,6 +1205,48 @@ def family_slopes_permutation(
         raise UsageError("n_perm must be at least 1 for a permutation test", found=str(n_perm))
     design = _design(x, y, source, target, lang)
     fams = _families(design, family, min_languages)
+    cells = _family_cells(design, fams)
+    observed = _family_slopes(cells, cells.labels[None, :])
+    _check_family_slopes(observed[0], fams)
+    t_obs = float(_slope_spread(observed, cells.w)[0])
+    p, total, exact = _slope_spread_permutations(cells, t_obs, n_perm, seed)
+    slope_p, holm = _family_slope_p(design, fams, n_perm, seed)
+    table = _with_family_slopes(fams, observed[0], slope_p, holm)
+    w = cells.w
+    mean = float(observed[0] @ w / w.sum())
+    return FamilyTest(statistic=t_obs, p_perm=p, n_perm=total, perm_exact=exact, mean_slope=mean,
+                      n_eligible=cells.F, min_languages=min_languages, families=table,
+                      x_level="pair" if cells.pair_level else "language (averaged per family)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _FamilyCells:
+    """The (pairs × eligible languages) layout of the family slope test, P pairs, Le eligible languages.
+
+    ``labels: (Le,) intp``: each eligible language's family as 0..F−1 (eligible families in name order);
+    ``G``, ``present``, ``Xm``: (P, Le) float64 gain, 1.0 where measured (else 0.0) and similarity of each
+    (pair, language); ``xp: (P,) float64`` the pair-mean similarity; ``w: (F,) float64`` languages per family;
+    ``pair_level``: x is constant within every pair; ``per_language: (Le,) float64``: the per-language slopes
+    when every pair is measured in every language and x is pair-level (``balanced``), else None.
+    """
+
+    labels: IP
+    F: int
+    G: F64
+    present: F64
+    Xm: F64
+    xp: F64
+    w: F64
+    pair_level: bool
+    per_language: F64 | None
+
+    @property
+    def balanced(self) -> bool:
+        return self.per_language is not None
+
+
+def _family_cells(design: _Design, fams: _Families) -> _FamilyCells:
+    """The gains and similarities of ``design`` laid out by (pair, eligible language) (see ``_FamilyCells``)."""
     pair_level = design.is_pair_level()
     F = len(fams.eligible)
     # eligible languages, with their family as 0..F−1 in name order
@@ -1211,69 +1267,94 @@ def family_slopes_permutation(
     Xm[cell] = design.x[rows]
     xp = design.pair_means(design.x)
     w = np.bincount(labels0, minlength=F).astype(np.float64)
-    balanced = bool(present.all()) and pair_level
-    if balanced:
+    c: F64 | None = None
+    if bool(present.all()) and pair_level:
         # Every pair measured in every language, x pair-level: a family's slope is the mean over its languages
         # of the per-language slopes c_l = Σ_p xc_p g_pl / Σ_p xc_p² (the pair means are means over languages,
         # and Σ_p xc_p = 0), so a reassignment only regroups the c_l: no matrix products needed.
         xc = xp - xp.mean()
         c = (xc @ G) / float(xc @ xc)
+    return _FamilyCells(labels0, F, G, present, Xm, xp, w, pair_level, c)
 
-    def slopes(lab: IP) -> F64:
-        """(b, F) slopes for label assignments ``lab: (b, Le)``."""
-        b = lab.shape[0]
-        if balanced:
-            flat = (lab + (np.arange(b, dtype=np.intp) * F)[:, None]).ravel()
-            sums = np.bincount(flat, weights=np.broadcast_to(c, lab.shape).ravel(), minlength=b * F).astype(np.float64)
-            return sums.reshape(b, F) / w
-        M = np.zeros((Le, b * F))
-        M[np.arange(Le)[None, :], np.arange(b)[:, None] * F + lab] = 1.0
-        count = present @ M  # (P, b·F): languages of family f observed for pair p
-        have = count > 0
-        Yf = np.divide(G @ M, count, out=np.zeros((P, b * F)), where=have)
-        nA = have.sum(axis=0)
-        if pair_level:
-            Sx, Sxx, Sxy = xp @ have, (xp * xp) @ have, xp @ Yf
-        else:
-            Xf = np.divide(Xm @ M, count, out=np.zeros((P, b * F)), where=have)
-            Sx, Sxx, Sxy = Xf.sum(axis=0), (Xf * Xf).sum(axis=0), (Xf * Yf).sum(axis=0)
-        Sy = Yf.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            den = Sxx - Sx * Sx / nA
-            out: F64 = (Sxy - Sx * Sy / nA) / np.where(den > 1e-14 * np.maximum(Sxx, 1e-300), den, np.nan)
-        return out.reshape(b, F)
 
-    def spread(b_f: F64) -> F64:
-        mean = (b_f @ w) / w.sum()
-        out: F64 = ((b_f - mean[:, None]) ** 2) @ w
-        return out
+def _family_slopes(cells: _FamilyCells, lab: IP) -> F64:
+    """(b, F) float64 slopes of the pair-level gain on similarity per family, for the label assignments
+    ``lab: (b, Le) intp`` of the eligible languages to families; NaN where a family has no slope."""
+    b = lab.shape[0]
+    F, Le, P = cells.F, int(cells.labels.size), cells.G.shape[0]
+    if cells.per_language is not None:
+        flat = (lab + (np.arange(b, dtype=np.intp) * F)[:, None]).ravel()
+        weights = np.broadcast_to(cells.per_language, lab.shape).ravel()
+        sums = np.bincount(flat, weights=weights, minlength=b * F).astype(np.float64)
+        balanced: F64 = sums.reshape(b, F) / cells.w
+        return balanced
+    M = np.zeros((Le, b * F))
+    M[np.arange(Le)[None, :], np.arange(b)[:, None] * F + lab] = 1.0
+    count = cells.present @ M  # (P, b·F): languages of family f observed for pair p
+    have = count > 0
+    Yf = np.divide(cells.G @ M, count, out=np.zeros((P, b * F)), where=have)
+    nA = have.sum(axis=0)
+    xp = cells.xp
+    if cells.pair_level:
+        Sx, Sxx, Sxy = xp @ have, (xp * xp) @ have, xp @ Yf
+    else:
+        Xf = np.divide(cells.Xm @ M, count, out=np.zeros((P, b * F)), where=have)
+        Sx, Sxx, Sxy = Xf.sum(axis=0), (Xf * Xf).sum(axis=0), (Xf * Yf).sum(axis=0)
+    Sy = Yf.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = Sxx - Sx * Sx / nA
+        out: F64 = (Sxy - Sx * Sy / nA) / np.where(den > 1e-14 * np.maximum(Sxx, 1e-300), den, np.nan)
+    return out.reshape(b, F)
 
-    observed = slopes(labels0[None, :])
+
+def _slope_spread(b_f: F64, w: F64) -> F64:
+    """(b,) the statistic ``Σ_f w_f (b_f − b̄)²`` of each row of slopes ``b_f: (b, F)``, weights ``w: (F,)``."""
+    mean = (b_f @ w) / w.sum()
+    out: F64 = ((b_f - mean[:, None]) ** 2) @ w
+    return out
+
+
+def _check_family_slopes(observed: F64, fams: _Families) -> None:
+    """Raise InputError naming the eligible families whose slope ``observed: (F,)`` is not finite."""
     if not np.isfinite(observed).all():
-        bad = [fams.names[fams.eligible[i]] for i in np.flatnonzero(~np.isfinite(observed[0]))]
+        bad = [fams.names[fams.eligible[i]] for i in np.flatnonzero(~np.isfinite(observed))]
         raise InputError(f"no slope in family {', '.join(bad)}: the similarity is constant across its pairs",
                          hint="a slope needs at least two pairs with different similarities")  # fmt: skip
-    t_obs = float(spread(observed)[0])
+
+
+def _slope_spread_permutations(cells: _FamilyCells, t_obs: float, n_perm: int,
+                               seed: int) -> tuple[float, int, bool]:  # fmt: skip
+    """(p, reassignments, exact) of the observed spread ``t_obs`` against reassignments of whole languages
+    among the eligible families (family sizes kept): every distinct one when there are at most ``n_perm``
+    (p = count / total), else ``n_perm`` random ones (Phipson–Smyth p)."""
     threshold = t_obs - 1e-12 * max(1.0, abs(t_obs))  # the same value summed in another order counts as equal
     rng = np.random.default_rng(_stats._child(np.random.SeedSequence(seed), 2))
-    block = max(1, _FAMILY_BLOCK_ELEMENTS // max((Le if balanced else P) * F, 1))
+    labels0, F, w = cells.labels, cells.F, cells.w
+    Le, P = int(labels0.size), cells.G.shape[0]
+    block = max(1, _FAMILY_BLOCK_ELEMENTS // max((Le if cells.balanced else P) * F, 1))
     exact = _multinomial(w.astype(int).tolist(), n_perm) <= n_perm
     hits = total = 0
     if exact:
         every = _labelings(labels0, F)
         while chunk := list(itertools.islice(every, block)):
-            t = spread(slopes(np.stack(chunk)))
+            t = _slope_spread(_family_slopes(cells, np.stack(chunk)), w)
             hits += int(np.count_nonzero(~(t < threshold)))  # NaN (no slope) counts as extreme: conservative
             total += len(chunk)
     else:
         while total < n_perm:
             b = min(block, n_perm - total)
             lab = labels0[np.argsort(rng.random((b, Le)), axis=1)]
-            t = spread(slopes(lab))
+            t = _slope_spread(_family_slopes(cells, lab), w)
             hits += int(np.count_nonzero(~(t < threshold)))
             total += b
     p = hits / total if exact else (hits + 1) / (total + 1)
-    # per-family slopes: the within-target permutation at the pair level, Holm across families
+    return p, total, exact
+
+
+def _family_slope_p(design: _Design, fams: _Families, n_perm: int,
+                    seed: int) -> tuple[list[float | None], list[float | None]]:  # fmt: skip
+    """Per eligible family (in ``fams.eligible`` order): the within-target permutation p-value of its
+    pair-level slope (None where nothing can be permuted) and its Holm-adjusted value across families."""
     # (the same draws as ``family_correlations`` with this seed, so its Pearson p_perm is this unadjusted p)
     slope_p: list[float | None] = []
     draws = _Draws(np.random.SeedSequence(seed))
@@ -1284,21 +1365,24 @@ def family_slopes_permutation(
         slope_p.append(r.p_perm)  # None where nothing can be permuted
     tested = [i for i, v in enumerate(slope_p) if v is not None]
     adjusted = _holm([v for v in slope_p if v is not None]) if tested else []
-    holm: list[float | None] = [None] * F
+    holm: list[float | None] = [None] * len(fams.eligible)
     for i, v in zip(tested, adjusted, strict=True):
         holm[i] = v
+    return slope_p, holm
+
+
+def _with_family_slopes(fams: _Families, observed: F64, slope_p: Sequence[float | None],
+                        holm: Sequence[float | None]) -> tuple[FamilySlope, ...]:  # fmt: skip
+    """``fams.table`` with each eligible family's slope (``observed: (F,)``), p-value and Holm p-value."""
     table: list[FamilySlope] = []
     for f in fams.table:
         code = fams.names.index(f.family)
         if code in fams.eligible:
             i = fams.eligible.index(code)
             f = FamilySlope(f.family, f.languages, f.n_languages, f.n_pairs, True, f.mde_r,
-                            slope=float(observed[0, i]), slope_p=slope_p[i], slope_p_holm=holm[i])  # fmt: skip
+                            slope=float(observed[i]), slope_p=slope_p[i], slope_p_holm=holm[i])  # fmt: skip
         table.append(f)
-    mean = float(observed[0] @ w / w.sum())
-    return FamilyTest(statistic=t_obs, p_perm=p, n_perm=total, perm_exact=exact, mean_slope=mean, n_eligible=F,
-                      min_languages=min_languages, families=tuple(table),
-                      x_level="pair" if pair_level else "language (averaged per family)")  # fmt: skip
+    return tuple(table)
 
 
 def _holm(p: Sequence[float]) -> list[float]:
@@ -1410,6 +1494,52 @@ def family_mixed_model(
     """
     design = _design(x, y, source, target, lang)
     fams = _families(design, family, min_languages)
+    md = _mixed_design(design, fams)
+    start = time.perf_counter()
+    try:
+        full = _fit_mixed(md.gain, md.X_full, md.t, md.s, md.lang)
+        reduced = _fit_mixed(md.gain, md.X_reduced, md.t, md.s, md.lang)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise InputError(f"the mixed model could not be fitted: {exc}",
+                         hint="check for families or targets with a single source or language") from None  # fmt: skip
+    seconds = time.perf_counter() - start
+    lr = 2.0 * (full.llf - reduced.llf)
+    df = len(md.names) - 1
+    slopes = _mixed_family_slopes(full, md.names, fams)
+    table = tuple(slopes.get(f.family, f) for f in fams.table)
+    caught = full.warnings + [w for w in reduced.warnings if w not in full.warnings]
+    return MixedModelTest(
+        n=int(md.order.size), n_pairs=int(np.unique(design.pair[md.order]).size), n_targets=int(np.unique(md.t).size),
+        n_languages=int(np.unique(md.lang).size), reference_family=md.names[0], lr_stat=lr, df=df,
+        p_value=float(scipy.stats.chi2.sf(max(lr, 0.0), df)), llf_full=full.llf, llf_reduced=reduced.llf,
+        converged_full=full.converged, converged_reduced=reduced.converged,
+        fixed_effects={n: float(v) for n, v in zip(md.fe_names, full.params.tolist(), strict=True)},
+        variance_components=full.vcomp, families=table, min_languages=min_languages, fit_seconds=seconds,
+        warnings=tuple(caught),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _MixedDesign:
+    """The rows of the eligible families, sorted by target (``order: (m,) intp``, their rows in the design), with
+    ``gain: (m,) float64``, codes ``t``, ``s``, ``lang: (m,) intp``; the fixed-effect matrices ``X_reduced``
+    ``(m, 1 + 1 + F − 1)`` (intercept, sim, family dummies) and ``X_full`` (plus sim × dummies) float64, the
+    eligible family ``names`` (the first is the reference) and ``fe_names``, the columns of ``X_full``."""
+
+    order: IP
+    gain: F64
+    t: IP
+    s: IP
+    lang: IP
+    X_reduced: F64
+    X_full: F64
+    names: list[str]
+    fe_names: list[str]
+
+
+def _mixed_design(design: _Design, fams: _Families) -> _MixedDesign:
+    """The mixed model's rows and fixed effects (treatment coding against the first eligible family by name);
+    InputError when the fixed effects are not identifiable."""
     F = len(fams.eligible)
     keep = np.isin(fams.fam, np.asarray(fams.eligible))
     order = np.flatnonzero(keep)[np.argsort(design.t[keep], kind="stable")]
@@ -1429,20 +1559,17 @@ def family_mixed_model(
             "the fixed effects of the mixed model are not identifiable (is the similarity constant within a family?)",
             hint="a family's slope needs pairs with different similarities in that family",
         )
-    start = time.perf_counter()
-    try:
-        full = _fit_mixed(gain, X_full, t, s, lg)
-        reduced = _fit_mixed(gain, X_reduced, t, s, lg)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise InputError(f"the mixed model could not be fitted: {exc}",
-                         hint="check for families or targets with a single source or language") from None  # fmt: skip
-    seconds = time.perf_counter() - start
-    lr = 2.0 * (full.llf - reduced.llf)
-    df = F - 1
+    return _MixedDesign(order, gain, t, s, lg, X_reduced, X_full, names, fe_names)
+
+
+def _mixed_family_slopes(full: _Fit, names: Sequence[str], fams: _Families) -> dict[str, FamilySlope]:
+    """Each eligible family's slope ``sim + sim:family`` in the full fit, with its Wald p-value and 95% interval
+    from the fixed-effect covariance (None where its variance is not positive and finite)."""
+    F = len(names)
     z = float(scipy.stats.norm.ppf(0.975))
     slopes: dict[str, FamilySlope] = {}
     for i, name in enumerate(names):
-        c = np.zeros(X_full.shape[1])
+        c = np.zeros(full.params.size)
         c[1] = 1.0
         if i > 0:
             c[2 + (F - 1) + (i - 1)] = 1.0
@@ -1455,14 +1582,4 @@ def family_mixed_model(
             slope_p=None if se is None else float(2.0 * scipy.stats.norm.sf(abs(est) / se)), se=se,
             ci_low=None if se is None else est - z * se, ci_high=None if se is None else est + z * se,
         )  # fmt: skip
-    table = tuple(slopes.get(f.family, f) for f in fams.table)
-    caught = full.warnings + [w for w in reduced.warnings if w not in full.warnings]
-    return MixedModelTest(
-        n=int(order.size), n_pairs=int(np.unique(design.pair[order]).size), n_targets=int(np.unique(t).size),
-        n_languages=int(np.unique(lg).size), reference_family=names[0], lr_stat=lr, df=df,
-        p_value=float(scipy.stats.chi2.sf(max(lr, 0.0), df)), llf_full=full.llf, llf_reduced=reduced.llf,
-        converged_full=full.converged, converged_reduced=reduced.converged,
-        fixed_effects={n: float(v) for n, v in zip(fe_names, full.params.tolist(), strict=True)},
-        variance_components=full.vcomp, families=table, min_languages=min_languages, fit_seconds=seconds,
-        warnings=tuple(caught),
-    )  # fmt: skip
+    return slopes

@@ -245,6 +245,32 @@ def _lookup(code: str, table: Mapping[str, Language]) -> str | None:
     return target if target is not None and target in table else None
 
 
+def canonical_lang(code: str, table: Mapping[str, Language] | None = None) -> str:
+    """The one spelling of a language code that every command uses (data specs, ``LANG=PATH``, ``--src-lang``,
+    result lines): ``pl``, ``pol``, ``pol_Latn`` and ``PL`` are all ``pl``.
+
+    - a known code (ISO 639-1, 639-3, 639-2/B, FLORES-200 ``xxx_Scrp``, BCP-47 with a script or region subtag,
+      any case) → its key in ``table`` (default: the built-in table);
+    - a pair of two known codes (``en-ar``, ``eng_ara``: a cross-lingual test set) → both, joined by ``-``;
+    - anything else (a language outside the table, a data set's variant such as ``en-ext``) → stripped and
+      lower-cased, never refused: only statistics by family need the table (:func:`normalize_lang_codes`).
+    """
+    table = builtin_table() if table is None else table
+    text = code.strip()
+    parts = _SPLIT_RE.split(text)
+    known = [_lookup(part, table) for part in parts]
+    if len(parts) == 2 and known[0] is not None:
+        # BCP-47 writes a region in capitals after a lower-case language (pt-BR); a code all in one case says nothing
+        region_case = len(parts[1]) == 2 and parts[1].isupper() and not parts[0].isupper()
+        if known[1] is not None and len(parts[1]) in (2, 3) and not region_case:
+            return f"{known[0]}-{known[1]}"  # two languages
+        if len(parts[1]) == 4 or (len(parts[1]) == 2 and (known[1] is None or region_case)) or parts[1].isdigit():
+            return known[0]  # a script (pol_Latn, zh-Hans) or a region (zh-cn, pt-BR, es-419)
+    if len(parts) == 1 and known[0] is not None:
+        return known[0]
+    return text.lower()
+
+
 def normalize_lang_codes(codes: Iterable[str], table: Mapping[str, Language] | None = None) -> list[str]:
     """Each of ``codes`` as its key in ``table`` (default: the built-in table), in input order.
 

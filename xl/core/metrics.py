@@ -283,3 +283,12 @@ def qa_scores(
         out["exact_match_ci"] = [100 * v for v in mean_ci(exact, n_boot=n_boot, confidence=confidence, seed=seed)]
         out["f1_ci"] = [100 * v for v in mean_ci(f1, n_boot=n_boot, confidence=confidence, seed=seed)]
     return out
+
+
+def row_cosines(A: ArrayLike, B: ArrayLike) -> NDArray[np.float64]:
+    """Cosine of row i of A with row i of B: (n,) float64 (0 where a row is all zeros)."""
+    X = np.asarray(A, dtype=np.float64)
+    Y = np.asarray(B, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1) * np.linalg.norm(Y, axis=1)
+    out: NDArray[np.float64] = np.divide((X * Y).sum(axis=1), norms, out=np.zeros(len(X)), where=norms > 0)
+    return out

@@ -110,6 +110,35 @@ def _prepare(
     table: Mapping[str, Language],
     columns: Sequence[str] | None,
 ) -> _Data:
+    """The validated gain rows joined with their language's covariates (``columns``: the numeric ones;
+    default: every one of ``NUMERIC_COVARIATES`` the covariate rows carry). Raises InputError for a bad row."""
+    y, s, sources, pairs, raw_langs = _gain_columns(rows)
+    langs = normalize_lang_codes(raw_langs, table)
+    by_code = _covariates_by_code(covariates, table)
+    used = list(dict.fromkeys(langs))
+    absent = [code for code in used if code not in by_code]
+    if absent:
+        raise InputError(f"no covariates for language(s): {', '.join(absent)}",
+                         hint="compute covariates for every language of the gain rows, or drop those rows")  # fmt: skip
+    names = list(columns) if columns is not None else [c for c in NUMERIC_COVARIATES
+                                                       if any(c in by_code[code] for code in used)]  # fmt: skip
+    numeric = _numeric_covariates(by_code, used, langs, names)
+    families = [str(by_code[code]["family"]) for code in langs]
+    script, script_names = _one_hot([str(by_code[code]["script"]) for code in langs], "script")
+    family, family_names = _one_hot(families, "family")
+    return _Data(
+        y=np.asarray(y), s=np.asarray(s),
+        groups={"pair": pairs, "language": langs, "family": families, "source": sources},
+        numeric=numeric, numeric_names=names, script=script, script_names=script_names,
+        family=family, family_names=family_names,
+    )  # fmt: skip
+
+
+def _gain_columns(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[list[float], list[float], list[str], list[str], list[str]]:
+    """(gains, similarities, sources, pair names ``source→target``, languages as written) of the gain rows, in
+    order; InputError for no rows, or a row without its fields or with a gain or similarity not a number."""
     if not rows:
         raise InputError("predict needs gain rows; found none")
     y: list[float] = []
@@ -131,7 +160,13 @@ def _prepare(
         sources.append(str(row["source"]))
         pairs.append(f"{row['source']}→{row['target']}")
         raw_langs.append(str(row["lang"]))
-    langs = normalize_lang_codes(raw_langs, table)
+    return y, s, sources, pairs, raw_langs
+
+
+def _covariates_by_code(covariates: Sequence[Mapping[str, Any]],
+                        table: Mapping[str, Language]) -> dict[str, Mapping[str, Any]]:  # fmt: skip
+    """The covariate rows by normalised language code (a later row of a code wins); InputError for a row
+    without a ``code``, ``family`` or ``script`` string."""
     by_code: dict[str, Mapping[str, Any]] = {}
     for number, cov in enumerate(covariates, start=1):
         code = cov.get("code")
@@ -141,13 +176,13 @@ def _prepare(
             if not isinstance(cov.get(name), str):
                 raise InputError(f"covariate row {number} ({code}): {name!r} is missing or not a string")
         by_code[normalize_lang_codes([code], table)[0]] = cov
-    used = list(dict.fromkeys(langs))
-    absent = [code for code in used if code not in by_code]
-    if absent:
-        raise InputError(f"no covariates for language(s): {', '.join(absent)}",
-                         hint="compute covariates for every language of the gain rows, or drop those rows")  # fmt: skip
-    names = list(columns) if columns is not None else [c for c in NUMERIC_COVARIATES
-                                                       if any(c in by_code[code] for code in used)]  # fmt: skip
+    return by_code
+
+
+def _numeric_covariates(by_code: Mapping[str, Mapping[str, Any]], used: Sequence[str], langs: Sequence[str],
+                        names: Sequence[str]) -> F64:  # fmt: skip
+    """The ``(n, len(names))`` float64 matrix of covariates ``names`` of each row's language (``langs``;
+    ``used``: the distinct ones in order of appearance); InputError for a missing or non-finite value."""
     values: dict[str, list[float]] = {}
     for code in used:
         vector = []
@@ -159,16 +194,7 @@ def _prepare(
                                  hint="give every language the same covariates, or leave that one out")  # fmt: skip
             vector.append(value)
         values[code] = vector
-    numeric = np.asarray([values[code] for code in langs], dtype=np.float64).reshape(len(langs), len(names))
-    families = [str(by_code[code]["family"]) for code in langs]
-    script, script_names = _one_hot([str(by_code[code]["script"]) for code in langs], "script")
-    family, family_names = _one_hot(families, "family")
-    return _Data(
-        y=np.asarray(y), s=np.asarray(s),
-        groups={"pair": pairs, "language": langs, "family": families, "source": sources},
-        numeric=numeric, numeric_names=names, script=script, script_names=script_names,
-        family=family, family_names=family_names,
-    )  # fmt: skip
+    return np.asarray([values[code] for code in langs], dtype=np.float64).reshape(len(langs), len(names))
 
 
 def _design(data: _Data, features: FeatureSet, grouping: Grouping) -> tuple[F64, list[str]]:
@@ -276,71 +302,116 @@ def grouped_cv(
     """
     _check_options(folds, model, alpha, n_boot)
     data = _prepare(rows, covariates, builtin_table() if table is None else table, columns)
-    n = len(data.y)
     out: list[dict[str, Any]] = []
     for g_index, grouping in enumerate(folds):
-        labels = data.groups[grouping]
-        names = sorted(set(labels))
-        if len(names) < MIN_GROUPS:
-            raise InputError(
-                f"predict needs ≥ {MIN_GROUPS} {_PLURAL[grouping]} for leave-one-{grouping}-out; "
-                f"found {len(names)} ({', '.join(names)})",
-                hint=f"add rows of more {_PLURAL[grouping]}, or leave {grouping!r} out of the groupings",
-            )
-        fold_of_row: I64 = np.asarray([names.index(label) for label in labels], dtype=np.int64)
-        label_array = np.asarray(labels, dtype=object)
-        errors: dict[FeatureSet, F64] = {}
-        used_columns: dict[FeatureSet, list[str]] = {}
-        for features in FEATURE_SETS:
-            X, used_columns[features] = _design(data, features, grouping)
-            predicted = np.empty(n)
-            for k in range(len(names)):
-                test = fold_of_row == k
-                train = ~test
-                # The invariant the whole analysis rests on: nothing of a held-out group is trained on.
-                if set(label_array[train]) & set(label_array[test]):
-                    raise RuntimeError(f"internal error: a {grouping} is on both sides of fold {k}")
-                if X.shape[1] == 0:
-                    predicted[test] = data.y[train].mean()
-                elif model == "gbm":
-                    predicted[test] = _gbm_predict(X[train], data.y[train], X[test], seed)
-                else:
-                    predicted[test] = ridge_predict(X[train], data.y[train], X[test], float(alpha))
-            errors[features] = predicted - data.y
-        counts = np.bincount(fold_of_row, minlength=len(names)).astype(np.float64)
-        sse = {f: np.bincount(fold_of_row, weights=e**2, minlength=len(names)) for f, e in errors.items()}
-        sae = {f: np.bincount(fold_of_row, weights=np.abs(e), minlength=len(names)) for f, e in errors.items()}
-        common = {"grouping": grouping, "model": model, "alpha": alpha if model == "ridge" else None, "seed": seed}
-        for features in FEATURE_SETS:
-            out.append({"kind": "prediction", **common, "features": features,
-                        "rmse": math.sqrt(sse[features].sum() / n), "mae": float(sae[features].sum() / n),
-                        "n": n, "n_groups": len(names), "columns": used_columns[features]})  # fmt: skip
-        # One set of group resamples per grouping, shared by every comparison (paired differences).
-        enough = len(names) >= MIN_GROUPS_FOR_CI and n_boot > 0
-        draws = np.random.default_rng([seed, g_index]).integers(0, len(names), size=(n_boot, len(names)))
-        boot_n = counts[draws].sum(axis=1) if enough else None
-        for with_sim, without in COMPARISONS:
-            line: dict[str, Any] = {
-                "kind": "comparison", **common, "features": with_sim, "baseline": without, "n": n,
-                "n_groups": len(names), "n_boot": n_boot if enough else 0, "ci_level": CI_LEVEL,
-                "ci_method": f"percentile bootstrap over held-out {_PLURAL[grouping]}", "reason": None,
-            }  # fmt: skip
-            for metric in ("rmse", "mae"):
-                a_sum, b_sum = (sse[with_sim], sse[without]) if metric == "rmse" else (sae[with_sim], sae[without])
-                a_all, b_all = a_sum.sum() / n, b_sum.sum() / n
-                point = math.sqrt(a_all) - math.sqrt(b_all) if metric == "rmse" else a_all - b_all
-                entry: dict[str, float | None] = {"difference": float(point), "ci_low": None, "ci_high": None}
-                if boot_n is not None:
-                    a, b = a_sum[draws].sum(axis=1) / boot_n, b_sum[draws].sum(axis=1) / boot_n
-                    diffs = np.sqrt(a) - np.sqrt(b) if metric == "rmse" else a - b
-                    entry["ci_low"], entry["ci_high"] = _interval(diffs)
-                line[metric] = entry
-            if not enough:
-                line["reason"] = (f"fewer than {MIN_GROUPS_FOR_CI} held-out {_PLURAL[grouping]}: no interval"
-                                  if n_boot > 0 else "n_boot = 0: no interval")  # fmt: skip
-            out.append(line)
-        out.append({"kind": "folds", "grouping": grouping, "groups": names, "fold_of_row": fold_of_row.tolist()})
+        out += _grouping_lines(data, grouping, g_index, model=model, alpha=alpha, n_boot=n_boot, seed=seed)
     return out
+
+
+def _folds(data: _Data, grouping: Grouping) -> tuple[list[str], I64]:
+    """The sorted group names of ``grouping`` and ``fold_of_row: (n,) int64``, the index of each row's group;
+    InputError for fewer than ``MIN_GROUPS`` groups."""
+    labels = data.groups[grouping]
+    names = sorted(set(labels))
+    if len(names) < MIN_GROUPS:
+        raise InputError(
+            f"predict needs ≥ {MIN_GROUPS} {_PLURAL[grouping]} for leave-one-{grouping}-out; "
+            f"found {len(names)} ({', '.join(names)})",
+            hint=f"add rows of more {_PLURAL[grouping]}, or leave {grouping!r} out of the groupings",
+        )
+    fold_of_row: I64 = np.asarray([names.index(label) for label in labels], dtype=np.int64)
+    return names, fold_of_row
+
+
+def _held_out_errors(data: _Data, grouping: Grouping, fold_of_row: I64, n_folds: int, *, model: PredictModel,
+                     alpha: float, seed: int) -> tuple[dict[FeatureSet, F64], dict[FeatureSet, list[str]]]:  # fmt: skip
+    """Per feature set, the held-out errors ``predicted − gain: (n,) float64`` of leave-one-group-out over the
+    ``n_folds`` folds of ``fold_of_row``, and the feature columns used."""
+    label_array = np.asarray(data.groups[grouping], dtype=object)
+    errors: dict[FeatureSet, F64] = {}
+    used_columns: dict[FeatureSet, list[str]] = {}
+    for features in FEATURE_SETS:
+        X, used_columns[features] = _design(data, features, grouping)
+        predicted = np.empty(len(data.y))
+        for k in range(n_folds):
+            test = fold_of_row == k
+            train = ~test
+            # The invariant the whole analysis rests on: nothing of a held-out group is trained on.
+            if set(label_array[train]) & set(label_array[test]):
+                raise RuntimeError(f"internal error: a {grouping} is on both sides of fold {k}")
+            if X.shape[1] == 0:
+                predicted[test] = data.y[train].mean()
+            elif model == "gbm":
+                predicted[test] = _gbm_predict(X[train], data.y[train], X[test], seed)
+            else:
+                predicted[test] = ridge_predict(X[train], data.y[train], X[test], float(alpha))
+        errors[features] = predicted - data.y
+    return errors, used_columns
+
+
+def _grouping_lines(data: _Data, grouping: Grouping, g_index: int, *, model: PredictModel, alpha: float,
+                    n_boot: int, seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The lines of one grouping (the ``g_index``-th of ``folds``): a prediction line per feature set, a
+    comparison line per pair of ``COMPARISONS``, and the folds line."""
+    n = len(data.y)
+    names, fold_of_row = _folds(data, grouping)
+    errors, used_columns = _held_out_errors(data, grouping, fold_of_row, len(names), model=model, alpha=alpha,
+                                            seed=seed)  # fmt: skip
+    counts = np.bincount(fold_of_row, minlength=len(names)).astype(np.float64)
+    sse = {f: np.bincount(fold_of_row, weights=e**2, minlength=len(names)) for f, e in errors.items()}
+    sae = {f: np.bincount(fold_of_row, weights=np.abs(e), minlength=len(names)) for f, e in errors.items()}
+    common = {"grouping": grouping, "model": model, "alpha": alpha if model == "ridge" else None, "seed": seed}
+    out: list[dict[str, Any]] = []
+    for features in FEATURE_SETS:
+        out.append({"kind": "prediction", **common, "features": features,
+                    "rmse": math.sqrt(sse[features].sum() / n), "mae": float(sae[features].sum() / n),
+                    "n": n, "n_groups": len(names), "columns": used_columns[features]})  # fmt: skip
+    # One set of group resamples per grouping, shared by every comparison (paired differences).
+    draws = np.random.default_rng([seed, g_index]).integers(0, len(names), size=(n_boot, len(names)))
+    out += _comparison_lines(common, grouping, sse, sae, counts, draws, n_boot)
+    out.append({"kind": "folds", "grouping": grouping, "groups": names, "fold_of_row": fold_of_row.tolist()})
+    return out
+
+
+def _comparison_lines(common: Mapping[str, Any], grouping: Grouping, sse: Mapping[FeatureSet, NDArray[Any]],
+                      sae: Mapping[FeatureSet, NDArray[Any]], counts: F64, draws: I64,
+                      n_boot: int) -> list[dict[str, Any]]:  # fmt: skip
+    """One comparison line per pair of ``COMPARISONS``, from the per-group sums of squared (``sse``) and
+    absolute (``sae``) errors ``(G,) float64``, the rows per group ``counts: (G,)`` and the group resamples
+    ``draws: (n_boot, G) int64`` (an interval only with ≥ ``MIN_GROUPS_FOR_CI`` groups and ``n_boot > 0``)."""
+    n, n_groups = int(counts.sum()), counts.size
+    enough = n_groups >= MIN_GROUPS_FOR_CI and n_boot > 0
+    boot_n = counts[draws].sum(axis=1) if enough else None
+    lines: list[dict[str, Any]] = []
+    for with_sim, without in COMPARISONS:
+        line: dict[str, Any] = {
+            "kind": "comparison", **common, "features": with_sim, "baseline": without, "n": n,
+            "n_groups": n_groups, "n_boot": n_boot if enough else 0, "ci_level": CI_LEVEL,
+            "ci_method": f"percentile bootstrap over held-out {_PLURAL[grouping]}", "reason": None,
+        }  # fmt: skip
+        for metric in ("rmse", "mae"):
+            a_sum, b_sum = (sse[with_sim], sse[without]) if metric == "rmse" else (sae[with_sim], sae[without])
+            line[metric] = _difference(metric, a_sum, b_sum, n, draws, boot_n)
+        if not enough:
+            line["reason"] = (f"fewer than {MIN_GROUPS_FOR_CI} held-out {_PLURAL[grouping]}: no interval"
+                              if n_boot > 0 else "n_boot = 0: no interval")  # fmt: skip
+        lines.append(line)
+    return lines
+
+
+def _difference(metric: str, a_sum: NDArray[Any], b_sum: NDArray[Any], n: int, draws: I64,
+                boot_n: F64 | None) -> dict[str, float | None]:  # fmt: skip
+    """``{difference, ci_low, ci_high}`` of ``metric`` (rmse or mae) between two feature sets from their
+    per-group error sums ``a_sum``, ``b_sum: (G,)``; the interval over the resamples ``draws`` of groups
+    (``boot_n``: the rows of each resample), None without them."""
+    a_all, b_all = a_sum.sum() / n, b_sum.sum() / n
+    point = math.sqrt(a_all) - math.sqrt(b_all) if metric == "rmse" else a_all - b_all
+    entry: dict[str, float | None] = {"difference": float(point), "ci_low": None, "ci_high": None}
+    if boot_n is not None:
+        a, b = a_sum[draws].sum(axis=1) / boot_n, b_sum[draws].sum(axis=1) / boot_n
+        diffs = np.sqrt(a) - np.sqrt(b) if metric == "rmse" else a - b
+        entry["ci_low"], entry["ci_high"] = _interval(diffs)
+    return entry
 
 
 def render_predict_markdown(lines: Sequence[Mapping[str, Any]]) -> str:

@@ -628,6 +628,22 @@ def solve_projection(stats: SufficientStats, method: str = "lstsq", *, ridge: fl
     singular or ill-conditioned XᵀX + λI (condition number above 1e12); ShapeError for procrustes with
     d != d'; UsageError for an unknown method or a negative ridge.
     """
+    d_x, d_y = _check_solvable(stats, method, ridge)
+    n = stats.n
+    A, B, _ = stats.centered() if center else (stats.XtX, stats.XtY, stats.yy)
+    if method == "procrustes":
+        W_lin = _procrustes_map(stats, B, d_x, d_y)
+    else:
+        W_lin = _lstsq_map(stats, A, B, d_x, ridge=ridge, center=center)
+    if center:
+        bias = stats.sum_y / n - (stats.sum_x / n) @ W_lin
+        return np.vstack([W_lin, bias[None, :]]).astype(np.float32)
+    return W_lin.astype(np.float32)
+
+
+def _check_solvable(stats: SufficientStats, method: str, ridge: float) -> tuple[int, int]:
+    """(d, d') of ``stats`` after checking the method, the ridge, that there are pairs and that the products
+    are finite (UsageError or InputError otherwise)."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
     if ridge < 0 or not math.isfinite(ridge):
@@ -636,48 +652,54 @@ def solve_projection(stats: SufficientStats, method: str = "lstsq", *, ridge: fl
         raise UsageError("--ridge applies to lstsq only", hint="drop --ridge or use --method lstsq")
     if stats.n == 0 or stats.d_x is None or stats.d_y is None:
         raise InputError("no pairs to fit on (the input is empty)", hint="check that both matrices have rows")
-    n, d_x, d_y = stats.n, stats.d_x, stats.d_y
     if not (np.isfinite(stats.XtY).all() and (stats.XtX is None or np.isfinite(stats.XtX).all())):
         raise InputError("the products XᵀX or XᵀY overflowed", hint="the values are far too large")
-    A, B, _ = stats.centered() if center else (stats.XtX, stats.XtY, stats.yy)
-    if method == "procrustes":
-        if d_x != d_y:
-            raise ShapeError(
-                f"procrustes needs the same dimension on both sides, but {stats.x_label} has {d_x} and "
-                f"{stats.y_label} has {d_y}",
-                hint="use --method lstsq to map between spaces of different dimension",
-            )
-        U, _, Vt = scipy.linalg.svd(B, full_matrices=False)
-        W_lin: F64 = U @ Vt
-    else:
-        rank_bound = n - 1 if center else n  # centring removes one degree of freedom
-        if ridge == 0 and rank_bound < d_x:
-            raise InputError(
-                f"only {n} pairs for {d_x} dimensions: least squares is underdetermined",
-                expected=f"more than {d_x} pairs" if center else f"at least {d_x} pairs",
-                found=str(n),
-                hint="add --ridge (e.g. --ridge 1e-3), use --method procrustes, or give more pairs",
-            )
-        if A is None:
-            raise UsageError(
-                "lstsq needs XᵀX, and these statistics were accumulated without it",
-                hint="accumulate with SufficientStats(need_xtx=True)",
-            )
-        cond = stats.condition_number(center=center, ridge=ridge)
-        if cond is not None and cond > MAX_CONDITION:
-            raise InputError(
-                f"XᵀX is singular or ill-conditioned (condition number {cond:.3g} > {MAX_CONDITION:.0e})",
-                hint="add --ridge (e.g. --ridge 1e-3) or use --method procrustes; "
-                "duplicate or constant dimensions cause this",
-            )
-        try:
-            W_lin = scipy.linalg.solve(A + ridge * np.eye(d_x), B, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError) as exc:
-            raise InputError(f"XᵀX is numerically singular: {exc}", hint="add --ridge (e.g. --ridge 1e-3)") from exc
-    if center:
-        bias = stats.sum_y / n - (stats.sum_x / n) @ W_lin
-        return np.vstack([W_lin, bias[None, :]]).astype(np.float32)
-    return W_lin.astype(np.float32)
+    return stats.d_x, stats.d_y
+
+
+def _procrustes_map(stats: SufficientStats, B: F64, d_x: int, d_y: int) -> F64:
+    """The orthogonal ``W = U Vᵀ: (d, d) float64`` from ``B = XᵀY = U Σ Vᵀ`` (ShapeError when d != d')."""
+    if d_x != d_y:
+        raise ShapeError(
+            f"procrustes needs the same dimension on both sides, but {stats.x_label} has {d_x} and "
+            f"{stats.y_label} has {d_y}",
+            hint="use --method lstsq to map between spaces of different dimension",
+        )
+    U, _, Vt = scipy.linalg.svd(B, full_matrices=False)
+    W_lin: F64 = U @ Vt
+    return W_lin
+
+
+def _lstsq_map(stats: SufficientStats, A: F64 | None, B: F64, d_x: int, *, ridge: float, center: bool) -> F64:
+    """The least-squares ``W = (A + λI)⁻¹ B: (d, d') float64`` with ``A = XᵀX``, ``B = XᵀY`` (centred when
+    ``center``); InputError when underdetermined without ridge, ill-conditioned or singular, UsageError
+    without XᵀX."""
+    n = stats.n
+    rank_bound = n - 1 if center else n  # centring removes one degree of freedom
+    if ridge == 0 and rank_bound < d_x:
+        raise InputError(
+            f"only {n} pairs for {d_x} dimensions: least squares is underdetermined",
+            expected=f"more than {d_x} pairs" if center else f"at least {d_x} pairs",
+            found=str(n),
+            hint="add --ridge (e.g. --ridge 1e-3), use --method procrustes, or give more pairs",
+        )
+    if A is None:
+        raise UsageError(
+            "lstsq needs XᵀX, and these statistics were accumulated without it",
+            hint="accumulate with SufficientStats(need_xtx=True)",
+        )
+    cond = stats.condition_number(center=center, ridge=ridge)
+    if cond is not None and cond > MAX_CONDITION:
+        raise InputError(
+            f"XᵀX is singular or ill-conditioned (condition number {cond:.3g} > {MAX_CONDITION:.0e})",
+            hint="add --ridge (e.g. --ridge 1e-3) or use --method procrustes; "
+            "duplicate or constant dimensions cause this",
+        )
+    try:
+        W_lin: F64 = scipy.linalg.solve(A + ridge * np.eye(d_x), B, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError) as exc:
+        raise InputError(f"XᵀX is numerically singular: {exc}", hint="add --ridge (e.g. --ridge 1e-3)") from exc
+    return W_lin
 
 
 def projection_diagnostics(

@@ -387,10 +387,26 @@ def seed_stability(
     (n targets where defined, ``n_undefined`` where not; every key's n + n_undefined is the number of
     compared targets). ``{}`` when no target is comparable.
     """
-    # Imported here so that the per-target metrics above keep this module numpy-only (scipy.stats takes a
-    # second or more to import) for callers that never compare seeds.
-    from xl.core.stats import correlations
+    _check_seed_options(ks, ndcg_k, dcg_gain, symmetric=symmetric, baselines_a=baselines_a, baselines_b=baselines_b)
+    rows: list[dict[str, float | None]] = []
+    for key, by_source_a in gains_a.items():
+        by_source_b = gains_b.get(key)
+        if by_source_b is None:
+            continue
+        shared = [source for source in by_source_a if source in by_source_b]
+        if len(shared) < 2:
+            continue
+        a = _seed_vector(by_source_a, shared, key, "a")
+        b = _seed_vector(by_source_b, shared, key, "b")
+        rows.append(_compare_seeds(a, b, key, ks=ks, ndcg_k=ndcg_k, baselines_a=baselines_a,
+                                   baselines_b=baselines_b, dcg_gain=dcg_gain, symmetric=symmetric))  # fmt: skip
+    return _mean_over_targets(rows)
 
+
+def _check_seed_options(ks: Sequence[int], ndcg_k: int | None, dcg_gain: str, *, symmetric: bool,
+                        baselines_a: Mapping[tuple[str, str], float] | None,
+                        baselines_b: Mapping[tuple[str, str], float] | None) -> None:  # fmt: skip
+    """Raise UsageError for options of ``seed_stability`` that do not go together (or a bad k)."""
     for k in ks:
         _check_k(k)
     if ndcg_k is not None:
@@ -402,28 +418,29 @@ def seed_stability(
         raise UsageError("symmetric seed stability needs baselines for both seeds or neither")
     if not symmetric and baselines_a is not None:
         raise UsageError("baselines_a is used only by the b → a direction", hint="pass symmetric=True")
-    rows: list[dict[str, float | None]] = []
-    for key, by_source_a in gains_a.items():
-        by_source_b = gains_b.get(key)
-        if by_source_b is None:
-            continue
-        shared = [source for source in by_source_a if source in by_source_b]
-        if len(shared) < 2:
-            continue
-        a = _seed_vector(by_source_a, shared, key, "a")
-        b = _seed_vector(by_source_b, shared, key, "b")
-        directions = [rank_metrics(a, b, ks=ks, ndcg_k=ndcg_k, baseline=_baseline(baselines_b, key, "b"),
-                                   dcg_gain=dcg_gain)]  # fmt: skip
-        if symmetric:
-            directions.append(rank_metrics(b, a, ks=ks, ndcg_k=ndcg_k, baseline=_baseline(baselines_a, key, "a"),
-                                           dcg_gain=dcg_gain))  # fmt: skip
-        row = _mean_of_directions([r.metrics() for r in directions])
-        # ρ and τ are symmetric in a and b: one value serves both directions.
-        agreement = correlations(a, b, ("spearman", "kendall"), n_perm=0, n_boot=0)
-        row["spearman"] = agreement["spearman"].value
-        row["kendall"] = agreement["kendall"].value
-        rows.append(row)
-    return _mean_over_targets(rows)
+
+
+def _compare_seeds(a: F64, b: F64, key: tuple[str, str], *, ks: Sequence[int], ndcg_k: int | None,
+                   baselines_a: Mapping[tuple[str, str], float] | None,
+                   baselines_b: Mapping[tuple[str, str], float] | None, dcg_gain: DcgGain,
+                   symmetric: bool) -> dict[str, float | None]:  # fmt: skip
+    """The metrics of one (target, lang) ``key``: seed a's gains ``a: (m,)`` as scores for seed b's ``b: (m,)``
+    (the same sources in the same order), averaged with b → a when ``symmetric``, plus Spearman and Kendall."""
+    # Imported here so that the per-target metrics above keep this module numpy-only (scipy.stats takes a
+    # second or more to import) for callers that never compare seeds.
+    from xl.core.stats import correlations
+
+    directions = [rank_metrics(a, b, ks=ks, ndcg_k=ndcg_k, baseline=_baseline(baselines_b, key, "b"),
+                               dcg_gain=dcg_gain)]  # fmt: skip
+    if symmetric:
+        directions.append(rank_metrics(b, a, ks=ks, ndcg_k=ndcg_k, baseline=_baseline(baselines_a, key, "a"),
+                                       dcg_gain=dcg_gain))  # fmt: skip
+    row = _mean_of_directions([r.metrics() for r in directions])
+    # ρ and τ are symmetric in a and b: one value serves both directions.
+    agreement = correlations(a, b, ("spearman", "kendall"), n_perm=0, n_boot=0)
+    row["spearman"] = agreement["spearman"].value
+    row["kendall"] = agreement["kendall"].value
+    return row
 
 
 def _seed_vector(by_source: Mapping[str, float], sources: Sequence[str], key: tuple[str, str], seed: str) -> F64:

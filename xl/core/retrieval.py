@@ -458,12 +458,15 @@ def _direction_metrics(
     n = pred.shape[0]
     scores = bitext_mining_scores(pred)
     correct = pred == np.arange(n)
-    low, high = bootstrap_ci(correct, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    ci: list[float | None] | None = None
+    if n_resamples != 0:  # 0 (``--bootstrap 0``): no interval, ``accuracy_ci`` is null
+        low, high = bootstrap_ci(correct, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        ci = [_finite_or_none(low), _finite_or_none(high)]
     # LASER's xsim reports the error count and the number of queries; the rate is their ratio.
     margin_errors = int(n - np.count_nonzero(pred_margin == np.arange(n)))
     return {
         "accuracy": _finite_or_none(scores["accuracy"]),
-        "accuracy_ci": [_finite_or_none(low), _finite_or_none(high)],
+        "accuracy_ci": ci,
         "precision": _finite_or_none(scores["precision"]),
         "recall": _finite_or_none(scores["recall"]),
         "f1": _finite_or_none(scores["f1"]),
@@ -501,7 +504,7 @@ def retrieval_metrics(
          "tgt2src": {...same keys...},
          "bootstrap": {"n_resamples", "confidence", "seed"}}
 
-    Undefined values (n = 0) are None.
+    Undefined values (n = 0) are None; ``accuracy_ci`` is None with ``n_resamples=0`` (no bootstrap).
     """
     _check_options([scoring], csls_k, margin_k)
     Xn, Yn = _prepare_pair(X, Y, same_rows=True)

@@ -255,25 +255,12 @@ FAMILY_TESTS: tuple[FamilyTestChoice, ...] = get_args(FamilyTestChoice)
 
 
 def correlate(
-    sim: Similarity,
-    rows: Sequence[GainRow],
-    *,
-    table: Mapping[str, Language] | None = None,
-    methods: Sequence[Method] = METHODS,
-    n_perm: int = 10_000,
-    n_boot: int = 2_000,
-    seed: int = 0,
-    unit: Unit | None = None,
-    center: str = "within-target",
-    resample: Bootstrap = "cluster",
-    min_n: int = 5,
-    naive: bool = True,
-    family_test: FamilyTestChoice = "auto",
-    min_languages: int = 3,
-    records: Sequence[Mapping[str, Any]] | None = None,
-    ks: Sequence[int] = (1, 3),
-    ndcg_k: int | None = None,
-) -> list[dict[str, Any]]:
+    sim: Similarity, rows: Sequence[GainRow], *, table: Mapping[str, Language] | None = None,
+    methods: Sequence[Method] = METHODS, n_perm: int = 10_000, n_boot: int = 2_000, seed: int = 0,
+    unit: Unit | None = None, center: str = "within-target", resample: Bootstrap = "cluster", min_n: int = 5,
+    naive: bool = True, family_test: FamilyTestChoice = "auto", min_languages: int = 3,
+    records: Sequence[Mapping[str, Any]] | None = None, ks: Sequence[int] = (1, 3), ndcg_k: int | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Does similarity predict the gain? JSON-able lines, in the order a reader needs them:
 
     1. ``design``: the unit of analysis (``unit`` None: ``pair`` when the similarity varies only by (source,
@@ -295,19 +282,59 @@ def correlate(
        (``xl.core.ranking.seed_stability``) where the records carry ``gain_by_seed``.
     """
     from xl.core.gains import decompose
-    from xl.core.inference import (
-        WITHIN_TARGET,
-        clustered_correlations,
-        family_correlations,
-        family_mixed_model,
-        family_slopes_permutation,
-        min_detectable_r,
-        naive_correlations,
-    )
+    from xl.core.inference import clustered_correlations, family_mixed_model, family_slopes_permutation
 
     if family_test not in FAMILY_TESTS:
         raise UsageError(f"unknown family test {family_test!r}", hint=f"use {', '.join(FAMILY_TESTS)}")
     table = builtin_table() if table is None else table
+    d = _correlation_data(sim, rows, table)
+    if center not in CENTERINGS:
+        raise UsageError(f"unknown centering {center!r}", hint=f"use {' or '.join(CENTERINGS)}")
+    # xc, yc: what the clustered statistics see (see center_within_target); the naive lines keep x and y
+    xc, yc = center_within_target(d.x, d.y, d.targets, d.langs) if center == "within-target" else (d.x, d.y)
+    overall = clustered_correlations(xc, yc, d.sources, d.targets, d.langs, unit=unit, methods=methods,
+                                     n_perm=n_perm, n_boot=n_boot, bootstrap=resample, seed=seed,
+                                     min_n=min_n)  # fmt: skip
+    resolved: Unit = "pair" if next(iter(overall.values())).unit == "pair" else "row"
+    out = [_design_line(d, resolved, center=center, resample=resample, min_n=min_n, min_languages=min_languages)]
+    out.append({"kind": "decomposition", **decompose(records if records is not None else d.plain(), table=table)})
+    out += _correlation_lines(d, (xc, yc), overall, resolved, methods=methods, n_perm=n_perm, n_boot=n_boot,
+                              resample=resample, seed=seed, min_n=min_n, center=center,
+                              min_languages=min_languages)  # fmt: skip
+    if naive:
+        out += _naive_lines(d, methods, min_n)
+    out += _family_tests((xc, yc), (d.x, d.y), d.sources, d.targets, d.langs, d.families, d.members, family_test,
+                         min_languages, n_perm, seed, family_slopes_permutation, family_mixed_model)  # fmt: skip
+    out += _rankings(d.x, d.y, d.rows, d.langs, table, ks, ndcg_k)
+    out.append(_ranking_ceiling(records, table, ks, ndcg_k))
+    return out
+
+
+@dataclass(frozen=True)
+class _CorrelationData:
+    """The gain rows that take part in ``correlate`` (targets with one source left out: ``alone``), with their
+    normalised language codes, similarity ``x: (n,) float64``, gain ``y: (n,) float64``, sources, targets,
+    language families, and ``members``: the languages of each family (sorted)."""
+
+    rows: list[GainRow]
+    langs: list[str]
+    x: F64
+    y: F64
+    sources: list[str]
+    targets: list[str]
+    families: list[str]
+    members: dict[str, list[str]]
+    alone: list[str]
+
+    def plain(self) -> list[dict[str, Any]]:
+        """The rows as gain records ``{source, target, lang, gain}`` (what ``decompose`` reads)."""
+        return [{"source": r.source, "target": r.target, "lang": code, "gain": r.gain}
+                for r, code in zip(self.rows, self.langs, strict=True)]  # fmt: skip
+
+
+def _correlation_data(sim: Similarity, rows: Sequence[GainRow], table: Mapping[str, Language]) -> _CorrelationData:
+    """The rows of ``correlate`` with their similarities; InputError when a task is missing from the matrix or
+    every target has one source only."""
     langs = normalize_lang_codes([r.lang for r in rows], table)
     x_all = similarity_values(sim, rows, langs, table)  # every row: names the tasks missing from the matrix
     # A target with one source has nothing to compare within it: centred, it would be a point at (0, 0).
@@ -315,73 +342,82 @@ def correlate(
     for r in rows:
         sources_of.setdefault(r.target, set()).add(r.source)
     alone = sorted(t for t, names in sources_of.items() if len(names) < 2)
+    kept = list(rows)
     if alone:
         keep = [i for i, r in enumerate(rows) if r.target not in alone]
         if not keep:
             raise InputError("every target has gains of one source only: nothing to compare within a target",
                              hint="give each target the gains of two or more sources")  # fmt: skip
-        rows, langs, x_all = [rows[i] for i in keep], [langs[i] for i in keep], [x_all[i] for i in keep]
-    x = np.asarray(x_all)
-    y = np.asarray([r.gain for r in rows])
-    sources = [r.source for r in rows]
-    targets = [r.target for r in rows]
+        kept, langs, x_all = [rows[i] for i in keep], [langs[i] for i in keep], [x_all[i] for i in keep]
     families = [table[code].family for code in langs]
     members: dict[str, list[str]] = {}
     for code, fam in sorted(set(zip(langs, families, strict=True))):
         members.setdefault(fam, []).append(code)
-    pairs = {(r.source, r.target) for r in rows}
-    if center not in CENTERINGS:
-        raise UsageError(f"unknown centering {center!r}", hint=f"use {' or '.join(CENTERINGS)}")
-    # xc, yc: what the clustered statistics see (see center_within_target); the naive lines keep x and y
-    xc, yc = center_within_target(x, y, targets, langs) if center == "within-target" else (x, y)
-    overall = clustered_correlations(xc, yc, sources, targets, langs, unit=unit, methods=methods, n_perm=n_perm,
-                                     n_boot=n_boot, bootstrap=resample, seed=seed, min_n=min_n)  # fmt: skip
-    resolved: Unit = "pair" if next(iter(overall.values())).unit == "pair" else "row"
-    out: list[dict[str, Any]] = [{
+    return _CorrelationData(kept, langs, np.asarray(x_all), np.asarray([r.gain for r in kept]),
+                            [r.source for r in kept], [r.target for r in kept], families, members,
+                            alone)  # fmt: skip
+
+
+def _design_line(d: _CorrelationData, resolved: Unit, *, center: str, resample: Bootstrap, min_n: int,
+                 min_languages: int) -> dict[str, Any]:  # fmt: skip
+    """The ``design`` line of ``correlate``: unit, permutation, resampling and the numbers of the design."""
+    from xl.core.inference import WITHIN_TARGET
+
+    pairs = {(r.source, r.target) for r in d.rows}
+    return {
         "kind": "design", "unit": resolved, "predictor_level": "pair" if resolved == "pair" else "language",
-        "permutation": WITHIN_TARGET, "center": center, "resample": resample, "n_rows": len(rows),
-        "n_pairs": len(pairs), "n_sources": len(set(sources)), "n_targets": len(set(targets)),
-        "n_languages": len(set(langs)), "families": members, "min_n": min_n, "min_languages": min_languages,
-        "targets_left_out": alone,
-    }]  # fmt: skip
-    plain = [{"source": r.source, "target": r.target, "lang": code, "gain": r.gain}
-             for r, code in zip(rows, langs, strict=True)]  # fmt: skip
-    gain_records = records if records is not None else plain
-    out.append({"kind": "decomposition", **decompose(gain_records, table=table)})
+        "permutation": WITHIN_TARGET, "center": center, "resample": resample, "n_rows": len(d.rows),
+        "n_pairs": len(pairs), "n_sources": len(set(d.sources)), "n_targets": len(set(d.targets)),
+        "n_languages": len(set(d.langs)), "families": d.members, "min_n": min_n, "min_languages": min_languages,
+        "targets_left_out": d.alone,
+    }  # fmt: skip
+
+
+def _correlation_lines(d: _CorrelationData, centered: tuple[F64, F64], overall: Mapping[str, Any],
+                       resolved: Unit, *, methods: Sequence[Method], n_perm: int, n_boot: int, resample: Bootstrap,
+                       seed: int, min_n: int, center: str, min_languages: int) -> list[dict[str, Any]]:  # fmt: skip
+    """The clustered ``correlation`` lines: ``overall`` (its results by method), then each family's (computed
+    here on the ``centered`` x and y) with its number of languages, eligibility and ``mde_r``."""
+    from xl.core.inference import family_correlations, min_detectable_r
+
+    out: list[dict[str, Any]] = []
     for c in overall.values():
-        out.append({"kind": "correlation", "scope": "overall", "family": None, "languages": sorted(set(langs)),
-                    "n_languages": len(set(langs)), **c.to_dict()})  # fmt: skip
-    by_family = family_correlations(xc, yc, sources, targets, langs, families, unit=resolved, methods=methods,
-                                    n_perm=n_perm, n_boot=n_boot, bootstrap=resample, seed=seed,
+        out.append({"kind": "correlation", "scope": "overall", "family": None, "languages": sorted(set(d.langs)),
+                    "n_languages": len(set(d.langs)), **c.to_dict()})  # fmt: skip
+    by_family = family_correlations(*centered, d.sources, d.targets, d.langs, d.families, unit=resolved,
+                                    methods=methods, n_perm=n_perm, n_boot=n_boot, bootstrap=resample, seed=seed,
                                     min_n=min_n)  # fmt: skip
     for name, results in by_family.items():
         if name is None:  # the overall result, computed above
             continue
-        n_pairs = len({(r.source, r.target) for r, f in zip(rows, families, strict=True) if f == name})
+        n_pairs = len({(r.source, r.target) for r, f in zip(d.rows, d.families, strict=True) if f == name})
         # centring within targets spends one degree of freedom per target
-        n_targets = len({r.target for r, f in zip(rows, families, strict=True) if f == name})
+        n_targets = len({r.target for r, f in zip(d.rows, d.families, strict=True) if f == name})
         effective = n_pairs - (n_targets - 1 if center == "within-target" else 0)
-        flag = {"n_languages": len(members[name]), "eligible": len(members[name]) >= min_languages,
+        flag = {"n_languages": len(d.members[name]), "eligible": len(d.members[name]) >= min_languages,
                 "mde_r": min_detectable_r(effective)}  # fmt: skip
         for c in results.values():
-            out.append({"kind": "correlation", "scope": "family", "family": name, "languages": members[name],
+            out.append({"kind": "correlation", "scope": "family", "family": name, "languages": d.members[name],
                         **flag, **c.to_dict()})  # fmt: skip
-    if naive:
-        scoped: list[tuple[str | None, NDArray[np.bool_]]] = [(None, np.ones(len(rows), dtype=bool))]
-        scoped += [(name, np.asarray(families) == name) for name in members]
-        for scope_family, mask in scoped:
-            idx = np.flatnonzero(mask)
-            naive_results = naive_correlations(x[idx], y[idx], [sources[i] for i in idx], [targets[i] for i in idx],
-                                         [langs[i] for i in idx], methods=methods, n_perm=0, n_boot=0,
-                                         min_n=min_n)  # fmt: skip
-            for c in naive_results.values():
-                out.append({"kind": "correlation", "scope": "overall" if scope_family is None else "family",
-                            "family": scope_family, "languages": sorted({langs[i] for i in idx}),
-                            **c.to_dict()})  # fmt: skip
-    out += _family_tests((xc, yc), (x, y), sources, targets, langs, families, members, family_test, min_languages,
-                         n_perm, seed, family_slopes_permutation, family_mixed_model)  # fmt: skip
-    out += _rankings(x, y, rows, langs, table, ks, ndcg_k)
-    out.append(_ranking_ceiling(records, table, ks, ndcg_k))
+    return out
+
+
+def _naive_lines(d: _CorrelationData, methods: Sequence[Method], min_n: int) -> list[dict[str, Any]]:
+    """The row-level ``correlation`` lines (``unit: naive``) on the raw x and y, overall and per family."""
+    from xl.core.inference import naive_correlations
+
+    out: list[dict[str, Any]] = []
+    scoped: list[tuple[str | None, NDArray[np.bool_]]] = [(None, np.ones(len(d.rows), dtype=bool))]
+    scoped += [(name, np.asarray(d.families) == name) for name in d.members]
+    for scope_family, mask in scoped:
+        idx = np.flatnonzero(mask)
+        naive_results = naive_correlations(d.x[idx], d.y[idx], [d.sources[i] for i in idx],
+                                           [d.targets[i] for i in idx], [d.langs[i] for i in idx], methods=methods,
+                                           n_perm=0, n_boot=0, min_n=min_n)  # fmt: skip
+        for c in naive_results.values():
+            out.append({"kind": "correlation", "scope": "overall" if scope_family is None else "family",
+                        "family": scope_family, "languages": sorted({d.langs[i] for i in idx}),
+                        **c.to_dict()})  # fmt: skip
     return out
 
 
@@ -499,10 +535,31 @@ def _ranking_ceiling(records: Sequence[Mapping[str, Any]] | None, table: Mapping
 def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
     """Markdown of ``correlate``'s lines: the design, the decomposition, the correlations (unit stated, the
     naive row-level ones labelled), the family tests and the ranking means, each with its n."""
-    from xl.core.gains import render_decomposition_markdown
+    out = _design_markdown(lines)
+    out += _correlation_table(lines)
+    tests = [line for line in lines if line["kind"] == "family_test"]
+    if tests:
+        out += [
+            "",
+            "| family test | statistic | df | p | slope per family compared | note |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        out += [_family_test_row(line) for line in tests]
+    out += _ranking_table(lines)
+    for line in lines:
+        if line["kind"] == "ranking_ceiling" and line.get("reason"):
+            out += ["", f"Ranking ceiling: {line['reason']}."]
+    return "\n".join(out)
 
-    def fmt(v: Any, spec: str = ".3f") -> str:
-        return "–" if v is None else format(v, spec)
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    """``v`` formatted with ``spec``, or an en dash for None."""
+    return "–" if v is None else format(v, spec)
+
+
+def _design_markdown(lines: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines of the design sentence and the decomposition, in the order of ``lines``."""
+    from xl.core.gains import render_decomposition_markdown
 
     out: list[str] = []
     for line in lines:
@@ -515,8 +572,13 @@ def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
             ]
         elif line["kind"] == "decomposition":
             out += [render_decomposition_markdown(line), ""]
-    out += ["| scope | unit | method | n | languages | value | p (perm.) | p (analytic) | 95% CI | note |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    return out
+
+
+def _correlation_table(lines: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of the correlation lines, one row each, with notes (eligibility, naive)."""
+    out = ["| scope | unit | method | n | languages | value | p (perm.) | p (analytic) | 95% CI | note |",
+           "|---|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for line in lines:
         if line["kind"] != "correlation":
             continue
@@ -524,56 +586,54 @@ def render_markdown(lines: Sequence[Mapping[str, Any]]) -> str:
         ci = "" if line.get("ci_low") is None else f"{line['ci_low']:.3f} – {line['ci_high']:.3f}"
         notes = [line.get("reason") or ""]
         if line["scope"] == "family" and line.get("eligible") is False and line.get("unit") != "naive":
-            notes.append(f"not compared: {line['n_languages']} language(s); MDE r = {fmt(line.get('mde_r'), '.2f')}")
+            notes.append(f"not compared: {line['n_languages']} language(s); MDE r = {_fmt(line.get('mde_r'), '.2f')}")
         if line.get("unit") == "naive":
             notes.append("rows treated as independent: p too small")
         out.append(f"| {scope} | {line['unit']} | {line['method']} | {line['n']} | "
-                   f"{len(line.get('languages') or [])} | {fmt(line['value'])} | {fmt(line.get('p_perm'), '.3g')} | "
-                   f"{fmt(line.get('p_analytic'), '.3g')} | {ci} | {'; '.join(n for n in notes if n)} |")  # fmt: skip
-    tests = [line for line in lines if line["kind"] == "family_test"]
-    if tests:
-        out += [
-            "",
-            "| family test | statistic | df | p | slope per family compared | note |",
-            "|---|---:|---:|---:|---|---|",
-        ]
-        for line in tests:
-            if line.get("reason"):
-                out.append(f"| {line['test']} | – | – | – | – | {line['reason']} |")
-                continue
-            eligible = [f for f in line["families"] if f.get("eligible")]
-            if line["test"] == "permutation":  # per-family slope, its Holm-adjusted within-target p-value
-                compared = ", ".join(f"{f['family']} {fmt(f.get('slope'), '+.2f')} (p Holm "
-                                     f"{fmt(f.get('slope_p_holm'), '.2g')})" for f in eligible)  # fmt: skip
-            else:  # per-family slope with its Wald 95% interval
-                compared = ", ".join(f"{f['family']} {fmt(f.get('slope'), '+.2f')} [{fmt(f.get('ci_low'), '+.2f')}, "
-                                     f"{fmt(f.get('ci_high'), '+.2f')}]" for f in eligible)  # fmt: skip
-            if line["test"] == "permutation":
-                out.append(f"| slope spread, languages permuted | {fmt(line['statistic'], '.3g')} | – | "
-                           f"{fmt(line['p_perm'], '.3g')} | {compared} | {line['n_perm']} permutations |")  # fmt: skip
-            else:
-                note = line["method"]
-                if not (line.get("converged_full") and line.get("converged_reduced")):
-                    note += "; **a fit did not converge: do not read the p-value**"
-                if line.get("warnings"):
-                    note += f"; {len(line['warnings'])} warning(s) from statsmodels (in the JSON)"
-                out.append(f"| mixed model LRT (sim × family) | {fmt(line['lr_stat'], '.3g')} | {line['df']} | "
-                           f"{fmt(line['p_value'], '.3g')} | {compared} | {note} |")  # fmt: skip
+                   f"{len(line.get('languages') or [])} | {_fmt(line['value'])} | {_fmt(line.get('p_perm'), '.3g')} | "
+                   f"{_fmt(line.get('p_analytic'), '.3g')} | {ci} | {'; '.join(n for n in notes if n)} |")  # fmt: skip
+    return out
+
+
+def _family_test_row(line: Mapping[str, Any]) -> str:
+    """One row of the family-test table: the statistic, df, p and the eligible families' slopes (the
+    permutation test's with Holm p-values, the mixed model's with Wald intervals), or the reason for none."""
+    if line.get("reason"):
+        return f"| {line['test']} | – | – | – | – | {line['reason']} |"
+    eligible = [f for f in line["families"] if f.get("eligible")]
+    if line["test"] == "permutation":  # per-family slope, its Holm-adjusted within-target p-value
+        compared = ", ".join(f"{f['family']} {_fmt(f.get('slope'), '+.2f')} (p Holm "
+                             f"{_fmt(f.get('slope_p_holm'), '.2g')})" for f in eligible)  # fmt: skip
+        return (f"| slope spread, languages permuted | {_fmt(line['statistic'], '.3g')} | – | "
+                f"{_fmt(line['p_perm'], '.3g')} | {compared} | {line['n_perm']} permutations |")  # fmt: skip
+    # per-family slope with its Wald 95% interval
+    compared = ", ".join(f"{f['family']} {_fmt(f.get('slope'), '+.2f')} [{_fmt(f.get('ci_low'), '+.2f')}, "
+                         f"{_fmt(f.get('ci_high'), '+.2f')}]" for f in eligible)  # fmt: skip
+    note = line["method"]
+    if not (line.get("converged_full") and line.get("converged_reduced")):
+        note += "; **a fit did not converge: do not read the p-value**"
+    if line.get("warnings"):
+        note += f"; {len(line['warnings'])} warning(s) from statsmodels (in the JSON)"
+    return (f"| mixed model LRT (sim × family) | {_fmt(line['lr_stat'], '.3g')} | {line['df']} | "
+            f"{_fmt(line['p_value'], '.3g')} | {compared} | {note} |")  # fmt: skip
+
+
+def _ranking_table(lines: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The Markdown table of the ranking means (and the seed ceiling), with n and undefined counts per metric;
+    nothing when no ranking line has numbers."""
     ranking = [line for line in lines if line["kind"] in ("ranking", "ranking_ceiling") and not line.get("reason")]
-    if ranking:
-        metrics = [k for k, v in ranking[0].items() if isinstance(v, dict) and "mean" in v]
-        out += ["", "| scope | targets | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
-        for line in ranking:
-            scope = "all" if line["scope"] == "overall" else line["family"]
-            if line["kind"] == "ranking_ceiling":
-                scope = f"ceiling: seed {line['seeds'][0]} ranks seed {line['seeds'][1]}"
-            cells = []
-            for m in metrics:
-                v = line.get(m) or {}
-                extra = f" ({v['n_undefined']} undef.)" if v.get("n_undefined") else ""
-                cells.append(f"{fmt(v.get('mean'))} n={v.get('n', 0)}{extra}")
-            out.append(f"| {scope} | {line.get('targets', '–')} | " + " | ".join(cells) + " |")
-    for line in lines:
-        if line["kind"] == "ranking_ceiling" and line.get("reason"):
-            out += ["", f"Ranking ceiling: {line['reason']}."]
-    return "\n".join(out)
+    if not ranking:
+        return []
+    metrics = [k for k, v in ranking[0].items() if isinstance(v, dict) and "mean" in v]
+    out = ["", "| scope | targets | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for line in ranking:
+        scope = "all" if line["scope"] == "overall" else line["family"]
+        if line["kind"] == "ranking_ceiling":
+            scope = f"ceiling: seed {line['seeds'][0]} ranks seed {line['seeds'][1]}"
+        cells = []
+        for m in metrics:
+            v = line.get(m) or {}
+            extra = f" ({v['n_undefined']} undef.)" if v.get("n_undefined") else ""
+            cells.append(f"{_fmt(v.get('mean'))} n={v.get('n', 0)}{extra}")
+        out.append(f"| {scope} | {line.get('targets', '–')} | " + " | ".join(cells) + " |")
+    return out

@@ -80,14 +80,19 @@ def is_regular_file(path: str | Path) -> bool:
         return False
 
 
+def refuse_terminal_stdin(what: str, hint: str) -> None:
+    """UsageError when stdin is a terminal (or closed): a command reading ``-`` would wait for typing."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError(f"refusing to read {what} from a terminal", hint=hint)
+
+
 def open_input(path: str | Path, what: str, example: str) -> tuple[IO[bytes], str]:
     """Open ``path`` (``-`` is stdin) for binary reading; return (stream, name for messages).
 
     ``what`` names the content in messages ("records", "a matrix"); ``example`` is a usage hint.
     """
     if str(path) == "-":
-        if sys.stdin is None or sys.stdin.isatty():
-            raise UsageError(f"refusing to read {what} from a terminal", hint=example)
+        refuse_terminal_stdin(what, example)
         return sys.stdin.buffer, "<stdin>"
     check_input_path(path, what)
     try:

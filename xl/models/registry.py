@@ -384,7 +384,13 @@ def _fingerprint(path: Path, info: dict[str, Any]) -> str:
     return f"config+sizes:{digest.hexdigest()[:16]}"
 
 
+#: Names that heads written by earlier versions gave a task, and the task's one name now.
+OLD_TASK_NAMES = {"classification": "classify", "pair-classification": "classify"}
+
+
 def read_model_info(path: Path) -> dict[str, Any]:
+    """A model directory's ``xl-model.json`` ({} when absent or unreadable), a head's old task name mapped to the
+    task's name now (see ``OLD_TASK_NAMES``)."""
     target = path / MODEL_MANIFEST
     if not target.is_file():
         return {}
@@ -392,7 +398,12 @@ def read_model_info(path: Path) -> dict[str, Any]:
         value = json.loads(target.read_text())
     except ValueError:
         return {}
-    return value if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    head = value.get("head")
+    if isinstance(head, dict) and head.get("task") in OLD_TASK_NAMES:
+        value["head"] = {**head, "task": OLD_TASK_NAMES[head["task"]]}
+    return value
 
 
 def resolve_model(spec: str, *, build: bool = True, log: Log = _quiet) -> ModelRef:
@@ -449,7 +460,40 @@ def model_summary(path: Path) -> dict[str, Any]:
         "size_bytes": sum(f.stat().st_size for f in path.iterdir() if f.is_file()),
         "fingerprint": _fingerprint(path, info),
     })  # fmt: skip
+    base = info.get("base_model")
+    if isinstance(base, dict):  # an xl finetune output: describe it, not the model it started from
+        row.update(_finetune_summary(path, info, base))
+        return row
     for key in ("prefix", "pooling", "description", "fidelity", "sources", "licences", "built", "xl_version"):
         if key in info:
             row[key] = info[key]
+    return row
+
+
+def _finetune_summary(path: Path, info: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """What ``xl model info`` says of an ``xl finetune`` output: its head, its base model, and the run's training
+    data, steps and kept step (from ``xl-finetune.json``). Runs written before this summary copied the base model's
+    description, fidelity and sources into their ``xl-model.json``; those are the base's and are not repeated."""
+    head = info.get("head") if isinstance(info.get("head"), dict) else {}
+    labels = head.get("labels")
+    task = head.get("task", "?")
+    row: dict[str, Any] = {
+        "description": f"{base.get('name')} fine-tuned by xl finetune for {task}"
+        + (f" ({len(labels)} labels)" if labels else ""),
+        "head": {k: head.get(k) for k in ("task", "labels", "pair", "pooling", "max_length", "loss") if k in head},
+        "base_model": base,
+    }
+    for key in ("prefix", "pooling", "licences", "xl_version"):
+        if key in info:
+            row[key] = info[key]
+    try:
+        run = json.loads((path / "xl-finetune.json").read_text())
+    except (OSError, ValueError):
+        return row
+    if isinstance(run, dict):
+        chosen = run.get("chosen") or {}
+        row["finetune"] = {"train": (run.get("train") or {}).get("path"), "dev": (run.get("dev") or {}).get("path"),
+                           "steps": run.get("steps"), "kept_step": chosen.get("step"),
+                           "kept_by": chosen.get("by"), "dev_metric": chosen.get("metric"),
+                           "dev_metric_name": chosen.get("metric_name")}  # fmt: skip
     return row

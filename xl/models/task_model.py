@@ -1,13 +1,9 @@
 """An encoder with a task head: the model ``xl finetune`` trains and ``xl eval`` runs.
 
-Heads (the encoder is any XLM-R-family ``AutoModel``; token states pooled as the model's card says, mean by
-default):
-
-- ``sts``: no parameters; a siamese bi-encoder (Reimers & Gurevych 2019) scores a pair by the cosine of
-  the pooled embeddings of its two texts, each encoded on its own.
-- ``classification``: dropout and one linear layer on the pooled embedding of the text, or of the pair
-  encoded together (``<s> text1 </s></s> text2 </s>``, as XLM-R is fine-tuned on XNLI).
-- ``qa``: one linear layer from each token state to a start and an end logit (Devlin et al. 2019).
+The encoder is any XLM-R-family ``AutoModel``; token states are pooled as the model's card says (mean by
+default). What the head is, what the forward pass returns and what the loss is belong to the task object
+(:mod:`xl.tasks.objects`); this module builds, saves, loads and runs the model on the one inference stack
+(:mod:`xl.models.inference`).
 
 A saved model is a plain transformers directory (``config.json``, ``model.safetensors``, ``tokenizer.json``)
 that ``xl embed`` and any transformers code load as the encoder, plus ``xl-head.safetensors`` (the head's
@@ -16,26 +12,31 @@ weights; none for ``sts``) and the head's description under ``"head"`` in ``xl-m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xl.errors import ModelError, UsageError
+from xl.errors import ModelError
 from xl.io.atomic import temp_dir_beside
 from xl.io.records import sha256_file
-from xl.models.encoder import (
-    _quiet_transformers,
+from xl.models.inference import (
     from_pretrained,
+    head_of,
+    load_config,
+    load_encoder,
     load_tokenizer,
-    pad_batch,
+    pad_id_of,
     pool,
     resolve_device,
     resolve_dtype,
+    resolve_max_length,
+    run_batches,
     stdout_to_stderr,
 )
 from xl.models.registry import MODEL_MANIFEST, ModelRef
@@ -43,31 +44,27 @@ from xl.models.registry import MODEL_MANIFEST, ModelRef
 if TYPE_CHECKING:
     import torch
 
+    from xl.tasks.data import TaskData
+    from xl.tasks.objects import TaskObject
+
 HEAD_FILE = "xl-head.safetensors"
-#: The command-line task (``--task``) → the schema of its data and the name of its head.
-TASK_SCHEMA = {"sts": "sts", "classify": "classification", "qa": "qa"}
 
 
-def head_of(ref: ModelRef) -> dict[str, Any] | None:
-    """The head description stored with a model (None for a plain encoder)."""
-    head = ref.info.get("head")
-    return head if isinstance(head, dict) else None
-
-
-def check_head_fits(ref: ModelRef, task: str, labels: Sequence[Any] | None = None) -> dict[str, Any] | None:
+def check_head_fits(ref: ModelRef, task: TaskObject, labels: Sequence[Any] | None = None) -> dict[str, Any] | None:
     """The model's head when it fits ``task`` (and ``labels``); None for a model without one.
 
     Raises ModelError when the head was trained for another task or label set: continuing with it would
     silently mean something else (use ``--init`` to start a fresh head on that encoder).
     """
-    head = head_of(ref)
+    head = head_of(ref)  # an old name of the task is mapped when the model's description is read
     if head is None:
         return None
-    if head.get("task") != task:
+    trained = head.get("task")
+    if trained != task.name:
         raise ModelError(
-            f"the model's head was trained for {head.get('task')}, not {task}",
+            f"the model's head was trained for {trained}, not {task.name}",
             source=str(ref.path or ref.spec),
-            hint=f"start a fresh {task} head on its encoder with --init {ref.spec}",
+            hint=f"start a fresh {task.name} head on its encoder with --init {ref.spec}",
         )
     if labels is not None and head.get("labels") is not None and list(head["labels"]) != list(labels):
         raise ModelError(
@@ -78,39 +75,11 @@ def check_head_fits(ref: ModelRef, task: str, labels: Sequence[Any] | None = Non
     return head
 
 
-def _dropout_overrides(dropout: float | None) -> dict[str, float]:
-    if dropout is None:
-        return {}
-    if not 0.0 <= dropout < 1.0:
-        raise UsageError(f"--dropout {dropout} is not in [0, 1)")
-    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-
-
-def load_encoder(ref: ModelRef, *, dtype: Any = None, dropout: float | None = None) -> Any:
-    """The ``AutoModel`` of a model spec without its pooler (xl pools token states itself)."""
-    import torch
-
-    _quiet_transformers()
-    from transformers import AutoModel
-
-    kwargs: dict[str, Any] = {"use_safetensors": True, "dtype": dtype or torch.float32, **_dropout_overrides(dropout)}
-    with stdout_to_stderr():
-        try:
-            model = from_pretrained(AutoModel.from_pretrained, ref, add_pooling_layer=False, **kwargs)
-        except (TypeError, ModelError):
-            model = from_pretrained(AutoModel.from_pretrained, ref, **kwargs)
-    if getattr(model, "pooler", None) is not None:
-        model.pooler = None
-    return model
-
-
 def make_task_model(
-    encoder: Any, task: str, *, n_labels: int = 0, pooling: str = "mean", dropout: float = 0.1
+    encoder: Any, task: TaskObject, *, n_labels: int = 0, pooling: str = "mean", dropout: float = 0.1
 ) -> torch.nn.Module:
-    """Wrap ``encoder`` with a fresh head for ``task`` (``sts``, ``classification`` or ``qa``)."""
+    """Wrap ``encoder`` with a fresh head for ``task`` (the head and the forward pass are the task's)."""
     import torch
-
-    hidden = int(encoder.config.hidden_size)
 
     class TaskModel(torch.nn.Module):
         def __init__(self) -> None:
@@ -119,14 +88,7 @@ def make_task_model(
             self.task = task
             self.pooling = pooling
             self.dropout = torch.nn.Dropout(dropout)
-            if task == "classification":
-                self.head: torch.nn.Module | None = torch.nn.Linear(hidden, n_labels)
-            elif task == "qa":
-                self.head = torch.nn.Linear(hidden, 2)
-            elif task == "sts":
-                self.head = None
-            else:
-                raise UsageError(f"unknown task {task!r}", hint="use sts, classify or qa")
+            self.head = task.build_head(int(encoder.config.hidden_size), n_labels)
 
         def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -136,22 +98,9 @@ def make_task_model(
             return pool(self.states(input_ids, attention_mask), attention_mask, self.pooling)  # type: ignore[arg-type]
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            """sts: pooled embeddings; classification: (b, labels) logits; qa: (b, t, 2) logits (float32)."""
-            if self.task == "sts":
-                return self.embed(input_ids, attention_mask)
-            assert self.head is not None
-            if self.task == "classification":
-                pooled = self.embed(input_ids, attention_mask)
-                return self.head(self.dropout(pooled).to(self.head.weight.dtype)).float()
-            states = self.states(input_ids, attention_mask)
-            return self.head(states.to(self.head.weight.dtype)).float()
+            return self.task.outputs(self, input_ids, attention_mask)
 
     return TaskModel()
-
-
-def pad_id_of(encoder: Any) -> int:
-    pad = getattr(encoder.config, "pad_token_id", None)
-    return int(pad) if pad is not None else 1
 
 
 # --------------------------------------------------------------------------------------------- saving
@@ -214,94 +163,85 @@ def load_head(model: torch.nn.Module, directory: Path) -> None:
 # --------------------------------------------------------------------------------------------- inference
 
 
-class TaskRunner:
-    """A task model loaded for inference on one device and dtype, with its tokenizer and prefix."""
+class TaskInference:
+    """A task model ready to predict, on the one inference stack: ``xl eval`` loads one (:meth:`load`), and
+    ``xl finetune`` wraps the model it trains (:meth:`__init__`) to score its dev set — one computation, so the
+    dev score of a kept model is what ``xl eval`` reports on the same data, device and dtype.
 
-    def __init__(self, ref: ModelRef, task: str, *, device: str = "auto", dtype: str = "auto",
-                 max_length: int | None = None) -> None:  # fmt: skip
-        import torch
+    ``autocast``: a torch dtype to run under (finetune's bf16/fp16 autocast of float32 weights), or None.
+    """
 
-        self.ref = ref
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, task: TaskObject, *, device: str, dtype_name: str,
+                 pad_id: int, max_length: int, prefix: str, head: Mapping[str, Any] | None = None,
+                 autocast: Any = None, layers: int | None = None) -> None:  # fmt: skip
+        self.model = model
+        self.tokenizer = tokenizer
         self.task = task
-        self.device = resolve_device(device)
-        self.dtype_name = resolve_dtype(dtype, self.device)
-        head = head_of(ref)
-        if task in ("classification", "qa"):
-            if head is None:
-                raise ModelError(
-                    f"the model has no {task} head",
-                    source=str(ref.path or ref.spec),
-                    hint=f"fine-tune one first: xl finetune --task {'classify' if task == 'classification' else task}",
-                )
-            check_head_fits(ref, task)
-        self.head = head or {}
-        self.pooling = str(self.head.get("pooling") or ref.info.get("pooling") or "mean")
+        self.device = device
+        self.dtype_name = dtype_name
+        self.pad_id = pad_id
+        self.max_length = max_length
+        self.prefix = prefix
+        self.head = dict(head or {})
         self.labels = list(self.head.get("labels") or [])
         self.pair = bool(self.head.get("pair", False))
-        self.prefix = ref.prefix
-        default_length = 384 if task == "qa" else 512
-        self.max_length = int(max_length or self.head.get("max_length") or default_length)
-        encoder = load_encoder(ref, dtype=getattr(torch, self.dtype_name))
-        limit = int(getattr(encoder.config, "max_position_embeddings", 514)) - 2
-        self.max_length = min(self.max_length, limit) if limit > 0 else self.max_length
-        self.model = make_task_model(encoder, task, n_labels=len(self.labels), pooling=self.pooling)
-        if self.model.head is not None:
-            load_head(self.model, Path(ref.path or "."))
-        self.model.to(self.device).eval()
-        self.pad_id = pad_id_of(encoder)
+        self.doc_stride = int(self.head.get("doc_stride", 128))
+        self.autocast = autocast
+        self.layers = layers
+
+    @classmethod
+    def load(cls, ref: ModelRef, task: TaskObject, *, device: str = "auto", dtype: str = "auto",
+             max_length: int | None = None) -> TaskInference:  # fmt: skip
+        """Load ``ref`` for ``task``: a task with a head needs a model trained for it (``xl finetune``); sts runs
+        any encoder (a head, if any, is not used). ``max_length``: :func:`xl.models.inference.resolve_max_length`."""
+        import torch
+
+        head = head_of(ref)
+        if task.has_head:
+            if head is None:
+                raise ModelError(f"the model has no {task.name} head", source=str(ref.path or ref.spec),
+                                 hint=f"fine-tune one first: xl finetune --task {task.name}")  # fmt: skip
+            check_head_fits(ref, task)
+        head = head or {}
+        device_name = resolve_device(device)
+        dtype_name = resolve_dtype(dtype, device_name)
+        config = load_config(ref)
+        length = resolve_max_length(max_length, ref, task.default_max_length, config)
+        pooling = str(head.get("pooling") or ref.info.get("pooling") or "mean")
+        encoder = load_encoder(ref, dtype=getattr(torch, dtype_name))
+        model = make_task_model(encoder, task, n_labels=len(head.get("labels") or []), pooling=pooling)
+        if task.has_head:
+            load_head(model, Path(ref.path or "."))
+        model.to(device_name).eval()
         with stdout_to_stderr():
-            self.tokenizer = from_pretrained(load_tokenizer, ref)
+            tokenizer = from_pretrained(load_tokenizer, ref)
+        return cls(model, tokenizer, task, device=device_name, dtype_name=dtype_name, pad_id=pad_id_of(config),
+                   max_length=length, prefix=ref.prefix, head={**head, "pooling": pooling},
+                   layers=int(config.num_hidden_layers))  # fmt: skip
 
+    @property
+    def pooling(self) -> str:
+        return str(getattr(self.model, "pooling", "mean"))
 
-def run_batches(
-    model: torch.nn.Module,
-    ids: Sequence[Sequence[int]],
-    pad_id: int,
-    device: Any,
-    *,
-    tokens_per_batch: int = 16384,
-    max_rows: int = 256,
-    progress: Callable[[int], None] | None = None,
-) -> list[np.ndarray]:
-    """Run ``model`` over token id rows in length-sorted batches of about ``tokens_per_batch`` padded
-    tokens; return one float32 array per row in input order (pooled embedding, logits, or (t, 2) logits
-    cut to the row's length). Halves the batch on CUDA out-of-memory."""
-    import torch
+    def tokenize(self, records: Sequence[Mapping[str, Any]], schema: str) -> TaskData:
+        """The records as the model's inputs (no training targets)."""
+        return self.task.tokenize(records, self.tokenizer, schema=schema, prefix=self.prefix,
+                                  max_length=self.max_length, doc_stride=self.doc_stride, labels=self.labels,
+                                  with_labels=False)  # fmt: skip
 
-    from xl.core.batching import plan_batches
+    def run(self, rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """The model's outputs on token id rows, one float32 array per row (:func:`run_batches`), in eval mode."""
+        import torch
 
-    out: list[np.ndarray | None] = [None] * len(ids)
-    lengths = [len(row) for row in ids]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in plan_batches(lengths, max_tokens=tokens_per_batch, max_rows=max_rows):
-                _run_one(model, ids, list(batch), pad_id, device, out)
-                if progress is not None:
-                    progress(len(batch))
-    finally:
-        model.train(was_training)
-    return [row if row is not None else np.zeros(0, np.float32) for row in out]
+        context = (torch.autocast(str(self.device).split(":")[0], dtype=self.autocast)
+                   if self.autocast is not None else contextlib.nullcontext())  # fmt: skip
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with context:
+                return run_batches(self.model, rows, self.pad_id, self.device)
+        finally:
+            self.model.train(was_training)
 
-
-def _run_one(model: Any, ids: Sequence[Sequence[int]], batch: list[int], pad_id: int, device: Any,
-             out: list[np.ndarray | None]) -> None:  # fmt: skip
-    import torch
-
-    try:
-        input_ids, mask = pad_batch([ids[i] for i in batch], pad_id, device)
-        result = model(input_ids, mask).float().cpu().numpy()
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        if len(batch) == 1:
-            raise ModelError(
-                "CUDA out of memory on a single input", hint="lower --max-length or use --device cpu"
-            ) from None
-        half = len(batch) // 2
-        _run_one(model, ids, batch[:half], pad_id, device, out)
-        _run_one(model, ids, batch[half:], pad_id, device, out)
-        return
-    for row, i in enumerate(batch):
-        value = result[row]
-        out[i] = value[: len(ids[i])] if value.ndim == 2 else value
+    def predict(self, data: TaskData) -> tuple[list[Any], dict[str, np.ndarray]]:
+        return self.task.predict(self.run, data, self.labels)

@@ -21,7 +21,7 @@ Both are standard covariates of zero-shot transfer from English. For each langua
 Tokens are counted without the special tokens the tokenizer adds (``<s>``, ``</s>``, padding) or that appear
 literally in the text (``<mask>``). The unknown token is counted as a token (the model does see it) but never as
 shared with English: it stands for "no subword for this", not for a piece the languages have in common. Texts
-are NFC-normalised, as ``xl.models.encoder`` does before encoding, and never truncated.
+are NFC-normalised, as ``xl.models.inference`` does before encoding, and never truncated.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class _Counts:
 
 def load_model_tokenizer(model: str | ModelRef) -> Any:
     """The ``tokenizers.Tokenizer`` of a model spec (``default``, a directory, a hub id) or resolved ref, loaded
-    the way ``xl.models.encoder`` loads it (``tokenizer.json``, else the Hugging Face tokenizer's backend);
+    the way ``xl.models.inference`` loads it (``tokenizer.json``, else the Hugging Face tokenizer's backend);
     no weights are read. ``default`` is built on first use like everywhere in xl."""
-    from xl.models.encoder import from_pretrained, load_tokenizer, stdout_to_stderr
+    from xl.models.inference import from_pretrained, load_tokenizer, stdout_to_stderr
 
     ref = resolve_model(model) if isinstance(model, str) else model
     with stdout_to_stderr():

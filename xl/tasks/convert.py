@@ -38,6 +38,7 @@ import numpy as np
 import orjson
 
 from xl.config import data_dir
+from xl.core.languages import canonical_lang
 from xl.errors import InputError, UsageError
 from xl.tasks.schemas import (
     Label,
@@ -654,9 +655,14 @@ def resolve(dataset: str, split: str, lang: str | None) -> tuple[DatasetSpec, st
     if lang is None:
         langs = [lg for sp, lg in spec.rows if sp == split]
         if len(langs) != 1:
-            raise UsageError(f"{dataset} needs a language", expected=", ".join(langs), found="none", hint="pass --lang")
+            raise UsageError(f"{dataset} needs a language", expected=", ".join(langs), found="none",
+                             hint=f"name it: xl data convert {dataset} {split} LANG (in xl eval: "
+                                  f"{dataset}:{split}:LANG)")  # fmt: skip
         lang = langs[0]
     lang = spec.lang_aliases.get(lang, lang)
+    if (split, lang) not in spec.rows:  # another spelling of one of its languages (pol, pol_Latn, PL for pl)
+        same = [lg for sp, lg in spec.rows if sp == split and canonical_lang(lg) == canonical_lang(lang)]
+        lang = same[0] if len(same) == 1 else lang
     if (split, lang) not in spec.rows:
         langs = [lg for sp, lg in spec.rows if sp == split]
         raise UsageError(f"{dataset} {split} has no language {lang!r}", expected=", ".join(langs), found=lang)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -62,6 +62,9 @@ _BOM = b"\xef\xbb\xbf"
 
 # Most specific first, so that a QA record (which has no "text") or a pair record is not reported as
 # a single-text one.
+#: The task (``--task``, ``xl eval TASK``) whose data each schema holds.
+SCHEMA_TASK: Mapping[Task, str] = {"sts": "sts", "classification": "classify", "pair-classification": "classify",
+                                   "qa": "qa"}  # fmt: skip
 _DETECT_ORDER: tuple[Task, ...] = ("qa", "sts", "pair-classification", "classification")
 
 # Field names that other tools use for ours: a record with these gets a "rename" hint instead of a bare
@@ -226,7 +229,8 @@ def _missing_field(record: Mapping[str, Any], task: Task, name: str) -> _Bad:
             f"record looks like {other} data ({', '.join(TASK_FIELDS[other])}), not {task}",
             f"{task} fields {wanted}",
             f"fields {found}",
-            f"the file holds {other} data: pass --task {other} if that is what you meant",
+            f"the file holds {other} data: pass --task {SCHEMA_TASK[other]} (xl eval {SCHEMA_TASK[other]}) if that "
+            "is what you meant",
         )
     if "data" in record and "version" in record:
         return _Bad(
@@ -300,13 +304,22 @@ def _check_sts(record: Mapping[str, Any]) -> None:
 
 
 def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
+    """Check a qa record: a new ``id`` (added to ``seen_ids``), string context and question, and answers that
+    each sit at their ``answer_start`` in the context."""
     qid = _need_str(record, "id")
     if qid in seen_ids:
         raise _Bad("id", f"duplicate id {_show(qid)}", "ids unique within the file", _show(qid))
     seen_ids.add(qid)
     context = _need_str(record, "context")
     _need_str(record, "question")
-    answers = record["answers"]
+    texts, starts = _answer_lists(record["answers"])
+    _check_answer_counts(texts, starts)
+    for i, (text, start) in enumerate(zip(texts, starts, strict=True)):
+        _check_answer(context, i, text, start)
+
+
+def _answer_lists(answers: object) -> tuple[list[object], list[object]]:
+    """(answers.text, answers.answer_start) of a qa record's ``answers``, checked to be an object of two lists."""
     if not isinstance(answers, dict):
         hint = None
         if isinstance(answers, list):
@@ -335,6 +348,11 @@ def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
             )
     texts: list[object] = answers["text"]
     starts: list[object] = answers["answer_start"]
+    return texts, starts
+
+
+def _check_answer_counts(texts: Sequence[object], starts: Sequence[object]) -> None:
+    """At least one answer, and as many texts as starts."""
     if len(texts) != len(starts):
         raise _Bad(
             "answers",
@@ -349,38 +367,41 @@ def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
             "at least one answer (SQuAD v1.1 has no unanswerable questions)",
             "empty lists",
         )
-    for i, (text, start) in enumerate(zip(texts, starts, strict=True)):
-        if not isinstance(text, str):
-            raise _Bad(
-                f"answers.text[{i}]",
-                f'field "answers.text[{i}]" is not a string',
-                "a string",
-                _type_name(text),
-            )
-        if not text:
-            raise _Bad(
-                f"answers.text[{i}]",
-                f'field "answers.text[{i}]" is empty',
-                "the answer's words as they appear in the context",
-                '""',
-                "an empty answer marks no span (SQuAD v1.1 answers are never empty); drop or fix the record",
-            )
-        if isinstance(start, bool) or not isinstance(start, int):
-            raise _Bad(
-                f"answers.answer_start[{i}]",
-                f'field "answers.answer_start[{i}]" is not an int',
-                "a character offset",
-                _show(start),
-            )
-        span = context[start : start + len(text)] if start >= 0 else None
-        if span != text:
-            raise _Bad(
-                f"answers.answer_start[{i}]",
-                f"answer text not found in the context at answer_start {start}",
-                _show(text),
-                _show(span),
-                "answer_start counts Unicode characters from 0; check that the context was not altered",
-            )
+
+
+def _check_answer(context: str, i: int, text: object, start: object) -> None:
+    """Answer ``i``: a non-empty string ``text`` found in ``context`` at the int offset ``start``."""
+    if not isinstance(text, str):
+        raise _Bad(
+            f"answers.text[{i}]",
+            f'field "answers.text[{i}]" is not a string',
+            "a string",
+            _type_name(text),
+        )
+    if not text:
+        raise _Bad(
+            f"answers.text[{i}]",
+            f'field "answers.text[{i}]" is empty',
+            "the answer's words as they appear in the context",
+            '""',
+            "an empty answer marks no span (SQuAD v1.1 answers are never empty); drop or fix the record",
+        )
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise _Bad(
+            f"answers.answer_start[{i}]",
+            f'field "answers.answer_start[{i}]" is not an int',
+            "a character offset",
+            _show(start),
+        )
+    span = context[start : start + len(text)] if start >= 0 else None
+    if span != text:
+        raise _Bad(
+            f"answers.answer_start[{i}]",
+            f"answer text not found in the context at answer_start {start}",
+            _show(text),
+            _show(span),
+            "answer_start counts Unicode characters from 0; check that the context was not altered",
+        )
 
 
 def _check_task(task: object) -> None:
@@ -409,38 +430,9 @@ def validate_records(
     n = 0
     for n, record in enumerate(records, 1):
         try:
-            if not isinstance(record, Mapping):
-                raise _Bad(None, "record is not a JSON object", "a JSON object", _type_name(record))
-            for name in TASK_FIELDS[task]:
-                if name not in record:
-                    raise _missing_field(record, task, name)
-            if "lang" in record and not isinstance(record["lang"], str):
-                raise _Bad(
-                    "lang",
-                    'field "lang" is not a string',
-                    'a language code such as "de"',
-                    _show(record["lang"]),
-                )
-            if task == "sts":
-                _check_sts(record)
-            elif task == "qa":
-                _check_qa(record, seen_ids)
-            else:
-                for name in TASK_FIELDS[task][:-1]:
-                    _need_str(record, name)
-                check_label(record["label"])
+            _check_record(record, task, check_label, seen_ids)
         except _Bad as bad:
-            where = "" if numbering == "line" else f"question {n}: "
-            raise RecordError(
-                where + bad.message,
-                record=n,
-                field=bad.field,
-                source=source,
-                line=n if numbering == "line" else None,
-                expected=bad.expected,
-                found=bad.found,
-                hint=bad.hint,
-            ) from None
+            raise _record_error(bad, n, source=source, numbering=numbering) from None
         yield record
     if n == 0:
         raise RecordError(
@@ -452,6 +444,46 @@ def validate_records(
             found="an empty input",
             hint="check the path, or that the converter wrote anything",
         )
+
+
+def _check_record(record: object, task: Task, check_label: _LabelCheck, seen_ids: set[str]) -> None:
+    """Raise ``_Bad`` for the first problem of one record against the ``task`` schema: not an object, a
+    missing field, a non-string lang, then the task's own checks (``seen_ids``: the qa ids so far)."""
+    if not isinstance(record, Mapping):
+        raise _Bad(None, "record is not a JSON object", "a JSON object", _type_name(record))
+    for name in TASK_FIELDS[task]:
+        if name not in record:
+            raise _missing_field(record, task, name)
+    if "lang" in record and not isinstance(record["lang"], str):
+        raise _Bad(
+            "lang",
+            'field "lang" is not a string',
+            'a language code such as "de"',
+            _show(record["lang"]),
+        )
+    if task == "sts":
+        _check_sts(record)
+    elif task == "qa":
+        _check_qa(record, seen_ids)
+    else:
+        for name in TASK_FIELDS[task][:-1]:
+            _need_str(record, name)
+        check_label(record["label"])
+
+
+def _record_error(bad: _Bad, n: int, *, source: str, numbering: Literal["line", "question"]) -> RecordError:
+    """The RecordError of problem ``bad`` in record ``n`` of ``source`` (``numbering``: see ``validate_records``)."""
+    where = "" if numbering == "line" else f"question {n}: "
+    return RecordError(
+        where + bad.message,
+        record=n,
+        field=bad.field,
+        source=source,
+        line=n if numbering == "line" else None,
+        expected=bad.expected,
+        found=bad.found,
+        hint=bad.hint,
+    )
 
 
 def iter_jsonl(stream: Iterable[bytes], *, source: str) -> Iterator[Record]:

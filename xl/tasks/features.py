@@ -1,7 +1,7 @@
-"""Model inputs of the fine-tuning tasks: token ids of texts and pairs, QA windows and span decoding.
+"""QA inputs: windows of question and context, and span decoding (texts and pairs are tokenized by
+:func:`xl.models.inference.tokenize_texts` and :func:`~xl.models.inference.tokenize_pairs`).
 
-Tokenization uses the model's ``tokenizers.Tokenizer`` directly (Rust, batched): special tokens as the model
-expects them (XLM-R: ``<s> A </s></s> B </s>``). No torch here.
+Tokenization uses the model's ``tokenizers.Tokenizer`` directly (Rust, batched). No torch here.
 
 QA follows the SQuAD recipe of Devlin et al. 2019 as Hugging Face's ``run_qa`` implements it: the question
 (at most ``max_query_tokens``), then the context cut into windows of ``max_length`` tokens that overlap by
@@ -11,7 +11,6 @@ Offsets come from the tokenizer and refer to the original context string, so ans
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,39 +18,6 @@ from typing import Any
 import numpy as np
 
 from xl.errors import UsageError
-
-
-def prepare_text(text: str, prefix: str = "") -> str:
-    """NFC-normalise and prefix a text (e5's ``query: ``), as ``xl embed`` does."""
-    return prefix + unicodedata.normalize("NFC", text)
-
-
-@dataclass
-class TokenizedTexts:
-    """Token ids (special tokens included) of a list of texts or pairs, with truncation counted."""
-
-    ids: list[list[int]]
-    truncated: int
-
-
-def tokenize_texts(tokenizer: Any, texts: Sequence[str], *, prefix: str, max_length: int) -> TokenizedTexts:
-    """Token ids of single texts, truncated to ``max_length`` tokens."""
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length)
-    encodings = tokenizer.encode_batch([prepare_text(t, prefix) for t in texts])
-    return TokenizedTexts([e.ids for e in encodings], sum(bool(e.overflowing) for e in encodings))
-
-
-def tokenize_pairs(
-    tokenizer: Any, first: Sequence[str], second: Sequence[str], *, prefix: str, max_length: int
-) -> TokenizedTexts:
-    """Token ids of text pairs encoded together (a cross-encoder input), longest-first truncation."""
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length, strategy="longest_first")
-    pairs = [(prepare_text(a, prefix), prepare_text(b)) for a, b in zip(first, second, strict=True)]
-    encodings = tokenizer.encode_batch(pairs)
-    return TokenizedTexts([e.ids for e in encodings], sum(bool(e.overflowing) for e in encodings))
-
 
 # --------------------------------------------------------------------------------------------- QA
 

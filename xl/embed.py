@@ -21,7 +21,6 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from xl.core.batching import plan_batches
 from xl.errors import UsageError, failure_reason
 from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
@@ -36,7 +35,7 @@ from xl.io.records import (
     count_lines,
     sha256_file,
 )
-from xl.models.encoder import Encoder, Pooling
+from xl.models.inference import Encoder, Pooling
 from xl.models.registry import resolve_model
 
 OutputFormat = Literal["npy", "jsonl"]
@@ -56,7 +55,7 @@ class EmbedOptions:
     pooling: Pooling = "mean"
     normalize: bool = False
     prefix: str | None = None  # None: the model's default ("query: " for the default model)
-    max_length: int = 512
+    max_length: int | None = None  # None: the model's own (its training length, else 512)
     batch_size: int = 32
     max_tokens: int = 8192
     window: int = 4096
@@ -358,15 +357,9 @@ def embed_window(
 ) -> tuple[dict[int, np.ndarray], int]:
     """Embed one window of texts: {layer: (len(texts), hidden) float32 in input order}, truncations."""
     tokens = encoder.tokenize(texts, prefix)
-    pooled = {layer: np.empty((len(texts), encoder.hidden), np.float32) for layer in encoder.layers}
-    lengths = [len(ids) for ids in tokens.ids]
-    for batch in plan_batches(lengths, options.max_tokens, options.batch_size):
-        out = encoder.embed_ids([tokens.ids[i] for i in batch], options.pooling, options.normalize)
-        for layer, matrix in out.items():
-            pooled[layer][batch] = matrix
-        if progress is not None:
-            progress(len(batch))
-    return pooled, sum(tokens.truncated)
+    pooled = encoder.embed_ids(tokens.ids, options.pooling, options.normalize, max_tokens=options.max_tokens,
+                               max_rows=options.batch_size, progress=progress)  # fmt: skip
+    return pooled, tokens.truncated
 
 
 def embed_texts(encoder: Encoder, texts: list[str], options: EmbedOptions, prefix: str | None = None) -> np.ndarray:

@@ -1,0 +1,416 @@
+"""The training loop of ``xl finetune`` (the run directory, its inputs and its manifest are ``xl.finetune``'s).
+
+- **Data order**: epoch ``e`` visits the training examples in ``numpy.random.default_rng([seed, e])`` order;
+  with ``group_by_length`` (the default) that order is cut into mega-batches of 50 batches whose examples
+  are sorted by length before being cut into batches, and the batches are shuffled again (as Hugging Face's
+  ``group_by_length``): little padding, still random batches.
+- **Batches**: ``batch_size`` examples per micro-batch, ``grad_accum`` micro-batches per optimizer step.
+  Under ``torchrun`` (DDP) each of the N processes takes a contiguous 1/N of every micro-batch and the
+  losses are scaled so that the gradient equals the single-process one (sum over the batch / batch size).
+- **Optimisation**: AdamW (weight decay on matrices only), linear warm-up then linear decay, gradient
+  clipping, bf16/fp16 autocast with float32 master weights (fp16 adds a gradient scaler).
+- **Head and loss** are the task object's (:mod:`xl.tasks.objects`); the dev set is scored by
+  :class:`xl.models.task_model.TaskInference` on the model being trained, the computation ``xl eval`` runs.
+- **Checkpoints** (model, optimizer, scheduler, RNG) are built in a staging folder that the run directory
+  publishes (:class:`xl.finetune.RunDirectory`); ``resume`` continues from the latest to the same result as an
+  uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xl.errors import ModelError
+from xl.models.registry import ModelRef
+
+if TYPE_CHECKING:
+    import torch
+
+    from xl.finetune import FinetuneOptions, RunDirectory
+    from xl.tasks.data import TaskData
+    from xl.tasks.objects import TaskObject
+
+Log = Callable[[str], None]
+MEGA_BATCH = 50
+
+
+@dataclass
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """``value`` of the main process, in every process."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def global_sum(self, value: torch.Tensor) -> float:
+        """The sum of a scalar over all processes (for the log: the loss of the whole batch)."""
+        if self.world == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        total = value.detach().float().clone()
+        dist.all_reduce(total)
+        return float(total)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint stores besides tensors: where the run is and what it found so far."""
+
+    step: int = 0
+    micro: int = 0  # micro-batches done in total
+    examples: int = 0
+    best_step: int | None = None
+    best_metric: float | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """What the loop trains on: the task, its tokenized splits, and the model it starts from."""
+
+    task: TaskObject
+    schema: str
+    train: TaskData
+    dev: TaskData | None
+    labels: list[Any]
+    base_ref: ModelRef
+    head: Mapping[str, Any] | None  # the head continued (--model of an xl finetune output), None: a fresh one
+    tokenizer: Any
+    max_length: int
+
+
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
+    """The micro-batches (index arrays) of one epoch, in order (see the module docstring)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    mega = batch_size * MEGA_BATCH
+    length_of = np.asarray(lengths)
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-length_of[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _untie(weights: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses tensors that share memory: store a copy of each repeat."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in weights.items():
+        pointer = tensor.data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out
+
+
+class Trainer:
+    """The loop of one run: device, model, optimizer, steps, dev scoring and checkpoints."""
+
+    def __init__(self, options: FinetuneOptions, dist: Dist, directory: RunDirectory, log: Log) -> None:
+        self.options = options
+        self.dist = dist
+        self.directory = directory
+        self.log = log
+
+    # ------------------------------------------------------------------ set-up
+
+    def start(self) -> None:
+        """Join the torchrun job (if any) and resolve the device and dtype."""
+        import torch
+
+        from xl.models.inference import resolve_device, resolve_dtype
+
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if torch.cuda.is_available() and self.options.device != "cpu"
+                                        else "gloo")  # fmt: skip
+        device = resolve_device(self.options.device)
+        if self.dist.world > 1 and device.startswith("cuda"):
+            device = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device)
+        self.device = device
+        self.dtype_name = resolve_dtype(self.options.dtype, device)
+        self.autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.dtype_name)
+
+    def build(self, prepared: Prepared, info: dict[str, Any]) -> None:
+        """The model to train (the base encoder with the continued or a fresh head), and its description."""
+        import torch
+
+        from xl.models.inference import load_encoder, pad_id_of
+        from xl.models.task_model import TaskInference, load_head, make_task_model
+
+        o, task, ref = self.options, prepared.task, prepared.base_ref
+        self.prepared = prepared
+        pooling = str((prepared.head or {}).get("pooling") or ref.info.get("pooling") or "mean")
+        torch.manual_seed(o.seed)
+        encoder = load_encoder(ref, dropout=o.dropout)
+        model = make_task_model(encoder, task, n_labels=len(prepared.labels), pooling=pooling)
+        if prepared.head is not None and model.head is not None:
+            load_head(model, ref.path or Path("."))
+        if o.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
+        self.model = model.to(self.device)
+        self.tokenizer = prepared.tokenizer
+        self.head_info = {"task": task.name, "pooling": pooling, "max_length": prepared.max_length,
+                          "labels": prepared.labels or None, "pair": task.is_pair(prepared.schema),
+                          "doc_stride": o.doc_stride, "loss": task.loss_name(o.loss)}  # fmt: skip
+        self.info = {**info, "pooling": pooling}
+        self.pad_id = pad_id_of(encoder.config)
+        # The dev set is scored on the one inference stack, as `xl eval` scores the kept model.
+        self.scorer = TaskInference(self.model, self.tokenizer, task, device=self.device, dtype_name=self.dtype_name,
+                                    pad_id=self.pad_id, max_length=prepared.max_length, prefix=ref.prefix,
+                                    head=self.head_info, autocast=self.autocast_dtype)  # fmt: skip
+
+    def _optimizer(self, total_steps: int) -> tuple[Any, Any]:
+        """AdamW (weight decay on matrices only) and the linear warm-up and decay schedule."""
+        import torch
+
+        o = self.options
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": o.weight_decay},
+                  {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0}]  # fmt: skip
+        try:  # the fused kernel (one pass per tensor, CPU and CUDA) is several times faster than the default loop
+            optimizer = torch.optim.AdamW(groups, lr=o.lr, fused=True)
+        except (RuntimeError, TypeError):
+            optimizer = torch.optim.AdamW(groups, lr=o.lr)
+        warmup_steps = int(o.warmup * total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, resume_from: Mapping[str, Any] | None) -> RunState:
+        """Train to the last step (from the checkpoint ``resume_from`` names, if any); the kept model is in
+        ``DIR/best`` (a dev set) or still in memory (none)."""
+        import torch
+
+        o, train, dev = self.options, self.prepared.train, self.prepared.dev
+        n_micro = math.ceil(len(train.inputs) / o.batch_size)
+        steps_per_epoch = math.ceil(n_micro / o.grad_accum)
+        total_steps = o.max_steps or max(1, math.ceil(steps_per_epoch * o.epochs))
+        optimizer, scheduler = self._optimizer(total_steps)
+        self.scaler = (torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16
+                       and self.device.startswith("cuda") else None)  # fmt: skip
+        state = RunState()
+        final_saved = bool(resume_from and resume_from.get("final"))
+        if resume_from and resume_from.get("step"):
+            folder = self.directory.checkpoint(int(resume_from["step"]))
+            state = self._load_checkpoint(folder, optimizer, scheduler, final=final_saved)
+            self.log(f"resuming at step {state.step} of {total_steps}"
+                     + ("; training is done, finishing the save" if final_saved else ""))  # fmt: skip
+        self._log_start(total_steps)
+        self.directory.truncate_log(state)
+        if dev is not None and state.step == 0:
+            self._evaluate(state)  # step 0, the starting model: the score to beat
+        started = time.perf_counter() - state.seconds
+        eval_steps = o.eval_steps or steps_per_epoch
+        epoch = state.micro // n_micro
+        self.loss_sum, self.loss_count = 0.0, 0
+        fault_step = int(os.environ.get("XL_FAULT_AFTER_STEP", "0") or 0)  # tests: die as if killed
+        model = self._parallel()
+        model.train()
+        while state.step < total_steps:
+            batches = epoch_batches(train.lengths, o.batch_size, o.seed, epoch, o.group_by_length)
+            index_in_epoch = state.micro - epoch * n_micro
+            while index_in_epoch < len(batches) and state.step < total_steps:
+                group = batches[index_in_epoch : index_in_epoch + o.grad_accum]
+                self._step(model, group, state, optimizer, scheduler)
+                index_in_epoch += len(group)
+                state.micro += len(group)
+                state.step += 1
+                state.seconds = time.perf_counter() - started
+                if state.step % o.log_every == 0 or state.step == total_steps:
+                    self._log_step(state, total_steps, n_micro, scheduler)
+                if dev is not None and state.step % eval_steps == 0 and state.step < total_steps:
+                    self._evaluate(state)
+                if o.save_steps and state.step % o.save_steps == 0 and state.step < total_steps:
+                    self._save_checkpoint(state, optimizer, scheduler)
+                if fault_step and state.step == fault_step:
+                    os._exit(137)
+            if index_in_epoch >= len(batches):
+                epoch += 1
+        # Training is done: the final weights and state go to disk before the (larger) save of the kept model,
+        # so a save that fails leaves a run that --resume finishes without training again.
+        if not final_saved:
+            self._save_checkpoint(state, optimizer, scheduler, final=True)
+        if dev is not None:
+            self._evaluate(state)
+        return state
+
+    def _parallel(self) -> torch.nn.Module:
+        if self.dist.world == 1:
+            return self.model
+        import torch
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(self.model, device_ids=[torch.device(self.device)]
+                                       if self.device.startswith("cuda") else None)  # fmt: skip
+
+    def _log_start(self, total_steps: int) -> None:
+        o, train = self.options, self.prepared.train
+        self.log(f"{o.task}: {len(train.records)} training examples{self.prepared.task.inputs_note(train)}"
+                 f", {total_steps} steps of {o.batch_size * o.grad_accum}, {self.device} {self.dtype_name}"
+                 + (f", {self.dist.world} processes" if self.dist.world > 1 else ""))  # fmt: skip
+        if train.truncated:
+            self.log(f"{train.truncated} training inputs truncated to {self.prepared.max_length} tokens")
+
+    def _step(self, model: torch.nn.Module, group: list[np.ndarray], state: RunState, optimizer: Any,
+              scheduler: Any) -> None:  # fmt: skip
+        """One optimizer step over the micro-batches of ``group``."""
+        import torch
+
+        o, task, train, scaler = self.options, self.prepared.task, self.prepared.train, self.scaler
+        loss_name = self.head_info["loss"]
+        for batch in group:
+            share = np.array_split(batch, self.dist.world)[self.dist.rank]
+            with torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):  # fmt: skip
+                if len(share) == 0:
+                    loss_total = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+                else:
+                    loss_total = task.loss(model, train, share, self.pad_id, self.device, loss_name)
+            # Sum over this process's share / global batch size x processes (DDP averages), / accumulation:
+            # the gradient is the mean over the global batch, whatever the number of processes.
+            loss = loss_total * (self.dist.world / (len(batch) * len(group)))
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            self.loss_sum += self.dist.global_sum(loss_total.detach()) / len(batch)
+            self.loss_count += 1
+            state.examples += len(batch)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if o.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _log_step(self, state: RunState, total_steps: int, n_micro: int, scheduler: Any) -> None:
+        if self.dist.main:
+            row = {"step": state.step, "epoch": round(state.micro / n_micro, 4),
+                   "loss": self.loss_sum / max(1, self.loss_count), "lr": scheduler.get_last_lr()[0],
+                   "examples": state.examples, "seconds": round(state.seconds, 3)}  # fmt: skip
+            self.directory.append_log(row)
+            self.log(f"step {state.step}/{total_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
+                     f"{state.examples / max(state.seconds, 1e-9):.1f} ex/s")  # fmt: skip
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    # ------------------------------------------------------------------ evaluation and saving
+
+    def _evaluate(self, state: RunState) -> None:
+        """Score the dev set (the task's selection metric) and keep the model in ``DIR/best`` when it is the best."""
+        if self.dist.main:
+            assert self.prepared.dev is not None
+            metrics = self.prepared.task.dev_score(self.scorer.run, self.prepared.dev, self.prepared.labels)
+            metric = metrics["selection_metric"]
+            row = {"step": state.step, "dev": metrics}
+            state.evaluations.append(row)
+            self.directory.append_log(row)
+            improved = state.best_metric is None or (metric is not None and metric > state.best_metric)
+            where = "step 0 (the starting model)" if state.step == 0 else f"step {state.step}"
+            shown = "n/a" if metric is None else f"{metric:.2f}"
+            self.log(f"dev at {where}: {metrics['selection_name']} {shown}" + ("  (best so far)" if improved else ""))
+            if improved:
+                state.best_metric, state.best_step = metric, state.step
+                best = self.directory.best
+                with self.directory.writing(best, f"the model of step {state.step} (the best so far on the dev set)"):
+                    self.save_model(best)
+        self.dist.barrier()
+
+    def save_model(self, directory: Path) -> None:
+        from xl.models import task_model
+
+        task_model.save_task_model(self.model, self.tokenizer, directory, self.info, self.head_info)
+
+    def _save_checkpoint(self, state: RunState, optimizer: Any, scheduler: Any, *, final: bool = False) -> None:
+        """Write ``checkpoints/step-N`` (published by the run directory). A ``final`` one (training done) holds the
+        weights and state only, and replaces all earlier ones."""
+        import torch
+        from safetensors.torch import save_file
+
+        if self.dist.main:
+            with self.directory.new_checkpoint(state.step, final=final) as staging:
+                weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+                save_file(_untie(weights), str(staging / "model.safetensors"))
+                if os.environ.get("XL_FAULT_IN_CHECKPOINT"):  # tests: die half-way through writing a checkpoint
+                    os._exit(137)
+                if not final:
+                    with (staging / "optimizer.pt").open("wb") as handle:  # a file object: errors keep their errno
+                        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+                        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng}, handle)  # fmt: skip
+                (staging / "state.json").write_text(json.dumps(asdict(state)))
+        self.dist.barrier()
+
+    def _load_checkpoint(self, folder: Path, optimizer: Any, scheduler: Any, *, final: bool = False) -> RunState:
+        import torch
+        from safetensors.torch import load_file
+
+        needed = ("model.safetensors", "state.json") + (() if final else ("optimizer.pt",))
+        if not all((folder / name).is_file() for name in needed):
+            raise ModelError("the latest checkpoint is incomplete", source=str(folder),
+                             hint="rerun with --overwrite to start again")  # fmt: skip
+        weights = load_file(str(folder / "model.safetensors"), device="cpu")
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError:
+            raise ModelError("the checkpoint does not fit the model", source=str(folder)) from None
+        if not final:  # a final checkpoint: no step is left, so no optimizer, schedule or RNG is needed
+            saved = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["rng"])
+            if saved.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        return RunState(**json.loads((folder / "state.json").read_text()))
