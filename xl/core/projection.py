@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
-import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
 from xl.core.retrieval import _as_matrix, _prepare_pair, retrieval_accuracies
@@ -611,6 +610,8 @@ def _split_affine(W: NDArray[Any], d_x: int) -> tuple[NDArray[Any], NDArray[Any]
 
 def _condition(A: F64) -> float:
     """Condition number of a symmetric positive semi-definite matrix (inf when singular)."""
+    import scipy.linalg  # here, not at import: the commands that only apply a map start faster
+
     eig = scipy.linalg.eigvalsh(A)
     if eig.size == 0:
         return 1.0
@@ -659,6 +660,8 @@ def _check_solvable(stats: SufficientStats, method: str, ridge: float) -> tuple[
 
 def _procrustes_map(stats: SufficientStats, B: F64, d_x: int, d_y: int) -> F64:
     """The orthogonal ``W = U Vᵀ: (d, d) float64`` from ``B = XᵀY = U Σ Vᵀ`` (ShapeError when d != d')."""
+    import scipy.linalg
+
     if d_x != d_y:
         raise ShapeError(
             f"procrustes needs the same dimension on both sides, but {stats.x_label} has {d_x} and "
@@ -674,6 +677,8 @@ def _lstsq_map(stats: SufficientStats, A: F64 | None, B: F64, d_x: int, *, ridge
     """The least-squares ``W = (A + λI)⁻¹ B: (d, d') float64`` with ``A = XᵀX``, ``B = XᵀY`` (centred when
     ``center``); InputError when underdetermined without ridge, ill-conditioned or singular, UsageError
     without XᵀX."""
+    import scipy.linalg
+
     n = stats.n
     rank_bound = n - 1 if center else n  # centring removes one degree of freedom
     if ridge == 0 and rank_bound < d_x:
@@ -727,6 +732,8 @@ def projection_diagnostics(
     ``center`` defaults to whether W has the extra bias row. ``method`` (the method W was fitted with)
     decides whether the condition number concerns the map: it does for lstsq only.
     """
+    import scipy.linalg
+
     Wm = np.asarray(W, dtype=np.float64)
     W_lin, _ = _split_affine(Wm, stats.d_x or 0)
     affine = Wm.shape[0] == (stats.d_x or 0) + 1 if center is None else center
@@ -768,6 +775,8 @@ def _suggested_ridge(stats: SufficientStats, affine: bool, ridge: float) -> floa
     """Smallest power of ten λ ≥ 10·ridge with ``cond(XᵀX + λI) ≤ WARN_CONDITION``: since
     ``cond(A + λI) = (λ_max + λ) / (λ_min + λ) ≤ (λ_max + λ) / λ``, ``λ ≥ λ_max / (WARN_CONDITION − 1)``
     is enough whatever λ_min. None without XᵀX."""
+    import scipy.linalg
+
     A = stats.centered()[0] if affine else stats.XtX
     if A is None or A.shape[0] == 0:
         return None
