@@ -98,12 +98,12 @@ elif variant in ("ort-fp32", "ort-int8", "openvino"):
     threads = len(os.sched_getaffinity(0))
     if variant.startswith("ort"):
         import onnxruntime as ort
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads, session_options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(sys.argv[4], session_options, providers=["CPUExecutionProvider"])
+        ort_options = ort.SessionOptions()
+        ort_options.intra_op_num_threads, ort_options.inter_op_num_threads = threads, 1
+        runtime = ort.InferenceSession(sys.argv[4], ort_options, providers=["CPUExecutionProvider"])
         dtype = "int8" if variant == "ort-int8" else "float32"
         def forward(input_ids, mask):
-            return session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            return runtime.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})[0]
     else:
         import openvino as ov
         core = ov.Core()

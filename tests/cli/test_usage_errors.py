@@ -1,4 +1,4 @@
-"""Usage errors of the commands of session 2: one line on stderr, exit 2, nothing on stdout, nothing written."""
+"""Usage errors of the commands: one line on stderr, exit 2, nothing on stdout, nothing written."""
 
 from __future__ import annotations
 
