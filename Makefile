@@ -6,8 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.xl-installed
 export XL_DATA ?= $(abspath ../shared/data)
+# bytecode cached, as for an installed package: without it every `xl` process compiles xl from source again
+unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup model demo test test-fast lint bench bench-embed bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study tasksim-example calibrate-tasksim clean
+.PHONY: setup model demo test test-fast lint bench bench-embed bench-startup bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study tasksim-example calibrate-tasksim clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,22 +27,29 @@ model: setup
 demo: model
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
+# two workers (pytest-xdist): this machine's two cores; TEST_WORKERS=0 runs the tests in one process
+TEST_WORKERS ?= 2
 test: model
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
-# no real data (XL_DATA points nowhere), no default model, nothing slow: about a minute
+# no real data (XL_DATA points nowhere), no default model, nothing slow: under a minute
 test-fast: setup
-	XL_DATA=/nonexistent/xl-data $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not e2e and not data"
+	XL_DATA=/nonexistent/xl-data $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) \
+		-m "not slow and not e2e and not data"
 
 lint: setup
 	$(BIN)/ruff check xl tests bench
 	$(BIN)/ruff format --check xl tests bench
 	$(BIN)/mypy xl/core xl/io
 
-bench: bench-embed bench-proj bench-finetune bench-tasksim
+bench: bench-embed bench-startup bench-proj bench-finetune bench-tasksim
 
 bench-embed: model
 	$(BIN)/python bench/bench_embed.py
+
+# start-up of each command on a tiny input against the imports under it (about 3 minutes)
+bench-startup: model
+	$(BIN)/python bench/bench_startup.py
 
 # ~3 GB of NPY files in the temp folder (TMPDIR) for a few minutes; BENCH_PROJ_ARGS="--rows 100000" runs it small.
 bench-proj: setup

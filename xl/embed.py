@@ -308,6 +308,9 @@ class _Progress:
         key["input_sha256"] = sha256_file(source)
         key["input_bytes"] = os.path.getsize(source)
         progress = cls(path, key, list(writers.values()))
+        # A run killed while it replaced its progress record leaves that record's temporary file behind.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         saved = _read_progress(path)
         done = 0
         if saved is not None and saved.get("key") == key:

@@ -5,6 +5,7 @@ suffix contradicts ``--format`` is refused; and ``xl eval retrieval`` has the op
 
 from __future__ import annotations
 
+import inspect
 import json
 import typing
 from enum import Enum
@@ -32,9 +33,20 @@ def _leaves(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, .
 COMMANDS = dict(_leaves(ROOT))
 
 
-def _choices(param: Any) -> tuple[str, ...] | None:
+def _annotation(command: Any, param: Any) -> Any:
+    """The declared type of a parameter, read from the command function's signature (not typer's internals,
+    which differ between its releases)."""
+    function = inspect.unwrap(command.callback)
+    hints = typing.get_type_hints(function, include_extras=True)
+    annotation = hints[param.name]
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _choices(command: Any, param: Any) -> tuple[str, ...] | None:
     """The fixed values of an option declared as a typed choice (Literal or Enum, optional or not), else None."""
-    annotation = param.type_descriptor.annotation
+    annotation = _annotation(command, param)
     if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is typing.Literal:
@@ -52,7 +64,7 @@ CHOICE_OPTIONS = [
     (path, param.opts[0], choices)
     for path, command in COMMANDS.items()
     for param in _options(command)
-    if (choices := _choices(param)) is not None
+    if (choices := _choices(command, param)) is not None
 ]
 
 
@@ -92,7 +104,8 @@ def test_options_with_fixed_values_are_typed_choices(path: tuple[str, ...]) -> N
     for param in _options(COMMANDS[path]):
         if param.hidden or param.opts[0] not in FIXED_VALUES:
             continue
-        assert _choices(param) is not None, f"xl {' '.join(path)} {param.opts[0]} is not declared as a typed choice"
+        declared = _choices(COMMANDS[path], param)
+        assert declared is not None, f"xl {' '.join(path)} {param.opts[0]} is not declared as a typed choice"
 
 
 @pytest.mark.parametrize(("path", "option", "choices"), CHOICE_OPTIONS,
@@ -128,7 +141,7 @@ def test_choices_agree_with_the_library() -> None:
     assert set(typing.get_args(cli.Resampling)) == set(BOOTSTRAPS)
     assert set(typing.get_args(cli.FamilyTest)) == set(FAMILY_TESTS)
     scoring = next(p for p in _options(COMMANDS["eval", "retrieval"]) if p.name == "scoring")
-    assert set(_choices(scoring) or ()) == set(SCORINGS)
+    assert set(_choices(COMMANDS["eval", "retrieval"], scoring) or ()) == set(SCORINGS)
 
 
 SHARED_DEFAULTS = {"--bootstrap": 1000, "--dtype": "auto", "--device": "auto", "--model": "default", "--seed": 0,

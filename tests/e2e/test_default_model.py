@@ -14,7 +14,7 @@ from xl.models.registry import resolve_model
 
 pytestmark = pytest.mark.e2e
 
-TATOEBA_LANGS = ("deu", "fra", "spa", "rus", "cmn")
+TATOEBA_LANGS = ("deu", "rus", "cmn")  # three scripts; 1,000 pairs each, as XTREME scores them
 
 
 def _lines(path: Path) -> list[str]:

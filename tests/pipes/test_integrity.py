@@ -434,6 +434,31 @@ def test_resume_continues_after_a_kill_with_identical_bytes(tiny_model_path: Pat
         _no_temp_files(tmp_path)
 
 
+def test_resume_removes_what_a_kill_left_of_a_progress_record(tiny_model_path: Path, tmp_path: Path) -> None:
+    """A kill while the progress record was being replaced leaves its temporary file (seen once in the
+    test above, by the timing of the kill); the resumed run removes it, and finishes with the full matrix."""
+    from xl.embed import EmbedOptions, embed_files
+
+    _sentences(tmp_path / "in.txt", 60)
+    options = EmbedOptions(model=str(tiny_model_path), window=20, dtype="float32")
+    out = str(tmp_path / "out.npy")
+    seen = [0]
+
+    def stop_after_30(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_files([tmp_path / "in.txt"], out, options, resume=True, progress=stop_after_30)  # type: ignore[arg-type]
+    assert (tmp_path / ".out.npy.partial.json").is_file()
+    stale = tmp_path / "..out.npy.partial.json.k1ll3d.tmp"
+    stale.write_text('{"rows": 4')  # what a kill mid-write leaves: a cut temporary record
+    embed_files([tmp_path / "in.txt"], out, options, resume=True)
+    assert not stale.exists() and np.load(out).shape[0] == 60
+    _no_temp_files(tmp_path)
+
+
 def test_resume_refuses_to_continue_from_another_input_or_options(tiny_model_path: Path, tmp_path: Path) -> None:
     from xl.embed import EmbedOptions, embed_files
 

@@ -32,16 +32,11 @@ def convert_cli(
 
         xl data convert xquad test ko -o xquad-ko.jsonl
     """
-    from xl.io.jsonl import JsonlWriter
-    from xl.tasks import convert, resolve, seeded_subset
+    from xl.tasks import convert_to
 
     resolve_output_format(output, None, ("jsonl",))
-    spec, split, lang = resolve(dataset, split, lang)
-    records = seeded_subset(list(convert(dataset, split, lang)), limit, seed)
-    with JsonlWriter(output) as writer:
-        for start in range(0, len(records), 1024):
-            writer.write_objects(records[start : start + 1024])
-    Messages("data convert", quiet).info(f"{dataset} {split} {lang}: {len(records)} {spec.task} records")
+    spec, split, lang, n = convert_to(output, dataset, split, lang, limit=limit, seed=seed)
+    Messages("data convert", quiet).info(f"{dataset} {split} {lang}: {n} {spec.task} records")
 
 
 @handle_errors("data list")

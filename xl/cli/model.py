@@ -68,25 +68,10 @@ def info_cli(
 
         xl model info runs/sts-en
     """
-    from pathlib import Path
+    from xl.models.registry import model_summary, resolve_model
 
-    from xl.models.registry import (
-        DEFAULT_ALIASES,
-        default_model_dir,
-        model_summary,
-        models_dir,
-        validate_model_dir,
-    )
-
-    if name in DEFAULT_ALIASES:
-        path = default_model_dir()
-        if not path.exists():
-            raise ModelError("the default model is not installed", hint="run `xl model install`")
-    else:
-        path = Path(name).expanduser()
-        if not path.exists():
-            path = models_dir() / name
-        if not path.exists():
-            raise ModelError("no such model", source=name, hint="`xl model list` shows the installed models")
-    validate_model_dir(path)
+    ref = resolve_model(name, build=False)  # the one resolution of model names every command uses
+    if ref.path is None:
+        raise ModelError("no such model", source=name, hint="`xl model list` shows the installed models")
+    path = ref.path
     sys.stdout.buffer.write(dumps_line(model_summary(path)))

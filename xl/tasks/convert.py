@@ -719,6 +719,23 @@ def seeded_subset(records: Sequence[Record], limit: int | None, seed: int = 0) -
     return [records[i] for i in keep]
 
 
+def convert_to(
+    output: str, dataset: str, split: str, lang: str | None, *, limit: int | None = None, seed: int = 0
+) -> tuple[DatasetSpec, str, str, int]:
+    """Write one benchmark file as task JSONL to ``output`` (a path, atomically, or ``-`` for stdout), keeping
+    a seeded random ``limit`` of its records (:func:`seeded_subset`): ``xl data convert``. Returns the dataset,
+    the canonical split and language, and the number of records written. Every record is read (and the row
+    count checked) before the first is written, so a damaged file leaves no output."""
+    from xl.io.jsonl import JsonlWriter
+
+    spec, split, lang = resolve(dataset, split, lang)
+    records = seeded_subset(list(convert(dataset, split, lang)), limit, seed)
+    with JsonlWriter(output) as writer:
+        for start in range(0, len(records), 1024):
+            writer.write_objects(records[start : start + 1024])
+    return spec, split, lang, len(records)
+
+
 def datasets_markdown() -> str:
     """A markdown table of the registry (dataset, task, splits and rows, langs, labels), for the README."""
     lines = ["| dataset | task | splits (rows) | langs | labels |", "|---|---|---|---|---|"]
