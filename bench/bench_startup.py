@@ -114,7 +114,7 @@ def _commands(tmp: Path, model: Path) -> list[dict[str, Any]]:
             "ids = np.array([tok.encode('query: The cat sits on the mat.').ids], dtype=np.int64)\n"
             "s.run(None, {'input_ids': ids, 'attention_mask': np.ones_like(ids)})\n"
         )
-        rows.append({"name": "ONNX Runtime session, one sentence (peer)", "argv": [PY, "-c", code]})
+        rows.append({"name": "ONNX Runtime InferenceSession, one sentence (peer)", "argv": [PY, "-c", code]})
     return rows
 
 
