@@ -65,6 +65,17 @@ def test_a_run_written_under_the_old_task_name_still_loads(classify_run: tuple[P
     assert wrong.returncode == 1 and "trained for classify, not qa" in wrong.stderr.decode()
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("no-such-model", "no-such-model: no such model"), ("./no/such/dir", "no such model directory")],
+)
+def test_model_info_of_a_missing_model_is_one_line(name: str, message: str, tmp_path: Path) -> None:
+    result = run_xl("model", "info", name, env={"XL_HOME": str(tmp_path)})
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and result.stdout == b"" and "Traceback" not in result.stderr.decode()
+    assert lines[0].startswith("xl model info: error: ") and message in lines[0], lines
+
+
 def test_model_info_of_a_finetune_output_describes_the_run(classify_run: tuple[Path, Path]) -> None:
     run, dev = classify_run
     result = run_xl("model", "info", str(run))
