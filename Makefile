@@ -27,14 +27,17 @@ model: setup
 demo: model
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/demo.sh
 
-# two workers (pytest-xdist): this machine's two cores; TEST_WORKERS=0 runs the tests in one process
+# two workers (pytest-xdist): this machine's two cores; TEST_WORKERS=0 runs the tests in one process. Work
+# stealing: an idle worker takes tests queued on the other (xdist's default `load` left one worker idle for
+# the last six minutes, with the real-process pipe tests queued on the other)
 TEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
 test: model
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_XDIST)
 
 # no real data (XL_DATA points nowhere), no default model, nothing slow: under a minute
 test-fast: setup
-	XL_DATA=/nonexistent/xl-data $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) \
+	XL_DATA=/nonexistent/xl-data $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_XDIST) \
 		-m "not slow and not e2e and not data"
 
 lint: setup

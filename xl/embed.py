@@ -25,13 +25,14 @@ from xl.errors import UsageError, failure_reason
 from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
-from xl.io.npy import MatrixWriter
+from xl.io.npy import MatrixWriter, forget_stale_stdout_manifest
 from xl.io.records import (
     DecodeErrors,
     InputFormat,
     Record,
     RecordReader,
     check_input_format,
+    check_records,
     count_lines,
     sha256_file,
 )
@@ -131,8 +132,9 @@ def embed_files(
 
     Output is NPY float32 (n, hidden) per layer, or JSONL records with an ``"embedding"`` list. A file
     output is atomic and gets a manifest beside it. Several inputs or layers need ``{stem}`` / ``{layer}``
-    in ``output``. All inputs are checked before the model loads; each is read once (stdin, FIFOs and
-    ``<(…)`` work; ``--shard`` on one of those spools it to a temporary file first, to count its rows).
+    in ``output``. All inputs are checked before the model loads, a regular file to its last line (so a bad
+    line fails at once); stdin, FIFOs and ``<(…)`` are read once and checked as they stream (``--shard`` on one
+    of those spools it to a temporary file first, to count its rows).
 
     ``resume``: each output is built in a hidden partial file beside it (``.NAME.partial``) with a progress
     record (``.NAME.partial.json``) after every window; an interrupted run keeps both, and the next run with
@@ -156,6 +158,11 @@ def embed_files(
         check_input_format(path, input_format)
     if resume and (output == "-" or output_format != "npy"):
         raise UsageError("--resume needs an NPY output file", hint="pass -o FILE.npy")
+    if output == "-" and output_format == "npy":
+        forget_stale_stdout_manifest()
+    for path in inputs:
+        # a bad line of a file is found now, not after the model has loaded (streams are checked as they come)
+        check_records(path, input_format=input_format, field=text_field, errors=errors)
     ref = resolve_model(options.model, log=log)
     encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
                       max_length=options.max_length)  # fmt: skip

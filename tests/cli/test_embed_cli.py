@@ -175,10 +175,25 @@ def test_error_midway_keeps_the_previous_output(tiny_model_path: Path, tmp_path:
     out = tmp_path / "out.npy"
     np.save(out, np.ones((3, 3), dtype=np.float32))
     before = out.read_bytes()
-    result = run_xl("embed", str(path), "--model", str(tiny_model_path), "-o", str(out))
+    # on stdin the bad line is met midway, after 4,500 rows have been embedded and written to the temporary file
+    result = run_xl("embed", "-", "--model", str(tiny_model_path), "-o", str(out), stdin=path.read_bytes())
     _assert_one_line_error(result, 1, ":4501")
+    assert "xl embed: model" in result.stderr_text  # the model had loaded: the failure came midway
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "out.npy"]
+
+
+def test_a_bad_line_of_a_file_is_found_before_the_model_loads(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"".join(b"sentence %d\n" % i for i in range(5000)) + b"broken \xff\n")
+    # the model does not exist: an input error (not a model error) shows that the file was read to its end first
+    result = run_xl("embed", str(path), "--model", str(tmp_path / "no-such-model"), "-o", str(tmp_path / "o.npy"))
+    _assert_one_line_error(result, 1, "big.txt:5001")
+    assert "no-such-model" not in result.stderr_text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+    # --errors replace reads the same file through: the check then fails on the model, not the line
+    replaced = run_xl("embed", str(path), "--errors", "replace", "--model", str(tmp_path / "no-such-model"))
+    assert replaced.returncode == 1 and "no-such-model" in replaced.stderr_text
 
 
 @pytest.mark.slow

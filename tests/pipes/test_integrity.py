@@ -267,14 +267,15 @@ def test_a_failing_producer_fails_the_consumer(tiny_model_path: Path, tmp_path: 
     # 70 good lines, then invalid UTF-8: with --window 16 the producer has streamed 64 rows when it fails.
     (tmp_path / "in.txt").write_bytes(b"".join(b"line %d\n" % i for i in range(70)) + b"\xff\n")
     np.save(tmp_path / "W.npy", np.eye(32, dtype=np.float32))
-    result = _shell(f"xl embed in.txt --model {tiny_model_path} --window 16 -q | xl apply-proj W.npy --force"
+    # read from a pipe: a file is checked to its last line before the model loads, a stream as it comes
+    result = _shell(f"cat in.txt | xl embed - --model {tiny_model_path} --window 16 -q | xl apply-proj W.npy --force"
                     " > out.npy", tmp_path)  # fmt: skip
     assert result.returncode == 1
     stderr = result.stderr.decode()
     assert "xl embed: error:" in stderr and "xl apply-proj: error:" in stderr and "producer" in stderr
     assert (tmp_path / "out.npy").stat().st_size == 0
     # what a foreign reader of the stream sees: it ends in an array whose data never comes
-    raw = _shell(f"xl embed in.txt --model {tiny_model_path} --window 16 -q", tmp_path).stdout
+    raw = _shell(f"xl embed - --model {tiny_model_path} --window 16 -q < in.txt", tmp_path).stdout
     arrays, stream = [], io.BytesIO(raw)
     with pytest.raises((ValueError, EOFError)):
         while True:
@@ -527,7 +528,7 @@ def test_task_labels_travel_through_a_pipe(tmp_path: Path) -> None:
 def test_a_log_that_holds_stdout_and_stderr_is_not_truncated(tiny_model_path: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_bytes(b"good\n\xff bad\n")
     (tmp_path / "run.log").write_text("earlier lines\n")
-    result = _shell(f"xl embed bad.txt --model {tiny_model_path} --format jsonl > run.log 2>&1", tmp_path)
+    result = _shell(f"cat bad.txt | xl embed - --model {tiny_model_path} --format jsonl > run.log 2>&1", tmp_path)
     assert result.returncode == 1
     log = (tmp_path / "run.log").read_text()
     # the model line printed before the failure survives: the file is a log, not a data product

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from xl.errors import InputError
-from xl.io.records import RecordReader, count_lines
+from xl.io.records import RecordReader, _text_is_clean, check_records, count_lines
 
 
 def _texts(path: Path, **kwargs: object) -> list[str]:
@@ -92,3 +92,46 @@ def test_missing_field_hint_lists_fields(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(InputError, match="no such file"):
         RecordReader("/nonexistent/file.txt")
+
+
+def test_a_file_is_checked_to_its_end_as_the_reader_would_read_it(tmp_path: Path) -> None:
+    # 4 MiB blocks: put a multi-byte character across the first block boundary (valid: must pass) and a bad
+    # byte well into the second block (must name its line, as the reader does)
+    line = "ü" * 99 + "\n"  # 199 bytes
+    head = line * ((1 << 22) // len(line.encode()))
+    filler = "a" * ((1 << 22) - len(head.encode()) - 1)
+    good = (head + filler + "ü\n" + line * 10).encode()
+    at = len(head.encode()) + len(filler)
+    assert good[at : at + 2] == "ü".encode() and at < 1 << 22 < at + 2  # the ü straddles the boundary
+    path = tmp_path / "big.txt"
+    path.write_bytes(good)
+    assert _text_is_clean(path)  # the fast path itself, not its line-by-line fallback, accepts the file
+    check_records(path)
+    path.write_bytes(good + b"bad \xff here\n")
+    lines = good.count(b"\n")
+    with pytest.raises(InputError) as bad:
+        check_records(path)
+    with pytest.raises(InputError) as read:
+        list(RecordReader(path))
+    assert bad.value.line == read.value.line == lines + 1 and str(bad.value) == str(read.value)
+    check_records(path, errors="replace")  # what the reader accepts, the check accepts
+    path.write_bytes(b"ok\nnul \x00 byte\n")
+    with pytest.raises(InputError, match="NUL") as nul:
+        check_records(path)
+    assert nul.value.line == 2
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_bytes(b'{"text": "a"}\n{"other": "b"}\n')
+    with pytest.raises(InputError, match="no field 'text'") as field:
+        check_records(jsonl)
+    assert field.value.line == 2
+    with pytest.raises(InputError):
+        check_records(jsonl, field="other")
+
+
+def test_a_stream_is_left_unread_by_the_check(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    check_records(fifo)  # would block if it opened the FIFO
+    check_records("-")

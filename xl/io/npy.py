@@ -26,6 +26,7 @@ reader of xl's pipe output sees two small ``uint8`` arrays around the float32 on
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import mmap
 import os
@@ -42,7 +43,7 @@ from numpy.lib import format as npy_format
 from numpy.typing import NDArray
 
 from xl.errors import InputError, ShapeError, UsageError, failure_reason
-from xl.io.atomic import OutputTarget, open_input, output_error
+from xl.io.atomic import OutputTarget, open_input, output_error, stdout_path
 from xl.io.manifest import commit_with_manifest, manifest_path, read_manifest
 
 FloatMatrix = NDArray[np.float32]
@@ -488,6 +489,23 @@ def _header_1d(length: int) -> bytes:
     buffer = io.BytesIO()
     npy_format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": (length,)})
     return buffer.getvalue()
+
+
+def forget_stale_stdout_manifest() -> None:
+    """``> out.npy``: the shell emptied the file before the command started, so a manifest that an earlier run
+    left beside it describes rows that are gone. A command calls this as it starts, so that a run failing
+    before it opens its output (a bad input line found up front) does not leave that pair behind;
+    :class:`MatrixWriter` does the same when it opens. ``>>`` (appending) and non-empty files are left alone."""
+    try:
+        fd = sys.stdout.fileno()
+        info = os.fstat(fd)
+        appending = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+        at_start = os.lseek(fd, 0, os.SEEK_CUR) == 0
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return
+    path = stdout_path(fd) if stat.S_ISREG(info.st_mode) and not appending and at_start else None
+    if path is not None and info.st_size == 0:
+        manifest_path(path).unlink(missing_ok=True)
 
 
 class MatrixWriter:

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from xl.errors import InputError
-from xl.io.atomic import open_input
+from xl.io.atomic import is_regular_file, open_input
 
 InputFormat = Literal["auto", "text", "jsonl"]
 DecodeErrors = Literal["strict", "replace"]
@@ -99,6 +99,51 @@ def check_input_format(path: str | Path, input_format: InputFormat = "auto") -> 
             'or extract the column first (e.g. python -c "import csv,sys; '
             '[print(r[0]) for r in csv.reader(sys.stdin)]" < data.csv > sentences.txt)',
         )
+
+
+def check_records(
+    path: str | Path, *, input_format: InputFormat = "auto", field: str = "text", errors: DecodeErrors = "strict"
+) -> None:
+    """Read a regular file to its end and raise the :class:`~xl.errors.InputError` that reading its records
+    for real would raise (invalid UTF-8, a NUL byte, bad JSON, a missing field; with its line number), so that
+    a command finds a bad line before it loads a model rather than hours into a run. Stdin, a FIFO or a
+    process substitution is left unread (read once, as it streams). Text is checked in 4 MiB blocks (about
+    half a second per 100 MB here); a file that fails is read again line by line, for the line number. JSONL
+    is parsed line by line (about 5 s per million records)."""
+    if not is_regular_file(path):
+        return
+    with RecordReader(path, input_format=input_format, field=field, errors=errors) as reader:
+        if reader.format == "text":
+            if errors == "replace" or _text_is_clean(Path(path)):
+                return
+        for _ in reader:
+            pass
+
+
+def _text_is_clean(path: Path) -> bool:
+    """Whether a whole file is UTF-8 without NUL bytes (then every line of it reads as text)."""
+    rest = b""
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1  # whole lines only: a block may end inside a character
+            if cut == 0:
+                rest = block
+                continue
+            rest = block[cut:]
+            if not _clean(block[:cut]):
+                return False
+    return _clean(rest)
+
+
+def _clean(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _looks_like_object(line: bytes) -> bool:
