@@ -9,7 +9,7 @@ export XL_DATA ?= $(abspath ../shared/data)
 # bytecode cached, as for an installed package: without it every `xl` process compiles xl from source again
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup model demo test test-fast lint bench bench-embed bench-startup bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study tasksim-example calibrate-tasksim clean
+.PHONY: setup model demo test test-fast lint languages bench bench-embed bench-startup bench-proj bench-finetune bench-tasksim align-study transfer-study transfer-sts transfer-sentiment transfer-qa tasksim-study families-study tasksim-example calibrate-tasksim clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: model
 test-fast: setup
 	XL_DATA=/nonexistent/xl-data $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_XDIST) \
 		-m "not slow and not e2e and not data"
+
+# the language table beyond XTREME-R's 50 (xl/core/languages_data.py), from the lang2vec wheel's Glottolog
+# families, read offline; tests/unit/test_languages.py fails when the committed table is out of date
+languages: setup
+	$(BIN)/python -m xl.core.languages_build
 
 lint: setup
 	$(BIN)/ruff check xl tests bench
@@ -87,6 +92,12 @@ JOBS ?= 2
 tasksim-study: model
 	$(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1) $(MAKE) -j$(JOBS) -C examples/tasksim XL="$(abspath $(BIN))/xl" \
 	  PYTHON="$(abspath $(BIN))/python" XL_DATA="$(XL_DATA)" FULL="$(FULL)" all
+
+# the task-similarity study across language families (examples/tasksim-families); MODEL= and FULL=1 pass through
+families-study: model
+	$(if $(filter 1,$(JOBS)),,OMP_NUM_THREADS=1) $(MAKE) -j$(JOBS) -C examples/tasksim-families \
+	  XL="$(abspath $(BIN))/xl" PYTHON="$(abspath $(BIN))/python" XL_DATA="$(XL_DATA)" FULL="$(FULL)" \
+	  MODEL="$(or $(MODEL),default)" all
 
 # the worked example of README.md's tasksim section, from the study's committed gains and similarity matrices
 tasksim-example: setup

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import xl
 from xl.errors import InputError, ShapeError, UsageError
 from xl.io.atomic import atomic_write, refuse_terminal_stdin
-from xl.tasks.objects import STS, TRAINABLE, TaskObject, task_named
+from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
 
 Log = Callable[[str], None]
 
@@ -27,7 +27,7 @@ Log = Callable[[str], None]
 RESERVED_FIELDS = frozenset(
     ("task data lang n model model_path model_fingerprint max_length proj source xl_version device dtype summary "
      "sets langs embeddings missing normalization per_label reason spearman pearson accuracy macro_f1 exact_match "
-     "f1").split()
+     "f1 en2xx_accuracy xx2en_accuracy").split()
 )  # fmt: skip
 
 
@@ -76,9 +76,18 @@ def _canonical(lang: Any) -> str | None:
     return None if lang is None else canonical_lang(str(lang))
 
 
+def _exists(path: str) -> bool:
+    """Whether ``path`` names something on disk; a spec too long to be a file name (a dataset with a hundred
+    languages) is not one, rather than an OSError."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
 def _path_of(spec: str) -> str:
     """The path of a data spec (``LANG=PATH`` or ``PATH``; a dataset spec is returned as it is)."""
-    return spec.partition("=")[2] if "=" in spec and not Path(spec).exists() else spec
+    return spec.partition("=")[2] if "=" in spec and not _exists(spec) else spec
 
 
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
@@ -93,7 +102,7 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
         path = _path_of(spec)
         if path != spec:
             lang = spec.partition("=")[0]
-        if Path(path).exists() or path == "-":
+        if _exists(path) or path == "-":
             records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
             if lang is None and records:
                 lang = records[0].get("lang")
@@ -143,8 +152,8 @@ def _write_predictions(folder: str, task: TaskObject, eval_set: EvalSet, predict
 
 def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: Log = _quiet) -> list[dict[str, Any]]:
     """Score every data set, calling ``emit`` with each result as it is ready; return them all."""
-    if options.task not in TRAINABLE:
-        raise UsageError(f"unknown task {options.task!r}", hint="use sts, classify, qa (or retrieval)")
+    if options.task not in EVALUATED:
+        raise UsageError(f"unknown task {options.task!r}", hint=f"use {', '.join(EVALUATED)}")
     if options.bootstrap < 0:
         raise UsageError("--bootstrap must be 0 or more")
     clash = sorted(set(options.tags or {}) & RESERVED_FIELDS)
@@ -258,6 +267,8 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
     if options.normalization not in ("squad", "mlqa"):
         raise UsageError(f"--answer-normalization {options.normalization!r} is not squad or mlqa")
     runner = TaskInference.load(ref, task, device=options.device, dtype=options.dtype, max_length=options.max_length)
+    if task.shares_inputs:
+        runner.remember_outputs()
     apply = None
     if task.embeds:
         identity = {"model_fingerprint": ref.fingerprint, "layer": runner.layers, "pooling": runner.pooling,
@@ -277,6 +288,7 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
         if options.predictions:
             _write_predictions(options.predictions, task, eval_set, predictions)
         run = {"device": runner.device, "dtype": runner.dtype_name, "max_length": runner.max_length}
+        eval_set = replace(eval_set, lang=task.result_lang(eval_set.lang))
         result = _result(options, eval_set, metrics, _model_fields(ref), run)
         name = task.headline[0]
         log(f"{eval_set.name} {eval_set.lang}: {name} {_fmt(metrics.get(name))} (n={metrics['n']})")

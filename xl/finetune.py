@@ -41,7 +41,7 @@ from xl.errors import ModelError, OutputError, UsageError, XlError
 from xl.io.atomic import atomic_write, temp_dir_beside
 from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, resolve_model
 from xl.models.training import Dist, Prepared, RunState, Trainer
-from xl.tasks.objects import STS, task_named
+from xl.tasks.objects import STS, TRAINABLE, task_named
 
 Log = Callable[[str], None]
 
@@ -57,6 +57,10 @@ MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json
                "tokenizer.json", "xl-head.safetensors", MODEL_MANIFEST)  # fmt: skip
 _SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _OS_ERROR = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors, tokenizers) report an errno
+#: ``--class-weight``: none, or scikit-learn's balanced weights of the training labels.
+CLASS_WEIGHTS = ("none", "balanced")
+#: Options added after runs were first fingerprinted, with the default that leaves a run as it was.
+_LATER_OPTIONS = {"class_weight": "none"}
 
 
 def _quiet(_message: str) -> None:
@@ -67,7 +71,7 @@ def _quiet(_message: str) -> None:
 class FinetuneOptions:
     """Everything that shapes a fine-tuning run (all of it recorded in the manifest)."""
 
-    task: str  # sts | classify | qa
+    task: str  # sts | classify | qa | align
     train: str
     output: str
     dev: str | None = None
@@ -99,11 +103,17 @@ class FinetuneOptions:
     resume: bool = False
     overwrite: bool = False
     dev_lang: str = "en"  # the language of the dev set; anything but English is the user's explicit choice
+    class_weight: str = "none"  # classify: none | balanced (n / (classes × count) of the training labels)
 
     def result_fields(self) -> dict[str, Any]:
         """The options that change the trained model (not where it goes or how often it is logged)."""
         skip = {"output", "resume", "overwrite", "log_every", "keep_checkpoints", "save_steps", "device"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        fields = {k: v for k, v in asdict(self).items() if k not in skip}
+        # An option added later counts only when set: runs written before it keep their fingerprint (and resume).
+        for name, default in _LATER_OPTIONS.items():
+            if fields[name] == default:
+                del fields[name]
+        return fields
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -111,10 +121,16 @@ class FinetuneOptions:
 
 def check_options(o: FinetuneOptions, world: int = 1) -> None:
     """Refuse options that cannot make a run, before anything is read."""
+    if o.task not in TRAINABLE:
+        raise UsageError(f"--task {o.task} is not trainable", hint=f"use {', '.join(TRAINABLE)}")
     task = task_named(o.task)
     if o.loss not in STS.losses:
         raise UsageError(f"unknown loss {o.loss!r}", hint=f"use {' or '.join(STS.losses)} (sts only)")
     task.loss_name(o.loss)
+    if o.class_weight not in CLASS_WEIGHTS:
+        raise UsageError(f"unknown --class-weight {o.class_weight!r}", hint=f"use {' or '.join(CLASS_WEIGHTS)}")
+    if o.class_weight != "none" and not task.weighs_classes:
+        raise UsageError(f"--class-weight has no effect with --task {task.name}", hint="it weighs classify's classes")
     for name in ("batch_size", "grad_accum", "keep_checkpoints", "log_every"):
         if getattr(o, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -551,13 +567,15 @@ class FinetuneRun:
         task = task_named(o.task)
         data, train_sha = read_once(given.train, "training")
         schema, records = parse_task_input(data, _source(given.train), task)
+        for note in task.check_training(records, _source(given.train)):  # the whole file: its line numbers
+            self.log(note)
         train_records = list(seeded_subset(records, o.train_limit, o.seed))
         labels = task.labels_of(train_records)
         dev_records, dev_sha = None, None
         if given.dev is not None:
             data, dev_sha = read_once(given.dev, "dev")
             _, records = parse_task_input(data, _source(given.dev), task, schema=schema, labels=labels or None)
-            check_dev_lang(records, o.dev_lang, _source(given.dev))
+            check_dev_lang(records, o.dev_lang, _source(given.dev), task)
             dev_records = list(seeded_subset(records, o.dev_limit, o.seed))
         return {"task": task, "schema": schema, "train": train_records, "train_sha": train_sha, "labels": labels,
                 "dev": dev_records, "dev_sha": dev_sha}  # fmt: skip
@@ -566,6 +584,7 @@ class FinetuneRun:
         """The splits as model inputs, at the one max-length rule (``--max-length``, else the length of a continued
         head, else the task's training default)."""
         from xl.models.inference import from_pretrained, load_config, load_tokenizer, resolve_max_length
+        from xl.tasks.data import balanced_class_weights
 
         o, task, schema = self.options, inputs["task"], inputs["schema"]
         tokenizer = from_pretrained(load_tokenizer, base_ref)
@@ -573,6 +592,8 @@ class FinetuneRun:
         common = {"schema": schema, "prefix": base_ref.prefix, "max_length": max_length, "doc_stride": o.doc_stride,
                   "labels": inputs["labels"]}  # fmt: skip
         train = task.tokenize(inputs["train"], tokenizer, **common)
+        if o.class_weight == "balanced":  # on the labels trained on (after --train-limit)
+            train.class_weights = balanced_class_weights(train.targets, len(inputs["labels"]))
         dev = task.tokenize(inputs["dev"], tokenizer, **common, with_labels=False) if inputs["dev"] else None
         return Prepared(task, schema, train, dev, inputs["labels"], base_ref, head, tokenizer, max_length)
 
@@ -604,6 +625,7 @@ class FinetuneRun:
             "examples_per_second": state.examples / max(state.seconds, 1e-9),
             "chosen": chosen,
             "evaluations": state.evaluations,
+            "class_weights": None if train.class_weights is None else _class_weights(train, prepared.labels, o),
             "head": trainer.head_info,
             "files": [*files, LOG_FILE, RUN_STATE, FINETUNE_MANIFEST],
         }  # fmt: skip
@@ -611,6 +633,12 @@ class FinetuneRun:
         self.log(f"done: {state.step} steps in {state.seconds:.0f} s; kept step {chosen['step']} "
                  f"({chosen['by']}) in {self.out}")  # fmt: skip
         return manifest
+
+
+def _class_weights(train: Any, labels: list[Any], options: FinetuneOptions) -> dict[str, Any]:
+    """What the manifest says of a class-weighted run: the mode, and each label's training count and weight."""
+    counts = [sum(1 for t in train.targets if t == i) for i in range(len(labels))]
+    return {"mode": options.class_weight, "labels": labels, "counts": counts, "weights": train.class_weights}
 
 
 def finetune(options: FinetuneOptions, log: Log = _quiet) -> dict[str, Any]:

@@ -125,7 +125,10 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     if not sep or not name or not data:
         raise UsageError(f"{spec!r} is not NAME=DATA", hint="e.g. sst2=sst2:train:en or nli=xnli-de.jsonl")
     records: list[Any]
-    is_file = Path(data).exists() and not Path(data).is_dir()  # a FIFO or <(…) is a file too
+    try:
+        is_file = Path(data).exists() and not Path(data).is_dir()  # a FIFO or <(…) is a file too
+    except OSError:  # too long to be a file name: a dataset spec of many languages
+        is_file = False
     if is_file and not data.endswith((".jsonl", ".json")):
         try:
             lines = Path(data).read_bytes().decode("utf-8").split("\n")

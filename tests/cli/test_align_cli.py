@@ -185,6 +185,47 @@ def test_eval_retrieval_json_line(pairs: tuple[Path, Path, np.ndarray, np.ndarra
            "eval retrieval", "KEY=VALUE")  # fmt: skip
 
 
+@pytest.mark.data
+def test_eval_retrieval_with_a_model_scores_every_tatoeba_language_in_one_load(
+    data_root: Path, tiny_model_path: Path
+) -> None:
+    """84 languages in one spec (longer than a file name may be); a line per language keyed by the table's code
+    (the pair's second side), then the summary."""
+    from xl.core.languages import builtin_table
+    from xl.tasks import DATASETS
+
+    langs = sorted(lang.partition("-")[2] for lang in DATASETS["tatoeba"].langs)
+    spec = "tatoeba:test:" + ",".join(langs)
+    assert len(langs) == 84 and len(spec) > 255
+    result = run_xl("eval", "retrieval", "--model", str(tiny_model_path), spec, "--limit", "4", "--bootstrap", "0",
+                    "--tag", "inter=none")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [line["lang"] for line in lines[:-1]] == langs and set(langs) <= set(builtin_table())
+    assert all(line["task"] == "retrieval" and line["n"] == 4 and line["inter"] == "none" for line in lines[:-1])
+    for line in lines[:-1]:
+        assert line["accuracy"] == pytest.approx((line["en2xx_accuracy"] + line["xx2en_accuracy"]) / 2)
+        assert line["source"] == f"tatoeba:test:en-{line['lang']}"
+    assert lines[-1]["summary"] is True and lines[-1]["sets"] == 84
+
+
+def test_eval_retrieval_takes_matrices_or_a_model_and_data_never_both(
+    pairs: tuple[Path, Path, np.ndarray, np.ndarray], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    x, y, _, _ = pairs
+    pair_file = tmp_path / "pairs.jsonl"
+    pair_file.write_text('{"text1": "a cat", "text2": "eine Katze"}\n{"text1": "a dog", "text2": ""}\n')
+    _error(run_xl("eval", "retrieval"), 2, "eval retrieval", "--src and --tgt")
+    _error(run_xl("eval", "retrieval", "--src", str(x)), 2, "eval retrieval", "--src and --tgt")
+    _error(run_xl("eval", "retrieval", "--src", str(x), "--tgt", str(y), "--model", str(tiny_model_path)), 2,
+           "eval retrieval", "--model", "with --src/--tgt")  # fmt: skip
+    _error(run_xl("eval", "retrieval", str(pair_file), "--src", str(x)), 2, "eval retrieval", "--src", "with DATA")
+    _error(run_xl("eval", "retrieval", str(pair_file), "--scoring", "csls"), 2, "eval retrieval", "--scoring")
+    # a pair with an empty side is bad data: one line naming it, exit 1, no result line
+    _error(run_xl("eval", "retrieval", str(pair_file), "--model", str(tiny_model_path)), 1, "eval retrieval",
+           "pairs.jsonl:2", "text2")  # fmt: skip
+
+
 @pytest.mark.parametrize("method", ["lstsq", "procrustes", "sgd", "identity"])
 def test_nan_in_a_train_or_dev_row_is_named_by_every_method(
     pairs: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, method: str

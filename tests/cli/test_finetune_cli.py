@@ -1,6 +1,7 @@
 """``xl finetune`` and ``xl eval sts|classify|qa`` on real data with the tiny random XLM-R (and the default
 model where learning has to be real): training lowers the loss, resume equals an uninterrupted run, DDP
-equals one process, ``--init`` drops the head, every bad input is one line."""
+equals one process, ``--init`` drops the head, every bad input is one line; ``--task align`` on FLORES-200 pairs
+raises the retrieval accuracy of held-back pairs, gathers its in-batch negatives under DDP, and gives TaskEmb."""
 
 from __future__ import annotations
 
@@ -110,14 +111,9 @@ def test_sts_training_lowers_the_loss_keeps_the_best_dev_step_and_is_a_model_dir
     # (that training beats the untrained model on dev is asserted with the default model in tests/e2e/)
 
 
-@pytest.mark.slow
-def test_resume_after_a_kill_equals_an_uninterrupted_run(
-    task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
-) -> None:
-    common = ["--task", "sts", "--model", str(tiny_model_path), "--train", str(task_files["sts-train"]),
-              "--max-steps", "8", "--save-steps", "3", "--batch-size", "8", "--lr", "1e-3"]  # fmt: skip
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    _ok(_finetune(*common, "-o", str(whole)))
+def _kill_at_step_5_and_resume(common: list[str], whole: Path, broken: Path) -> None:
+    """Kill a run of ``common`` (checkpoints every 3 steps) after step 5, resume it, and compare it with the
+    uninterrupted run in ``whole``: the same weights and the same logged losses."""
     killed = _finetune(*common, "-o", str(broken), env={"XL_FAULT_AFTER_STEP": "5"})
     assert killed.returncode == 137
     assert json.loads((broken / "checkpoints" / "latest.json").read_text()) == {"step": 3}
@@ -128,6 +124,17 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-6, err_msg=name)
     assert [r["loss"] for r in _log(whole)] == pytest.approx([r["loss"] for r in _log(broken)], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_equals_an_uninterrupted_run(
+    task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    common = ["--task", "sts", "--model", str(tiny_model_path), "--train", str(task_files["sts-train"]),
+              "--max-steps", "8", "--save-steps", "3", "--batch-size", "8", "--lr", "1e-3"]  # fmt: skip
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _ok(_finetune(*common, "-o", str(whole)))
+    _kill_at_step_5_and_resume(common, whole, broken)
 
 
 @pytest.mark.slow
@@ -146,14 +153,8 @@ def test_a_kill_while_writing_a_checkpoint_never_leaves_it_as_latest(
     assert not list(run.glob("**/.*.tmp"))
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process(
-    task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
-) -> None:
-    common = ["--task", "sts", "--model", str(tiny_model_path), "--train", str(task_files["sts-train"]),
-              "--max-steps", "4", "--batch-size", "8", "--lr", "1e-4", "--dropout", "0", "--dtype", "float32",
-              "--device", "cpu", "--log-every", "1"]  # fmt: skip
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
+def _one_and_two_processes(common: list[str], single: Path, ddp: Path) -> subprocess.CompletedProcess[bytes]:
+    """Fine-tune once in one process (to ``single``) and once under torchrun with two (to ``ddp``)."""
     _ok(run_xl("finetune", *common, "-o", str(single)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -162,11 +163,27 @@ def test_two_process_ddp_matches_one_process(
         capture_output=True, env=env, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()[-3000:]
-    manifest = json.loads((ddp / "xl-finetune.json").read_text())
-    assert manifest["processes"] == 2 and manifest["examples_seen"] == 32
+    return result
+
+
+def _assert_same_weights(single: Path, ddp: Path) -> None:
     a, b = load_file(str(single / "model.safetensors")), load_file(str(ddp / "model.safetensors"))
     worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
     assert worst < 1e-5, worst  # float32, no dropout: only the order of the gradient sums differs
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(
+    task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    common = ["--task", "sts", "--model", str(tiny_model_path), "--train", str(task_files["sts-train"]),
+              "--max-steps", "4", "--batch-size", "8", "--lr", "1e-4", "--dropout", "0", "--dtype", "float32",
+              "--device", "cpu", "--log-every", "1"]  # fmt: skip
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    _one_and_two_processes(common, single, ddp)
+    manifest = json.loads((ddp / "xl-finetune.json").read_text())
+    assert manifest["processes"] == 2 and manifest["examples_seen"] == 32
+    _assert_same_weights(single, ddp)
     assert [r["loss"] for r in _log(single)] == pytest.approx([r["loss"] for r in _log(ddp)], rel=1e-4)
 
 
@@ -216,6 +233,27 @@ def test_qa_trains_and_evaluates_with_predictions(task_files: dict[str, Path], t
     )
     assert lines[0]["f1_ci"][0] <= lines[0]["f1"] <= lines[0]["f1_ci"][1]
     assert all(answer in {r["context"] for r in records if r["id"] == qid}.pop() for qid, answer in saved.items())
+
+
+def test_a_balanced_class_weight_run_records_its_weights(tiny_model_path: Path, tmp_path: Path) -> None:
+    # 9 of label 0, 3 of label 1: balanced weights 12 / (2 × 9) and 12 / (2 × 3)
+    train = _write(tmp_path / "imbalanced.jsonl", [{"text": f"a film, take {i}", "label": int(i >= 9)}
+                                                   for i in range(12)])  # fmt: skip
+    base = ["--task", "classify", "--model", str(tiny_model_path), "--train", str(train), "--max-steps", "2",
+            "--batch-size", "12", "--lr", "1e-3", "--dtype", "float32"]  # fmt: skip
+    weighted, plain = tmp_path / "weighted", tmp_path / "plain"
+    _ok(_finetune(*base, "--class-weight", "balanced", "-o", str(weighted)))
+    _ok(_finetune(*base, "-o", str(plain)))
+    manifest = json.loads((weighted / "xl-finetune.json").read_text())
+    assert manifest["options"]["class_weight"] == "balanced"
+    recorded = manifest["class_weights"]
+    assert recorded["mode"] == "balanced" and recorded["labels"] == [0, 1] and recorded["counts"] == [9, 3]
+    assert recorded["weights"] == pytest.approx([2 / 3, 2.0])
+    assert json.loads((plain / "xl-finetune.json").read_text())["class_weights"] is None
+    # the same first batch (seed, data, initial model): only the weighting differs
+    assert _log(weighted)[0]["loss"] != pytest.approx(_log(plain)[0]["loss"], rel=1e-3)
+    _error(_finetune("--task", "sts", "--train", str(train), "-o", str(tmp_path / "x"), "--class-weight", "balanced"),
+           2, "--class-weight has no effect with --task sts")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -339,3 +377,140 @@ def test_output_directory_and_head_mismatches_are_refused(
 def test_a_tag_may_not_overwrite_a_result_field(task_files: dict[str, Path]) -> None:
     _error(run_xl("eval", "sts", "--model", "default", str(task_files["korsts"]), "--tag", "proj=none"), 2,
            "--tag proj", "run=")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- align
+
+
+@pytest.fixture(scope="module")
+def align_files(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
+    del data_root  # the fixture skips when the real data are missing
+    folder = tmp_path_factory.mktemp("align-data")
+    converted = run_xl("data", "convert", "flores200", "dev", "deu_Latn", "-o", str(folder / "de.jsonl"))
+    assert converted.returncode == 0, converted.stderr.decode()
+    de = [json.loads(line) for line in (folder / "de.jsonl").read_text(encoding="utf-8").splitlines()]
+    fr = list(convert("flores200", "dev", "fr"))
+    return {
+        # FLORES dev en-de without every fifth line, and those 199 lines held back: an article's sentences are
+        # consecutive, so held-back pairs share words with pairs trained on, and none of them is trained on
+        "train": _write(folder / "align-train.jsonl", [r for i, r in enumerate(de) if i % 5 != 2]),
+        "held": _write(folder / "align-held.jsonl", [r for i, r in enumerate(de) if i % 5 == 2]),
+        # two languages in one file, as the study trains: 8 of 9 English sentences twice (shared English sides).
+        # 17 pairs make micro-batches of 8, 8 and 1: under two processes one holds no pair of the last
+        "mixed": _write(folder / "align-mixed.jsonl", de[:9] + fr[:8]),
+    }
+
+
+@pytest.mark.slow
+def test_align_training_lowers_the_loss_and_raises_held_back_retrieval(
+    align_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "align"
+    stderr = _ok(_finetune("--task", "align", "--model", str(tiny_model_path), "--train", str(align_files["train"]),
+                           "--dev", str(align_files["held"]), "-o", str(run), "--max-steps", "20", "--eval-steps", "10",
+                           "--lr", "1e-2", "--batch-size", "32", "--max-length", "64", "--dtype", "float32",
+                           "--log-every", "2"))  # fmt: skip
+    assert "share their English side" not in stderr  # one language: no English side twice
+    losses = [r["loss"] for r in _log(run) if "loss" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
+    manifest = json.loads((run / "xl-finetune.json").read_text())
+    dev = {e["step"]: e["dev"] for e in manifest["evaluations"]}
+    assert sorted(dev) == [0, 10, 20] and dev[0]["n"] == 199 and dev[0]["selection_name"] == "accuracy"
+    kept = dev[manifest["chosen"]["step"]]
+    # the starting model (step 0) is the baseline: training on other pairs must beat it on the held-back ones
+    assert manifest["chosen"]["step"] > 0 and kept["accuracy"] >= dev[0]["accuracy"] + 5, dev
+    assert kept["accuracy"] == pytest.approx((kept["en2xx_accuracy"] + kept["xx2en_accuracy"]) / 2)
+    assert manifest["head"]["task"] == "align" and manifest["head"]["loss"] == "translation-ranking"
+    assert not (run / "xl-head.safetensors").exists()  # no head: the encoder is the model
+    # The dev score is `xl eval retrieval` (nn, both directions) on `xl embed` outputs of the kept model.
+    held = [json.loads(line) for line in align_files["held"].read_text(encoding="utf-8").splitlines()]
+    for side in ("text1", "text2"):
+        (tmp_path / f"{side}.txt").write_text("".join(r[side] + "\n" for r in held), encoding="utf-8")
+        _ok(run_xl("embed", str(tmp_path / f"{side}.txt"), "--model", str(run), "--dtype", "float32",
+                   "-o", str(tmp_path / f"{side}.npy")))  # fmt: skip
+    line = _lines(run_xl("eval", "retrieval", "--src", str(tmp_path / "text1.npy"), "--tgt",
+                         str(tmp_path / "text2.npy"), "--bootstrap", "0"))[0]  # fmt: skip
+    assert 100 * line["src2tgt"]["accuracy"] == pytest.approx(kept["en2xx_accuracy"], abs=1e-9)
+    assert 100 * line["tgt2src"]["accuracy"] == pytest.approx(kept["xx2en_accuracy"], abs=1e-9)
+    # and `xl eval retrieval DATA --model RUN` is the dev computation itself, on the kept model
+    lines = _lines(run_xl("eval", "retrieval", "--model", str(run), str(align_files["held"]), "--bootstrap", "0",
+                          "--dtype", "float32"))  # fmt: skip
+    assert len(lines) == 1 and lines[0]["task"] == "retrieval" and lines[0]["lang"] == "de"
+    for name in ("n", "accuracy", "en2xx_accuracy", "xx2en_accuracy"):
+        assert lines[0][name] == pytest.approx(kept[name], abs=1e-9), name
+
+
+@pytest.mark.slow
+def test_align_resume_after_a_kill_equals_an_uninterrupted_run(
+    align_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    common = ["--task", "align", "--model", str(tiny_model_path), "--train", str(align_files["mixed"]),
+              "--max-steps", "8", "--save-steps", "3", "--batch-size", "8", "--lr", "1e-3"]  # fmt: skip
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    stderr = _ok(_finetune(*common, "-o", str(whole)))
+    assert "note: 16 of 17 pairs share their English side with another pair (9 distinct English texts)" in stderr
+    _kill_at_step_5_and_resume(common, whole, broken)
+
+
+@pytest.mark.slow
+def test_align_two_process_ddp_gathers_the_batch_and_matches_one_process(
+    align_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    common = ["--task", "align", "--model", str(tiny_model_path), "--train", str(align_files["mixed"]),
+              "--max-steps", "4", "--batch-size", "8", "--lr", "1e-4", "--dropout", "0", "--dtype", "float32",
+              "--device", "cpu", "--log-every", "1"]  # fmt: skip
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    result = _one_and_two_processes(common, single, ddp)
+    assert b"Warning" not in result.stderr, result.stderr.decode()[-3000:]
+    manifest = json.loads((ddp / "xl-finetune.json").read_text())
+    single_manifest = json.loads((single / "xl-finetune.json").read_text())
+    assert manifest["processes"] == 2 and manifest["examples_seen"] == single_manifest["examples_seen"]
+    # Each process's negatives are the whole batch: its loss is the one-process loss (without the gather, each
+    # half would rank among its own 4 pairs and the losses would differ)
+    losses = [r["loss"] for r in _log(ddp)]
+    assert losses == pytest.approx([r["loss"] for r in _log(single)], rel=1e-4)
+    assert 0.0 in losses  # the batch of one pair (nothing to rank it against), which one process held no pair of
+    _assert_same_weights(single, ddp)
+
+
+def test_bad_align_data_is_one_line_and_writes_nothing(
+    align_files: dict[str, Path], task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    base = ["--task", "align", "--model", str(tiny_model_path), "-o", str(out), "--max-steps", "1"]
+    pairs = [json.loads(line) for line in align_files["mixed"].read_text(encoding="utf-8").splitlines()]
+    twice = _write(tmp_path / "twice.jsonl", [*pairs[:5], pairs[1], pairs[3], pairs[1]])
+    stderr = _error(_finetune(*base, "--train", str(twice)), 1, "twice.jsonl:6: 3 duplicate pairs",
+                    "line 6 repeats line 2, line 7 repeats line 4, line 8 repeats line 2",
+                    "hint: in-batch negatives")  # fmt: skip
+    assert "share their English side" not in stderr  # refused before any note
+    empty = _write(tmp_path / "empty.jsonl", [pairs[0], {**pairs[1], "text2": "  "}])
+    _error(_finetune(*base, "--train", str(empty)), 1, 'empty.jsonl:2: field "text2" is empty')
+    _error(_finetune(*base, "--train", str(task_files["sts-train"])), 1, "sts-train.jsonl:1", "looks like sts data",
+           "--task sts")  # fmt: skip
+    nli = _write(tmp_path / "nli.jsonl", [{"text1": "a", "text2": "b", "label": "neutral"}])
+    _error(_finetune(*base, "--train", str(nli)), 1, "nli.jsonl:1", "pair-classification", "--task classify")
+    _error(_finetune(*base, "--train", str(align_files["mixed"]), "--dev", str(empty)), 1, "empty.jsonl:2")
+    _error(_finetune(*base, "--train", str(align_files["mixed"]), "--loss", "cosent"), 2, "--loss")
+    assert not out.exists()
+    # and the other way: align pairs given to sts are named as such
+    _error(_finetune("--task", "sts", "--model", str(tiny_model_path), "-o", str(out), "--train",
+                     str(align_files["mixed"])), 1, "looks like align data", "--task align")  # fmt: skip
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_taskemb_of_an_align_run_is_a_finite_fisher_vector(
+    align_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    _ok(_finetune("--task", "align", "--model", str(tiny_model_path), "--train", str(align_files["mixed"]),
+                  "-o", str(run), "--max-steps", "2", "--batch-size", "8"))  # fmt: skip
+    target = tmp_path / "taskemb.npy"
+    _ok(run_xl("tasksim", "embed", "--method", "taskemb", f"align={run}", "--sample", "17", "-o", str(target)))
+    vector = np.load(target)
+    assert vector.shape[0] == 1 and vector.shape[1] > 1000 and np.isfinite(vector).all()
+    # a pair alone has no negative and no gradient: ranked within its group, most components are non-zero
+    assert (vector > 0).mean() > 0.5, (vector > 0).mean()
+    described = json.loads(target.with_name("taskemb.npy.json").read_text())["tasks"][0]
+    assert described["task"] == "align" and described["examples"] == 17

@@ -95,8 +95,8 @@ def test_every_command_has_choice_options_found() -> None:
 
 # Options with a fixed set of values: wherever one of these names appears (and is shown), it is a typed choice.
 FIXED_VALUES = {"--format", "--dtype", "--pooling", "--input-format", "--errors", "--method", "--side", "--task",
-                "--loss", "--proj-side", "--answer-normalization", "--scoring", "--unit", "--center", "--resample",
-                "--family-test", "--regressor"}  # fmt: skip
+                "--loss", "--class-weight", "--proj-side", "--answer-normalization", "--scoring", "--unit", "--center",
+                "--resample", "--family-test", "--regressor"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(COMMANDS), ids=" ".join)
@@ -275,6 +275,10 @@ def test_flags_whose_default_is_on_are_shown_as_their_off_switch(monkeypatch: py
     (["finetune", "--task", "classify", "--train", "t", "-o", "o", "--loss", "cosent"], ["--loss", "classify"]),
     (["finetune", "--task", "sts", "--train", "t", "-o", "o", "--doc-stride", "64"], ["--doc-stride"]),
     (["finetune", "--task", "sts", "--train", "t", "-o", "o", "--eval-steps", "9"], ["--eval-steps", "without --dev"]),
+    (["finetune", "--task", "align", "--train", "t", "-o", "o", "--loss", "cosent"], ["--loss", "align"]),
+    (["finetune", "--task", "align", "--train", "t", "-o", "o", "--doc-stride", "64"], ["--doc-stride", "align"]),
+    (["finetune", "--task", "sts", "--train", "t", "-o", "o", "--class-weight", "balanced"], ["--class-weight", "sts"]),
+    (["finetune", "--task", "align", "--train", "t", "-o", "o", "--class-weight", "none"], ["--class-weight"]),
     (["tasksim", "predict", "--sim", "s.npy", "--gains", "g", "--regressor", "gbm", "--alpha", "2"], ["--alpha"]),
     (["tasksim", "covariates", "de", "ko", "--model", "m"], ["--model", "without --english"]),
     (["embed", "in.txt", "--input-format", "text", "--field", "sentence"], ["--field", "--input-format text"]),

@@ -151,3 +151,18 @@ def test_letter_codes_cover_the_builtin_table() -> None:
     assert all(code in letters for code in XTREME_R_CODES)
     rows = language_covariates(XTREME_R_CODES)
     assert len(rows) == 50 and all(0.0 <= r[name] <= 1.0 for r in rows for name in URIEL_DISTANCES)
+
+
+def test_every_table_language_has_covariates_from_the_row_its_family_comes_from() -> None:
+    """All 107 languages of the table (the Tatoeba and FLORES-200 ones too) get covariates; a code whose own URIEL
+    row is empty or absent reads the row the language table takes its family from (nob, nno → nor; lvs → lav;
+    Tatoeba's collective ber → Kabyle), not a zero vector that would make it unrelated to everything."""
+    from xl.core.languages import builtin_table
+
+    rows = {r["code"]: r for r in language_covariates(sorted(builtin_table()))}
+    assert len(rows) == len(builtin_table()) >= 107
+    assert all(0.0 <= r[name] <= 1.0 for r in rows.values() for name in URIEL_DISTANCES)
+    assert rows["ber"]["uriel_code"] == "kab" and rows["ber"]["family"] == "Afro-Asiatic"
+    assert rows["nb"]["uriel_code"] == rows["nn"]["uriel_code"] == "nor"
+    assert rows["nb"]["genetic"] < 1.0 and rows["lv"]["genetic"] < 1.0  # Indo-European, related to English
+    assert rows["io"]["genetic"] == 1.0  # an artificial language shares no Glottolog node with English

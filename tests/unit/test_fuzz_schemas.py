@@ -85,6 +85,8 @@ def _valid_records(draw: st.DrawFn, task: str, labels: tuple[Any, ...] | None) -
             record: dict[str, Any] = {"text1": draw(_text), "text2": draw(_text), "score": score}
         elif task == "qa":
             record = draw(_qa_record(f"q{i}"))
+        elif task == "align":
+            record = {"text1": draw(_text.filter(str.strip)), "text2": draw(_text.filter(str.strip))}
         else:
             record = {"text": draw(_text)} if task == "classification" else {"text1": draw(_text), "text2": draw(_text)}
             record["label"] = draw(st.sampled_from(kind))
@@ -98,13 +100,15 @@ def _valid_records(draw: st.DrawFn, task: str, labels: tuple[Any, ...] | None) -
 
 @st.composite
 def _task_and_records(draw: st.DrawFn) -> tuple[str, tuple[Any, ...] | None, list[dict[str, Any]]]:
-    task = draw(st.sampled_from(["sts", "classification", "pair-classification", "qa"]))
+    task = draw(st.sampled_from(["sts", "classification", "pair-classification", "qa", "align"]))
     labels = draw(st.sampled_from([None, INT_LABELS, STR_LABELS])) if "classification" in task else None
     return task, labels, draw(_valid_records(task, labels))
 
 
 def _expect_ok(value: object, field: str, task: str, labels: tuple[Any, ...] | None, prior: list[Any]) -> bool:
     """Whether ``value`` in ``field`` of the last record is valid: the schema, said once more plainly."""
+    if field in TEXT_FIELDS and task == "align":
+        return isinstance(value, str) and bool(value.strip())  # a pair has a sentence on each side
     if field in TEXT_FIELDS or field == "lang":
         return isinstance(value, str)
     if field == "score":

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from xl.config import data_dir
+from xl.core.languages import canonical_lang
 from xl.errors import InputError, UsageError
 from xl.tasks import (
     DATASETS,
@@ -47,6 +48,25 @@ def needs_data(test: Any) -> Any:
 
 # (dataset, split, lang, rows) as the READMEs state them.
 _STSB = {"train": 5749, "dev": 1500, "test": 1379}
+# tatoeba/README.md: pairs per language, by LASER's code
+_TATOEBA = """
+afr 1000 ang 134 ara 1000 arq 911 arz 477 ast 127 awa 231 aze 1000 bel 1000 ben 1000 ber 1000
+bos 354 bre 1000 bul 1000 cat 1000 cbk 1000 ceb 600 ces 1000 cha 137 cmn 1000 cor 1000 csb 253
+dan 1000 deu 1000 dsb 479 dtp 1000 ell 1000 fao 262 fin 1000 fra 1000 fry 173 gla 829 gle 1000
+gsw 117 hin 1000 hrv 1000 hun 1000 ido 1000 ile 1000 ina 1000 ind 1000 ita 1000 kor 1000 kur 410
+kzj 1000 lat 1000 lfn 1000 lvs 1000 mal 687 max 284 mhr 1000 mkd 1000 nds 1000 nld 1000 nno 1000
+nob 1000 nov 257 oci 1000 orv 835 pam 1000 pms 525 por 1000 ron 1000 rus 1000 slv 823 spa 1000
+sqi 1000 srp 1000 swe 1000 swg 112 tam 307 tat 1000 tha 548 tuk 203 tur 1000 tzl 104 ukr 1000
+urd 1000 uzb 428 vie 1000 war 1000 wuu 1000 yid 848 zsm 1000
+"""
+
+
+def _pairs_of(table: str) -> list[tuple[str, str]]:
+    """``"afr 1000 ang 134"`` → ``[("afr", "1000"), ("ang", "134")]``."""
+    words = table.split()
+    return list(zip(words[::2], words[1::2], strict=True))
+
+
 README_ROWS: list[tuple[str, str, str, int]] = [
     *[("stsb", s, "en", n) for s, n in _STSB.items()],
     *[
@@ -87,6 +107,15 @@ README_ROWS: list[tuple[str, str, str, int]] = [
     ("korquad", "dev", "ko", 5774),
     ("mlqa-de", "dev", "de", 512),
     ("squad-minus-xquad", "train", "en", 9380),
+    *[
+        ("flores200", split, f"en-{lang}", rows)
+        for split, rows in {"dev": 997, "devtest": 1012}.items()
+        for lang in "af ar az bn bg cs de el fi fr hi hu id it ko ml nl pt ro ru es ta th tr uk ur vi yo zh zu".split()
+    ],
+    *[
+        ("tatoeba", "test", f"en-{canonical_lang(code)}", int(n))
+        for code, n in zip(*[iter(_TATOEBA.split())] * 2, strict=True)
+    ],
 ]
 
 # Label counts stated in the READMEs.
@@ -113,6 +142,7 @@ def _errors(records: list[Any], task: Any, **kwargs: Any) -> RecordError:
 # ------------------------------------------------------------------------------------------- validators
 
 STS_OK = {"text1": "a", "text2": "b", "score": 3.5}
+ALIGN_OK = {"text1": "The cat sleeps.", "text2": "Die Katze schläft.", "lang": "en-de"}
 QA_OK = {
     "id": "q1",
     "context": "Köln liegt am Rhein.",
@@ -175,6 +205,9 @@ QA_OK = {
         ([{**QA_OK, "answers": {"text": ["Rhein"]}}], "qa", {}, 1, "answers.answer_start", "missing field"),
         ([QA_OK, QA_OK], "qa", {}, 2, "id", "duplicate id"),
         ([{**QA_OK, "lang": 7}], "qa", {}, 1, "lang", "not a string"),
+        ([ALIGN_OK, {**ALIGN_OK, "text2": ""}], "align", {}, 2, "text2", 'field "text2" is empty'),
+        ([{**ALIGN_OK, "text1": " \t"}], "align", {}, 1, "text1", "is empty"),
+        ([{**ALIGN_OK, "text1": 3}], "align", {}, 1, "text1", "not a string"),
     ],
 )
 def test_validation_errors_name_record_and_field(
@@ -196,6 +229,15 @@ def test_validation_names_the_schema_a_record_looks_like() -> None:
     assert "looks like pair-classification" in err.message
     err = _errors([STS_OK], "qa")
     assert "looks like sts data" in err.message
+    # an align pair is what an sts or pair-classification record holds without its score or label
+    err = _errors([ALIGN_OK, STS_OK], "align")
+    assert err.line == 2 and "looks like sts data" in err.message and "not align" in err.message
+    assert err.hint is not None and "--task sts" in err.hint
+    err = _errors([{**ALIGN_OK, "label": 1}], "align")
+    assert "looks like pair-classification" in err.message and "--task classify" in (err.hint or "")
+    err = _errors([ALIGN_OK], "sts")
+    assert "looks like align data" in err.message and "--task align if" in (err.hint or "")
+    assert detect_schema(ALIGN_OK) == "align" and detect_schema(STS_OK) == "sts"
     assert detect_schema(QA_OK) == "qa"
     assert detect_schema({"text": "x", "label": 0}) == "classification"
     assert detect_schema({"foo": 1}) is None
@@ -346,11 +388,27 @@ def test_resolve_aliases_and_usage_errors() -> None:
     assert resolve("sts2017", "test", "track4b")[1:] == ("test", "en-es")
     assert resolve("sts2017", "test", "ar-en")[1:] == ("test", "en-ar")
     assert resolve("squad", "dev", None)[1:] == ("dev", "en")
+    for spelling in ("de", "deu", "DEU", "deu_Latn", "en-de", "eng_Latn-deu_Latn"):  # the pair's other side names it
+        assert resolve("flores200", "dev", spelling)[1:] == ("dev", "en-de")
+    assert resolve("flores200", "devtest", "zul_Latn")[1:] == ("devtest", "en-zu")
+    for spelling, pair in (
+        ("deu", "en-de"),
+        ("cmn", "en-zh"),
+        ("nob", "en-nb"),
+        ("lvs-eng", "en-lv"),
+        ("arz", "en-arz"),
+    ):
+        assert resolve("tatoeba", "test", spelling)[1:] == ("test", pair)
     for args in [
         ("nope", "dev", None),
         ("xquad", "test", None),
         ("xquad", "train", "de"),
         ("xquad", "test", "ko"),
+        ("flores200", "dev", "en"),
+        ("flores200", "dev", "sw"),
+        ("tatoeba", "test", "en"),
+        ("tatoeba", "test", "yue"),
+        ("tatoeba", "dev", "de"),
     ]:
         with pytest.raises(UsageError):
             resolve(*args)
@@ -422,6 +480,31 @@ def test_first_rows_exact() -> None:
         "text": ["überwiegend antibritisch und prorussisch"],
     }
     assert _first("xquad", "test", "es")["context"].startswith("\ufeffLos Panthers")  # BOM is in the source
+    flores = _first("flores200", "dev", "deu_Latn")
+    assert flores["text1"].startswith("On Monday, scientists from the Stanford University School of Medicine")
+    assert flores["text2"].startswith("Am Montag haben die Wisenschaftler der Stanford University")  # sic
+    assert flores["lang"] == "en-de" and set(flores) == {"text1", "text2", "lang"}
+    tatoeba = _first("tatoeba", "test", "de")
+    assert tatoeba == {"text1": "Mary said she didn't know where Tom was.",
+                       "text2": "Maria sagte, sie wisse nicht, wo Tom sei.", "lang": "en-de"}  # fmt: skip
+
+
+@needs_data
+def test_flores200_pairs_are_line_aligned_and_repeat_no_pair_across_languages() -> None:
+    """Line i of eng_Latn with line i of the language, for both splits; the 30 languages concatenated (the study's
+    training file) hold no duplicate pair, only English sides shared across languages."""
+    from xl.tasks.data import pair_repeats
+
+    folder = DATA / "flores200"
+    for split in ("dev", "devtest"):
+        english = (folder / split / f"eng_Latn.{split}").read_text(encoding="utf-8").splitlines()
+        korean = (folder / split / f"kor_Hang.{split}").read_text(encoding="utf-8").splitlines()
+        records = list(convert("flores200", split, "ko", DATA))
+        assert [(r["text1"], r["text2"]) for r in records] == list(zip(english, korean, strict=True))
+    every = [r for lang in DATASETS["flores200"].langs for r in convert("flores200", "dev", lang, DATA)]
+    repeats = pair_repeats(every)
+    assert len(every) == 30 * 997 and repeats.duplicates == []
+    assert repeats.distinct_text1 == 997 and repeats.shared_text1 == len(every)
 
 
 @needs_data

@@ -65,33 +65,68 @@ NoSummaryOpt = Annotated[
 @handle_errors("eval retrieval")
 def retrieval_cli(
     ctx: typer.Context,
-    src: Annotated[str, typer.Option("--src", help="Source embeddings (NPY; - for stdin).")],
-    tgt: Annotated[str, typer.Option("--tgt", help="Target embeddings; row i is the translation of src row i.")],
+    data: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="With --model: align pair files (PATH or LANG=PATH) or datasets DATASET:SPLIT:LANG[,LANG…] "
+            "(tatoeba:test:de,ko, flores200:devtest:th)."
+        ),
+    ] = None,  # fmt: skip
+    src: Annotated[str | None, typer.Option("--src", help="Source embeddings (NPY; - for stdin).")] = None,
+    tgt: Annotated[
+        str | None, typer.Option("--tgt", help="Target embeddings; row i is the translation of src row i.")
+    ] = None,
+    model: ModelOpt = "default",
     proj: Annotated[str | None, typer.Option("--proj", help="Map the source with this W.npy first.")] = None,
     scoring: Annotated[Literal["nn", "csls", "margin"], typer.Option(help="nn (cosine), csls or margin.")] = "nn",
     csls_k: Annotated[int, typer.Option(min=1, help="Neighbours for CSLS.")] = 10,
     margin_k: Annotated[int, typer.Option(min=1, help="Neighbours for the ratio margin (xSIM).")] = 4,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text (default: as trained, else 512).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
     bootstrap: BootstrapOpt = BOOTSTRAP,
     seed: SeedOpt = 0,
-    limit: Annotated[int | None, typer.Option(min=1, help="Score a seeded random N of the row pairs.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score a seeded random N of the row pairs (of each set).")
+    ] = None,
+    predictions: Annotated[
+        str | None, typer.Option("--predictions", help="With --model: write the retrieved rows, a file per set.")
+    ] = None,
     output_format: FormatOpt = "jsonl",
     force: ForceOpt = False,
     tag: TagOpt = None,
+    no_summary: NoSummaryOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Bitext retrieval, both directions: accuracy (XTREME Tatoeba), xSIM error, F1 (MTEB), with CIs.
+    """Bitext retrieval, both directions: of embedding matrices (--src/--tgt), or of pair sets with a model.
 
-    Chunked top-k: 100,000 × 100,000 runs in bounded memory. Prints one JSON line.
+    --src/--tgt: accuracy (XTREME Tatoeba), xSIM error, F1 (MTEB), with CIs, by chunked top-k (100,000 ×
+    100,000 in bounded memory); one JSON line. DATA with --model: each set's English and xx sides embedded as
+    `xl embed` embeds them and retrieved by cosine, accuracy × 100 en→xx, xx→en and their mean (`accuracy`,
+    the dev metric of `xl finetune --task align`); a JSON line per set, then a summary.
 
     Examples:
 
         xl eval retrieval --src ko.npy --tgt en.npy
 
         xl eval retrieval --src ko.npy --tgt en.npy --proj W.npy --scoring csls --format md
+
+        xl eval retrieval --model runs/align tatoeba:test:de,ko,sw flores200:devtest:th
     """
+    if data:
+        return _retrieval_with_model(ctx, output_format, quiet, data=list(data), model=model, max_length=max_length,
+                                     device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
+                                     predictions=predictions, tag=tag, summary=not no_summary)  # fmt: skip
     from xl.align import RETRIEVAL_FIELDS, evaluate_retrieval_files
     from xl.io.jsonl import JsonlWriter
 
+    if src is None or tgt is None:
+        raise UsageError(
+            "give --src and --tgt (embedding matrices), or --model and DATA (pair sets)",
+            hint="e.g. xl eval retrieval --src ko.npy --tgt en.npy, or xl eval retrieval tatoeba:test:ko",
+        )
+    refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "predictions", "no_summary"),
+                   "with --src/--tgt", hint="they choose how pair sets are embedded: drop them")  # fmt: skip
     if scoring != "csls":
         refuse_ignored(ctx, ("csls_k",), f"with --scoring {scoring}", hint="pass --scoring csls, or drop --csls-k")
     if proj is None:
@@ -106,6 +141,13 @@ def retrieval_cli(
     else:
         with JsonlWriter("-") as writer:
             writer.write_objects([result])
+
+
+def _retrieval_with_model(ctx: typer.Context, output_format: str, quiet: bool, **kwargs: Any) -> None:
+    """``xl eval retrieval DATA --model M``: the pair sets through the retrieval task and the one inference stack."""
+    refuse_ignored(ctx, ("src", "tgt", "proj", "scoring", "csls_k", "margin_k", "force"), "with DATA",
+                   hint="they score matrices: embed with `xl embed`, give --src/--tgt, or drop them")  # fmt: skip
+    _run_eval("retrieval", output_format, quiet, **kwargs)
 
 
 DataArg = Annotated[

@@ -23,10 +23,11 @@ from xl.errors import UsageError
 def finetune_cli(
     ctx: typer.Context,
     task: Annotated[
-        Literal["sts", "classify", "qa"],
+        Literal["sts", "classify", "qa", "align"],
         typer.Option(
             "--task",
-            help="sts (siamese bi-encoder), classify (text or pair + linear head) or qa (start/end span head).",
+            help="sts (siamese bi-encoder), classify (text or pair + linear head), qa (start/end span head) or "
+            "align (English-xx translation pairs, in-batch translation ranking).",
         ),
     ],  # fmt: skip
     train: Annotated[
@@ -61,6 +62,13 @@ def finetune_cli(
     loss: Annotated[
         Literal["cosine", "cosent"], typer.Option(help="sts: cosine (MSE of cosine vs score/5) or cosent.")
     ] = "cosine",
+    class_weight: Annotated[
+        Literal["none", "balanced"],
+        typer.Option(
+            help="classify: weigh each class's cross-entropy by n / (classes x its count) in the training "
+            "labels (balanced, as scikit-learn), or not (none). Recorded in the manifest."
+        ),
+    ] = "none",  # fmt: skip
     dropout: Annotated[float | None, typer.Option(help="Override the model's dropout (0 disables it).")] = None,
     freeze_embeddings: Annotated[
         bool, typer.Option("--freeze-embeddings", help="Keep the word embedding matrix fixed.")
@@ -113,6 +121,9 @@ def finetune_cli(
         refuse_ignored(ctx, ("loss",), f"with --task {task}", hint="--loss chooses the sts loss: drop it")
     if task != "qa":
         refuse_ignored(ctx, ("doc_stride",), f"with --task {task}", hint="--doc-stride is for qa contexts: drop it")
+    if task != "classify":
+        refuse_ignored(ctx, ("class_weight",), f"with --task {task}", hint="--class-weight weighs classify's labels: "
+                       "drop it")  # fmt: skip
     if dev is None:
         refuse_ignored(ctx, ("eval_steps", "dev_limit"), "without --dev", hint="give --dev DEV.jsonl, or drop them")
     options = FinetuneOptions(
@@ -121,7 +132,7 @@ def finetune_cli(
         max_length=max_length, doc_stride=doc_stride, seed=seed, dtype=dtype, device=device, loss=loss,
         dropout=dropout, freeze_embeddings=freeze_embeddings, group_by_length=not no_group_by_length,
         eval_steps=eval_steps, save_steps=save_steps, train_limit=train_limit, dev_limit=dev_limit,
-        log_every=log_every, resume=resume, overwrite=overwrite, dev_lang=dev_lang,
+        log_every=log_every, resume=resume, overwrite=overwrite, dev_lang=dev_lang, class_weight=class_weight,
     )  # fmt: skip
     messages = Messages("finetune", quiet)
     finetune(options, log=messages.info)

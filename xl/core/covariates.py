@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from xl.core.languages import Language, builtin_table, normalize_lang_codes
+from xl.core.languages import URIEL_ROW, Language, builtin_table, normalize_lang_codes
 from xl.errors import InputError
 
 F64 = NDArray[np.float64]
@@ -169,6 +169,9 @@ def uriel_codes(codes: Sequence[str]) -> dict[str, str]:
                 uriel = letters.get(normalize_lang_codes([primary])[0])
             except InputError:
                 uriel = None
+        # the row the language table reads the family from, where the code's own row is empty or absent
+        # (nob, nno → nor; lvs → lav; Tatoeba's collective ber → Kabyle): one row per language for every covariate
+        uriel = URIEL_ROW.get(uriel or primary, uriel)
         if uriel is None or uriel not in langs:
             if code not in missing:
                 missing.append(code)

@@ -3,7 +3,8 @@ on that task.
 
 For a sample of the task's training examples, the loss of each example *with its gold label* (the empirical
 Fisher) is differentiated with respect to the encoder's parameters (not the task head's), one example at a
-time; the Fisher diagonal is the mean of the squared gradients. Like Vu et al., who build task embeddings from
+time (``TaskObject.fisher_losses``: align ranks each pair among a group of the sample, since a pair alone has no
+negatives); the Fisher diagonal is the mean of the squared gradients. Like Vu et al., who build task embeddings from
 the Fisher of BERT's components rather than from one vector of all 100 M+ parameters, the diagonal is pooled
 per component: each parameter matrix of the transformer layers becomes one value per output unit (the mean over
 its inputs), each vector (bias, LayerNorm) is kept as it is, and the word embedding matrix (one row per
@@ -67,10 +68,9 @@ def fisher_diagonal(
     totals = [torch.zeros_like(p, dtype=torch.float32) for _, p in params]
     pad_id = pad_id_of(encoder.config)
     loss_name = str(head.get("loss") or task.losses[0])
-    for index in chosen:
+    for loss in task.fisher_losses(model, examples, chosen, pad_id, device_name, loss_name):
         model.zero_grad(set_to_none=True)
-        loss = task.loss(model, examples, np.array([index]), pad_id, device_name, loss_name)
-        loss.backward()
+        loss.backward(retain_graph=True)  # align: the losses of one group share its forward pass
         for total, (_, p) in zip(totals, params, strict=True):
             if p.grad is not None:
                 total += p.grad.detach().float() ** 2

@@ -9,7 +9,8 @@
   losses are scaled so that the gradient equals the single-process one (sum over the batch / batch size).
 - **Optimisation**: AdamW (weight decay on matrices only), linear warm-up then linear decay, gradient
   clipping, bf16/fp16 autocast with float32 master weights (fp16 adds a gradient scaler).
-- **Head and loss** are the task object's (:mod:`xl.tasks.objects`); the dev set is scored by
+- **Head and loss** are the task object's (:mod:`xl.tasks.objects`); a loss over the whole batch (align's
+  in-batch negatives) gathers the processes' shares with :func:`gather_rows`; the dev set is scored by
   :class:`xl.models.task_model.TaskInference` on the model being trained, the computation ``xl eval`` runs.
 - **Checkpoints** (model, optimizer, scheduler, RNG) are built in a staging folder that the run directory
   publishes (:class:`xl.finetune.RunDirectory`); ``resume`` continues from the latest to the same result as an
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +87,40 @@ class Dist:
         total = value.detach().float().clone()
         dist.all_reduce(total)
         return float(total)
+
+
+def gather_rows(values: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The rows of every process of a torchrun job in rank order (the order of the global batch, which
+    ``np.array_split`` cut into contiguous shares), and the offset of this process's rows: the negatives of an
+    in-batch loss are then the global batch, as one process has them (LaBSE's cross-accelerator negatives, Feng et
+    al. 2022). Without a process group (one process, the Fisher), the arguments and offset 0.
+
+    ``values`` (n_r, d) float: gathered with the autograd-aware ``torch.distributed.nn.functional.all_gather``,
+    so the gradient of every process's loss reaches the process that computed a row; ``keys`` (n_r, k) int64:
+    gathered without a gradient. Shares may differ in size (a short last batch; none at all), so rows are padded
+    to the largest share for the collective and cut back after it."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, keys, 0
+    from torch.distributed.nn.functional import all_gather
+
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=values.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([values.shape[0]], dtype=torch.long, device=values.device))
+    counts = [int(size) for size in sizes]
+    most = max(counts)
+    padded = torch.cat([values, values.new_zeros((most - values.shape[0], *values.shape[1:]))])
+    padded_keys = torch.cat([keys, keys.new_full((most - keys.shape[0], *keys.shape[1:]), -1)])
+    with warnings.catch_warnings():  # deprecated in favour of a private module; the public one is what we use
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather is deprecated")
+        gathered = all_gather(padded)
+    key_parts = [torch.empty_like(padded_keys) for _ in range(world)]
+    dist.all_gather(key_parts, padded_keys)
+    return (torch.cat([part[:count] for part, count in zip(gathered, counts, strict=True)]),
+            torch.cat([part[:count] for part, count in zip(key_parts, counts, strict=True)]),
+            sum(counts[: dist.get_rank()]))  # fmt: skip
 
 
 @dataclass
@@ -313,7 +349,7 @@ class Trainer:
             share = np.array_split(batch, self.dist.world)[self.dist.rank]
             with torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):  # fmt: skip
-                if len(share) == 0:
+                if len(share) == 0 and not task.gathers:  # a gathering loss needs every process, rows or none
                     loss_total = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
                 else:
                     loss_total = task.loss(model, train, share, self.pad_id, self.device, loss_name)

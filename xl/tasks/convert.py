@@ -24,6 +24,10 @@ Sources (each folder's README.md gives licences and commits):
 - ``mlqa-de``: MLQA de-de dev, Lewis et al. 2020, ``mlqa-de/``
 - ``squad-minus-xquad``: SQuAD v1.1 dev without the 240 paragraphs that XQuAD translated (QA training data:
   no SQuAD train set is stored).
+- ``flores200``: FLORES-200 dev and devtest (NLLB Team et al. 2022; Goyal et al. 2022), ``flores200/``, as
+  ``align`` pairs: line *i* of ``eng_Latn`` with line *i* of the language (the files are line-aligned).
+- ``tatoeba``: the Tatoeba test sets of LASER (Artetxe & Schwenk 2019; XTREME's Tatoeba task), ``tatoeba/``, as
+  ``align`` pairs, English first, in 84 languages.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class DatasetSpec:
     lang_aliases: Mapping[str, str] = field(default_factory=dict)
     withheld: Mapping[tuple[str, str], str] = field(default_factory=dict)
     note: str = ""
+    #: The language every pair of the dataset shares (flores200: English): a lone ``LANG`` names the pair
+    #: ``PIVOT-LANG`` (``de``, ``deu``, ``DEU`` → ``en-de``).
+    pivot: str | None = None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -434,6 +441,61 @@ def _read_squad_minus_xquad(folder: Path, split: str, lang: str) -> Iterator[Rec
 # ---------------------------------------------------------------------------------------------- registry
 
 
+# --------------------------------------------------------------------------------------------- parallel text
+
+#: The FLORES-200 files of ``flores200/`` by the language code of the pair's second side (``en-LANG``).
+_FLORES_CODES: Mapping[str, str] = {
+    "af": "afr_Latn", "ar": "arb_Arab", "az": "azj_Latn", "bn": "ben_Beng", "bg": "bul_Cyrl", "cs": "ces_Latn",
+    "de": "deu_Latn", "el": "ell_Grek", "fi": "fin_Latn", "fr": "fra_Latn", "hi": "hin_Deva", "hu": "hun_Latn",
+    "id": "ind_Latn", "it": "ita_Latn", "ko": "kor_Hang", "ml": "mal_Mlym", "nl": "nld_Latn", "pt": "por_Latn",
+    "ro": "ron_Latn", "ru": "rus_Cyrl", "es": "spa_Latn", "ta": "tam_Taml", "th": "tha_Thai", "tr": "tur_Latn",
+    "uk": "ukr_Cyrl", "ur": "urd_Arab", "vi": "vie_Latn", "yo": "yor_Latn", "zh": "zho_Hans", "zu": "zul_Latn",
+}  # fmt: skip
+_FLORES_ENGLISH = "eng_Latn"
+
+
+def _read_flores200(folder: Path, split: str, lang: str) -> Iterator[Record]:
+    """``align`` pairs of one split: line *i* of ``eng_Latn`` and line *i* of ``lang``'s second language (the
+    FLORES files of a split are multi-way parallel, line by line)."""
+    code = _FLORES_CODES[lang.partition("-")[2]]
+    yield from _parallel(folder / split / f"{_FLORES_ENGLISH}.{split}", folder / split / f"{code}.{split}", lang)
+
+
+def _parallel(english: Path, other: Path, lang: str) -> Iterator[Record]:
+    """Line *i* of ``english`` (``text1``) with line *i* of ``other`` (``text2``); files of unequal length fail."""
+    for first, second in zip_longest(_lines(english), _lines(other)):
+        if first is None or second is None:
+            longer, shorter = (english, other) if second is None else (other, english)
+            raise InputError("the two sides of the parallel files differ in length", source=str(longer),
+                             line=(first or second)[0], expected=f"as many lines as {shorter}",
+                             found="more lines", hint="the data file was changed or truncated")  # fmt: skip
+        yield {"text1": first[1], "text2": second[1], "lang": lang}
+
+
+#: The Tatoeba test sets of ``tatoeba/`` (LASER's v1 files): pairs per language, by LASER's ISO 639-3 code.
+_TATOEBA_PAIRS: Mapping[str, int] = {
+    "afr": 1000, "ang": 134, "ara": 1000, "arq": 911, "arz": 477, "ast": 127, "awa": 231, "aze": 1000, "bel": 1000,
+    "ben": 1000, "ber": 1000, "bos": 354, "bre": 1000, "bul": 1000, "cat": 1000, "cbk": 1000, "ceb": 600,
+    "ces": 1000, "cha": 137, "cmn": 1000, "cor": 1000, "csb": 253, "dan": 1000, "deu": 1000, "dsb": 479, "dtp": 1000,
+    "ell": 1000, "fao": 262, "fin": 1000, "fra": 1000, "fry": 173, "gla": 829, "gle": 1000, "gsw": 117, "hin": 1000,
+    "hrv": 1000, "hun": 1000, "ido": 1000, "ile": 1000, "ina": 1000, "ind": 1000, "ita": 1000, "kor": 1000,
+    "kur": 410, "kzj": 1000, "lat": 1000, "lfn": 1000, "lvs": 1000, "mal": 687, "max": 284, "mhr": 1000, "mkd": 1000,
+    "nds": 1000, "nld": 1000, "nno": 1000, "nob": 1000, "nov": 257, "oci": 1000, "orv": 835, "pam": 1000, "pms": 525,
+    "por": 1000, "ron": 1000, "rus": 1000, "slv": 823, "spa": 1000, "sqi": 1000, "srp": 1000, "swe": 1000,
+    "swg": 112, "tam": 307, "tat": 1000, "tha": 548, "tuk": 203, "tur": 1000, "tzl": 104, "ukr": 1000, "urd": 1000,
+    "uzb": 428, "vie": 1000, "war": 1000, "wuu": 1000, "yid": 848, "zsm": 1000,
+}  # fmt: skip
+#: Tatoeba's codes by the language key of xl's table (``cmn`` → ``zh``, ``nob`` → ``nb``).
+_TATOEBA_CODES: Mapping[str, str] = {canonical_lang(code): code for code in _TATOEBA_PAIRS}
+
+
+def _read_tatoeba(folder: Path, split: str, lang: str) -> Iterator[Record]:
+    """``align`` pairs of one language: line *i* of ``tatoeba.xxx-eng.eng`` (English, ``text1``) and of
+    ``tatoeba.xxx-eng.xxx`` (``text2``); the English sentences differ from language to language."""
+    code = _TATOEBA_CODES[lang.partition("-")[2]]
+    yield from _parallel(folder / f"tatoeba.{code}-eng.eng", folder / f"tatoeba.{code}-eng.{code}", lang)
+
+
 def _grid(splits: Mapping[str, int], langs: tuple[str, ...]) -> dict[tuple[str, str], int]:
     return {(split, lang): rows for split, rows in splits.items() for lang in langs}
 
@@ -616,10 +678,36 @@ _SPECS: tuple[DatasetSpec, ...] = (
         "SQuAD v1.1 dev minus the paragraphs in XQuAD: QA training data for XQuAD/MLQA/KorQuAD evaluation",
         note="paragraph-level de-duplication; all 48 articles also occur in XQuAD",
     ),
+    DatasetSpec(
+        "flores200",
+        "align",
+        "flores200",
+        _read_flores200,
+        _grid({"dev": 997, "devtest": 1012}, tuple(f"en-{lang}" for lang in _FLORES_CODES)),
+        "FLORES-200 dev/devtest (NLLB Team et al. 2022) as English-LANG translation pairs; line-aligned",
+        lang_aliases={
+            alias: f"en-{lang}"
+            for lang, code in _FLORES_CODES.items()
+            for alias in (lang, code, f"{_FLORES_ENGLISH}-{code}")
+        },
+        note="LANG is the second side (de, deu_Latn or en-de); dev and devtest share no sentence; CC BY-SA 4.0",
+        pivot="en",
+    ),
+    DatasetSpec(
+        "tatoeba",
+        "align",
+        "tatoeba",
+        _read_tatoeba,
+        {("test", f"en-{lang}"): _TATOEBA_PAIRS[code] for lang, code in _TATOEBA_CODES.items()},
+        "Tatoeba test sets as LASER ships them (Artetxe & Schwenk 2019): English-LANG pairs, 84 languages",
+        lang_aliases={alias: f"en-{lang}" for lang, code in _TATOEBA_CODES.items() for alias in (code, f"{code}-eng")},
+        note="LANG is the second side (de, deu or en-de); English sentences differ per language; CC BY 2.0 FR",
+        pivot="en",
+    ),
 )
 
 DATASETS: Mapping[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
-"""The registry, by dataset name, in a fixed order (STS, classification, pair classification, QA)."""
+"""The registry, by dataset name, in a fixed order (STS, classification, pair classification, QA, parallel text)."""
 
 LABEL_SETS: Mapping[str, tuple[Label, ...]] = {
     spec.name: tuple(spec.labels) for spec in _SPECS if spec.labels is not None
@@ -663,6 +751,9 @@ def resolve(dataset: str, split: str, lang: str | None) -> tuple[DatasetSpec, st
     if (split, lang) not in spec.rows:  # another spelling of one of its languages (pol, pol_Latn, PL for pl)
         same = [lg for sp, lg in spec.rows if sp == split and canonical_lang(lg) == canonical_lang(lang)]
         lang = same[0] if len(same) == 1 else lang
+    if (split, lang) not in spec.rows and spec.pivot is not None:  # the pair's other language alone (deu → en-de)
+        paired = f"{spec.pivot}-{canonical_lang(lang)}"
+        lang = paired if (split, paired) in spec.rows else lang
     if (split, lang) not in spec.rows:
         langs = [lg for sp, lg in spec.rows if sp == split]
         raise UsageError(f"{dataset} {split} has no language {lang!r}", expected=", ".join(langs), found=lang)

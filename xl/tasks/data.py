@@ -3,7 +3,8 @@
 
 ``read_once`` reads an input (``-`` = stdin) in one pass and hashes it; ``parse_task_input`` validates its
 records against a task's schema; :class:`TaskData` holds the tokenized examples of one split, which every task
-object of ``xl.tasks.objects`` builds and consumes.
+object of ``xl.tasks.objects`` builds and consumes; ``pair_repeats`` finds the repeated pairs and sides of a file
+of text pairs (align).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -35,6 +37,8 @@ class TaskData:
     lengths: list[int]
     truncated: int = 0
     features: QAFeatures | None = None  # qa: windows (inputs/targets are per window)
+    #: classify: the cross-entropy weight of each label, in label order (``--class-weight``); None: unweighted.
+    class_weights: list[float] | None = None
 
 
 def read_once(path: str, what: str) -> tuple[bytes, str]:
@@ -86,13 +90,17 @@ def parse_task_input(data: bytes, source: str, task: TaskObject, *, schema: str 
     return schema, cast(list[dict[str, Any]], list(checked))
 
 
-def check_dev_lang(records: Sequence[Mapping[str, Any]], dev_lang: str, source: str) -> None:
+def check_dev_lang(records: Sequence[Mapping[str, Any]], dev_lang: str, source: str,
+                   task: TaskObject | None = None) -> None:  # fmt: skip
     """Refuse a dev set whose records' ``lang`` is not ``dev_lang`` (a missing ``lang`` is taken as English
     by default, and as ``dev_lang`` when the user names one): choosing the kept model on target-language
-    labels is not zero-shot transfer, so it has to be asked for."""
+    labels is not zero-shot transfer, so it has to be asked for. ``task.dev_lang_of`` reads a record's ``lang``
+    (align: ``en-de`` pairs are English-side)."""
     want = dev_lang.lower()
     for n, record in enumerate(records, 1):
         lang = record.get("lang")
+        if lang is not None and task is not None:
+            lang = task.dev_lang_of(str(lang))
         if lang is None or str(lang).lower() in (want, f"{want}-{want}"):
             continue
         found: dict[str, int] = {}
@@ -108,6 +116,43 @@ def check_dev_lang(records: Sequence[Mapping[str, Any]], dev_lang: str, source: 
         raise InputError(f'record {n} has "lang": "{lang}", not the --dev-lang {dev_lang}', source=source, line=n,
                          found=f"lang {summary} of {len(records)} records",
                          hint="--dev-lang names the one language of the dev set")  # fmt: skip
+
+
+@dataclass
+class PairRepeats:
+    """How the pairs of a file of text pairs repeat: ``duplicates`` (line, line of its first occurrence) of each
+    pair given again (the same ``text1`` and ``text2``), and how many pairs share a side with another pair."""
+
+    duplicates: list[tuple[int, int]]
+    shared_text1: int
+    shared_text2: int
+    distinct_text1: int
+
+
+def pair_repeats(records: Sequence[Mapping[str, Any]]) -> PairRepeats:
+    """The repeats of ``records`` (the n-th on line n), pairs and sides compared as exact strings."""
+    first: dict[tuple[str, str], int] = {}
+    duplicates = []
+    for line, record in enumerate(records, 1):
+        pair = (record["text1"], record["text2"])
+        if pair in first:
+            duplicates.append((line, first[pair]))
+        else:
+            first[pair] = line
+    counts = [Counter(pair[k] for pair in first) for k in (0, 1)]
+    shared = [sum(c for c in count.values() if c > 1) for count in counts]
+    return PairRepeats(duplicates, shared[0], shared[1], len(counts[0]))
+
+
+def balanced_class_weights(targets: Sequence[int], n_classes: int) -> list[float]:
+    """``n_samples / (n_classes * count_c)`` for each class c of ``targets`` (label indices 0 … n_classes − 1):
+    scikit-learn's ``class_weight="balanced"`` (after King & Zeng 2001), so that every class weighs as much in
+    the summed loss. A class without examples gets weight 0 (nothing of it to weigh)."""
+    counts = [0] * n_classes
+    for target in targets:
+        counts[target] += 1
+    n = sum(counts)
+    return [n / (n_classes * count) if count else 0.0 for count in counts]
 
 
 def label_set(records: Sequence[Mapping[str, Any]]) -> list[Any]:

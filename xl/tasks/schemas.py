@@ -3,7 +3,7 @@
 Every task file is UTF-8 JSON Lines: one JSON object per line, record *i* on line *i* (no blank lines).
 A byte order mark on line 1 is dropped; a key given twice in an object keeps its last value (orjson, as
 ``json.loads``); a lone surrogate escape (``"\\ud800"``) is invalid JSON.
-Four schemas, one per task (fields in ``TASK_FIELDS``; further fields are allowed and ignored):
+Five schemas, one per task (fields in ``TASK_FIELDS``; further fields are allowed and ignored):
 
 ``sts``  semantic textual similarity (STS Benchmark, Cer et al. 2017; SemEval-2017 Task 1)
     ``{"text1": str, "text2": str, "score": float}``, ``score`` in [0, 5] (5 = same meaning).
@@ -17,6 +17,9 @@ Four schemas, one per task (fields in ``TASK_FIELDS``; further fields are allowe
     `` "answers": {"text": [str, ...], "answer_start": [int, ...]}}``,
     at least one answer, each non-empty and with ``context[answer_start:answer_start + len(text)] == text``
     (offsets count Unicode code points, as Python and the SQuAD scripts do).
+``align``  parallel sentences, English first (FLORES-200 pairs; ``xl finetune --task align``)
+    ``{"text1": str, "text2": str}``: ``text1`` English, ``text2`` its translation, neither empty (nor only
+    white space). A record with a ``score`` or a ``label`` is sts or pair-classification data, not a pair.
 
 Optional fields on every schema: ``"lang"`` (ISO 639-1 code such as ``"de"``; for a cross-lingual pair,
 ``"<lang of text1>-<lang of text2>"``, e.g. ``"en-ar"``) and ``"id"`` (the source's example id).
@@ -45,17 +48,18 @@ import orjson
 
 from xl.errors import InputError, UsageError
 
-Task = Literal["sts", "classification", "pair-classification", "qa"]
+Task = Literal["sts", "classification", "pair-classification", "qa", "align"]
 Record = dict[str, Any]
 Label = int | str
 
-TASKS: tuple[Task, ...] = ("sts", "classification", "pair-classification", "qa")
+TASKS: tuple[Task, ...] = ("sts", "classification", "pair-classification", "qa", "align")
 
 TASK_FIELDS: Mapping[Task, tuple[str, ...]] = {
     "sts": ("text1", "text2", "score"),
     "classification": ("text", "label"),
     "pair-classification": ("text1", "text2", "label"),
     "qa": ("id", "context", "question", "answers"),
+    "align": ("text1", "text2"),
 }
 
 _BOM = b"\xef\xbb\xbf"
@@ -64,8 +68,11 @@ _BOM = b"\xef\xbb\xbf"
 # a single-text one.
 #: The task (``--task``, ``xl eval TASK``) whose data each schema holds.
 SCHEMA_TASK: Mapping[Task, str] = {"sts": "sts", "classification": "classify", "pair-classification": "classify",
-                                   "qa": "qa"}  # fmt: skip
-_DETECT_ORDER: tuple[Task, ...] = ("qa", "sts", "pair-classification", "classification")
+                                   "qa": "qa", "align": "align"}  # fmt: skip
+# align (text1, text2) is what sts and pair-classification records have in common: it comes after both.
+_DETECT_ORDER: tuple[Task, ...] = ("qa", "sts", "pair-classification", "align", "classification")
+#: The tasks that ``xl eval TASK`` scores (align pairs are scored by ``xl eval retrieval`` on ``xl embed`` outputs).
+_EVAL_TASKS = ("sts", "classify", "qa")
 
 # Field names that other tools use for ours: a record with these gets a "rename" hint instead of a bare
 # "missing field".
@@ -93,6 +100,7 @@ pair: the language of `text1`, then of `text2`) and `"id"`.
 {"text1": "und er hat gesagt, Mama ich bin daheim.", "text2": "Er sagte kein Wort.", "label": "contradiction"}
 {"id": "56be4db0acb8001400a502ec", "context": "Super Bowl 50 was …", "question": "Which NFL team …?",
  "answers": {"text": ["Denver Broncos", "Denver Broncos", "Denver Broncos"], "answer_start": [177, 177, 177]}}
+{"text1": "On Monday, scientists from the Stanford University …", "text2": "Am Montag haben die …", "lang": "en-de"}
 ```
 (the `qa` record is one line in a file; `answer_start` counts Unicode characters, as in SQuAD).
 
@@ -102,6 +110,7 @@ pair: the language of `text1`, then of `text2`) and `"id"`.
 | `classification` | `text`, `label` | `label` (int or string) in the dataset's label set; one type a file |
 | `pair-classification` | `text1`, `text2`, `label` | as `classification` |
 | `qa` | `id`, `context`, `question`, `answers` | ≥ 1 answer, each non-empty and at its `answer_start`; unique ids |
+| `align` | `text1` (English), `text2` (its translation) | both non-empty; no `score` or `label`; unique pairs (train) |
 
 SQuAD v1.1 JSON (`{"version", "data": [{"title", "paragraphs": [{"context", "qas": […]}]}]}`) is also read
 directly: each question becomes one `qa` record.
@@ -113,6 +122,7 @@ directly: each question becomes one `qa` record.
 | amcd | classification | `0` not counterfactual, `1` counterfactual |
 | pawsx-de | pair-classification | `0` not a paraphrase, `1` paraphrase |
 | xnli-de, kornli | pair-classification | `"entailment"`, `"neutral"`, `"contradiction"` |
+| flores200 | align | none: `text1` English, `text2` the `LANG` line (`lang` `en-LANG`) |
 
 A bad record stops the run and names the file, the record number and the field, e.g.
 `dev.jsonl:17: field "score" is out of range (expected a number in [0, 5], found 5.2)`.
@@ -229,8 +239,9 @@ def _missing_field(record: Mapping[str, Any], task: Task, name: str) -> _Bad:
             f"record looks like {other} data ({', '.join(TASK_FIELDS[other])}), not {task}",
             f"{task} fields {wanted}",
             f"fields {found}",
-            f"the file holds {other} data: pass --task {SCHEMA_TASK[other]} (xl eval {SCHEMA_TASK[other]}) if that "
-            "is what you meant",
+            f"the file holds {other} data: pass --task {SCHEMA_TASK[other]}"
+            + (f" (xl eval {SCHEMA_TASK[other]})" if SCHEMA_TASK[other] in _EVAL_TASKS else "")
+            + " if that is what you meant",
         )
     if "data" in record and "version" in record:
         return _Bad(
@@ -301,6 +312,30 @@ def _check_sts(record: Mapping[str, Any]) -> None:
             _show(score),
             "STS scores are on the 0-5 scale of SemEval STS; rescale other scales first",
         )
+
+
+def _check_align(record: Mapping[str, Any]) -> None:
+    """A pair of parallel sentences: two non-empty strings, and no field that makes it another task's record (an
+    sts record scores its pair, a pair-classification record labels it: neither is a translation pair)."""
+    other = detect_schema(record)
+    if other is not None and other != "align":
+        raise _Bad(
+            None,
+            f"record looks like {other} data ({', '.join(TASK_FIELDS[other])}), not align",
+            "align fields text1, text2: a sentence and its translation",
+            f"fields {_names(record)}",
+            f"the file holds {other} data: pass --task {SCHEMA_TASK[other]} if that is what you meant; align pairs "
+            "have no score or label (xl data convert flores200 dev LANG writes them)",
+        )
+    for name in ("text1", "text2"):
+        if not _need_str(record, name).strip():
+            raise _Bad(
+                name,
+                f'field "{name}" is empty',
+                "a sentence on each side of the pair",
+                _show(record[name]),
+                "an empty side matches nothing and every empty side matches every other: drop or fix the pair",
+            )
 
 
 def _check_qa(record: Mapping[str, Any], seen_ids: set[str]) -> None:
@@ -463,6 +498,8 @@ def _check_record(record: object, task: Task, check_label: _LabelCheck, seen_ids
         )
     if task == "sts":
         _check_sts(record)
+    elif task == "align":
+        _check_align(record)
     elif task == "qa":
         _check_qa(record, seen_ids)
     else:
