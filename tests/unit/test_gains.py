@@ -341,6 +341,16 @@ def _sum_check(result: dict[str, Any]) -> None:
     assert sum(c["df"] for c in components.values()) == result["df_total"]
 
 
+def test_one_target_leaves_no_noise_share_for_its_empty_components() -> None:
+    """With one target (the retrieval half of a study), the target and pair steps add no degree of freedom: their
+    SS is rounding noise, so the expected seed noise has no share of them (not a ratio to 1e-26)."""
+    rng = np.random.default_rng(1)
+    rows = [{**row, "gain_se": 0.5} for row in _planted(_design(4, (30,)), rng, source=2.0, lang=1.0, noise=1.0)]
+    noise = decompose(rows)["seed_noise"]["components"]
+    assert noise["target"]["share_of_component"] is None and noise["pair"]["share_of_component"] is None
+    assert 0.0 < noise["residual"]["share_of_component"] < 1.0 and noise["source"]["share_of_component"] < 0.1
+
+
 def test_balanced_design_sums_and_degrees_of_freedom() -> None:
     rng = np.random.default_rng(0)
     S, L = 4, (3, 5, 4)

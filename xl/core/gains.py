@@ -942,8 +942,11 @@ def _seed_noise(
     ]
     expected = [max(value, 0.0) for value in expected]  # rounding can leave −1e-16 where nothing lands
     noise_total = float(sum(expected))
+    # A component with no sum of squares (a df-0 step: one target, no pair beyond source) has rounding noise
+    # there, whose ratio to the expected noise means nothing: no share.
+    empty = 1e-9 * max(float(sum(ss)), np.finfo(np.float64).tiny)
     by_component = {
-        name: {"ss": value, "share_of_component": None if observed <= 0 else value / observed}
+        name: {"ss": value, "share_of_component": None if observed <= empty else value / observed}
         for name, value, observed in zip(COMPONENTS, expected, ss, strict=True)
     }
     n_assumed = sum(r.assumed for r in parsed)
