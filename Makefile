@@ -46,8 +46,8 @@ languages: setup
 	$(BIN)/python -m xl.core.languages_build
 
 lint: setup
-	$(BIN)/ruff check xl tests bench
-	$(BIN)/ruff format --check xl tests bench
+	$(BIN)/ruff check xl tests bench examples
+	$(BIN)/ruff format --check xl tests bench examples
 	$(BIN)/mypy xl/core xl/io
 
 bench: bench-embed bench-startup bench-proj bench-finetune bench-tasksim

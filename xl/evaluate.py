@@ -18,7 +18,7 @@ import numpy as np
 
 import xl
 from xl.errors import InputError, ShapeError, UsageError
-from xl.io.atomic import atomic_write, refuse_terminal_stdin
+from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
 
 Log = Callable[[str], None]
@@ -76,33 +76,40 @@ def _canonical(lang: Any) -> str | None:
     return None if lang is None else canonical_lang(str(lang))
 
 
-def _exists(path: str) -> bool:
-    """Whether ``path`` names something on disk; a spec too long to be a file name (a dataset with a hundred
-    languages) is not one, rather than an OSError."""
-    try:
-        return Path(path).exists()
-    except OSError:
-        return False
-
-
 def _path_of(spec: str) -> str:
     """The path of a data spec (``LANG=PATH`` or ``PATH``; a dataset spec is returned as it is)."""
-    return spec.partition("=")[2] if "=" in spec and not _exists(spec) else spec
+    return spec.partition("=")[2] if "=" in spec and not path_exists(spec) else spec
+
+
+def check_specs(specs: Sequence[str]) -> None:
+    """Refuse a spec that is neither a file (nor ``-``) nor a known dataset: what can be checked before a model
+    loads, so that a misspelt name fails at once instead of after the load."""
+    from xl.tasks import DATASETS
+
+    if not specs:
+        raise UsageError("no evaluation data given", hint="e.g. xl eval sts korsts:test  or  xl eval sts ko=ko.jsonl")
+    for spec in specs:
+        path = _path_of(spec)
+        if not (path_exists(path) or path == "-") and path.partition(":")[0] not in DATASETS:
+            raise InputError(
+                "no such file or dataset",
+                source=path,
+                hint=f"give a task file, or DATASET:SPLIT:LANG with a dataset of: {', '.join(DATASETS)}",
+            )
 
 
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
                    limit: int | None = None, seed: int = 0) -> Iterator[EvalSet]:  # fmt: skip
     """Read every data spec (see the module docstring) as validated records."""
-    from xl.tasks import DATASETS, convert, get_dataset, read_task_file, seeded_subset, validate_records
+    from xl.tasks import convert, get_dataset, read_task_file, seeded_subset, validate_records
 
-    if not specs:
-        raise UsageError("no evaluation data given", hint="e.g. xl eval sts korsts:test  or  xl eval sts ko=ko.jsonl")
+    check_specs(specs)
     for spec in specs:
         lang: str | None = None
         path = _path_of(spec)
         if path != spec:
             lang = spec.partition("=")[0]
-        if _exists(path) or path == "-":
+        if path_exists(path) or path == "-":
             records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
             if lang is None and records:
                 lang = records[0].get("lang")
@@ -110,12 +117,6 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
             yield EvalSet(name, _canonical(lang), seeded_subset(records, limit, seed), path)
             continue
         dataset, _, rest = path.partition(":")
-        if dataset not in DATASETS:
-            raise InputError(
-                "no such file or dataset",
-                source=path,
-                hint=f"give a task file, or DATASET:SPLIT:LANG with a dataset of: {', '.join(DATASETS)}",
-            )
         split, _, langs = rest.partition(":")
         dataset_spec = get_dataset(dataset)
         if dataset_spec.task != schema and not (schema.endswith("classification") and
@@ -166,7 +167,8 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
         return results
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
-    if any(_path_of(spec) == "-" for spec in options.data):  # before the model loads, not after
+    check_specs(options.data)  # before the model loads, not after
+    if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.registry import resolve_model
 

@@ -25,7 +25,7 @@ from xl.core.tasksim import (
     similarity_values,
 )
 from xl.errors import InputError, ModelError, UsageError
-from xl.io.atomic import absolute, refuse_terminal_stdin
+from xl.io.atomic import absolute, path_exists, refuse_terminal_stdin
 from xl.io.manifest import base_manifest
 from xl.io.npy import read_matrix_with_manifest, write_matrix
 
@@ -125,10 +125,7 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     if not sep or not name or not data:
         raise UsageError(f"{spec!r} is not NAME=DATA", hint="e.g. sst2=sst2:train:en or nli=xnli-de.jsonl")
     records: list[Any]
-    try:
-        is_file = Path(data).exists() and not Path(data).is_dir()  # a FIFO or <(…) is a file too
-    except OSError:  # too long to be a file name: a dataset spec of many languages
-        is_file = False
+    is_file = path_exists(data) and not Path(data).is_dir()  # a FIFO or <(…) is a file too
     if is_file and not data.endswith((".jsonl", ".json")):
         try:
             lines = Path(data).read_bytes().decode("utf-8").split("\n")

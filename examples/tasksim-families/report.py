@@ -28,7 +28,6 @@ from scipy.stats import norm
 from xl.core.languages import builtin_table, normalize_lang_code
 from xl.tasksim import read_similarity
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
 PREDICTORS = ("textemb", "textemb-lang", "taskemb", "taskemb-task2vec")
 TARGET_LABEL = {"sts": "STS (Spearman × 100)", "umsab": "UMSAB tweet sentiment (macro-F1 × 100)",
                 "amcd": "AMCD counterfactuals (macro-F1 × 100)",
@@ -84,16 +83,95 @@ def design_section(gains: list[dict[str, Any]], seen: list[dict[str, Any]], time
            f"needs {n_for_r(0.3)}. A predictor that varies by language (textemb-lang) is tested on rows clustered "
            "by pair, whose effective n lies between the pairs and the rows."]  # fmt: skip
     if times:
-        stage: dict[str, list[float]] = defaultdict(list)
-        for path, build, score in times:
-            target = path.split("/runs/")[1].split("/")[0]
-            stage[f"{target}: train"].append(float(build))
-            stage[f"{target}: score"].append(float(score))
-        total = sum(sum(v) for v in stage.values())
-        cells = ", ".join(f"{k} {sum(v) / 60:.0f} min ({len(v)} runs)" for k, v in stage.items() if sum(v) > 0)
         out.append(f"- **Time per stage** on this 2-core CPU (two jobs of one thread; wall seconds of each job from "
-                   f"`times.tsv`): {cells}; {total / 60:.0f} job-minutes in all.")  # fmt: skip
+                   f"`times.tsv`): {time_cells(times)}.")  # fmt: skip
     return out
+
+
+def time_cells(times: list[list[str]]) -> str:
+    """Job-minutes per stage from ``times.tsv`` lines (path, seconds training, seconds scoring).
+
+    A model line (``models/NAME/seedK``) counts as training: an intermediate model under its source, a
+    ``SOURCE-TARGET`` model under "→ TARGET"; a run line (``runs/TARGET/INTER/seedK.jsonl``) counts as scoring
+    its target. Only a model line's seconds count as training: run lines written when each run built its own
+    model under one lock held that model's wait for the lock too."""
+    stage: dict[str, list[float]] = defaultdict(list)
+    for path, build, score in times:
+        if "runs/" in path:
+            stage[f"score {path.split('runs/')[1].split('/')[0]}"].append(float(score))
+        else:
+            name = path.split("models/")[1].split("/")[0]
+            stage[f"train {name}" if "-" not in name else f"train → {name.split('-')[1]}"].append(float(build))
+    total = sum(sum(v) for v in stage.values())
+    cells = ", ".join(f"{k} {sum(v) / 60:.0f} min ({len(v)} jobs)" for k, v in stage.items())
+    return f"{cells}; {total / 60:.0f} job-minutes in all"
+
+
+def _ci(line: dict[str, Any]) -> str:
+    low, high = line.get("ci_low"), line.get("ci_high")
+    return f"[{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else "[–]"
+
+
+def answer_section(correlations: dict[str, list[dict[str, Any]]], predictions: dict[str, list[dict[str, Any]]],
+                   decomposition: dict[str, Any]) -> list[str]:  # fmt: skip
+    """The numbers the written answer rests on, one bullet each: the pooled Spearman of every predictor (CI from
+    resampling whole pairs or clusters, permutation p within targets) against a Bonferroni threshold over the
+    predictors; textemb-lang (the one predictor that varies by language) per family; the family-difference tests;
+    and the held-out change in error when similarity joins the language covariates."""
+    alpha = 0.05 / max(len(correlations), 1)
+    out: list[str] = []
+    passed: list[str] = []
+    for name, lines in correlations.items():
+        line = next((x for x in lines if x["kind"] == "correlation" and x["scope"] == "overall"
+                     and x["method"] == "spearman" and x["unit"] != "naive"), None)  # fmt: skip
+        if line is None or line.get("value") is None:
+            continue
+        p = line.get("p_perm")
+        if p is not None and p < alpha:
+            passed.append(name)
+        out.append(
+            f"- **{name}**, all targets: Spearman ρ = {line['value']:+.2f}, 95% CI {_ci(line)}, permutation "
+            f"p = {_fmt(p)} ({line['n']} rows in {line.get('n_clusters')} clusters, unit: {line['unit']})."
+        )
+    out.append(
+        f"- **Predictors whose permutation p is below {alpha:.4f}** (0.05 over {len(correlations)} "
+        f"predictors, Bonferroni): {', '.join(passed) if passed else 'none'}."
+    )
+    families = [x for x in correlations.get("textemb-lang", []) if x["kind"] == "correlation"
+                and x["scope"] == "family" and x["method"] == "spearman" and x.get("eligible")]  # fmt: skip
+    if families:
+        cells = "; ".join(f"{x['family']} ({x['n_languages']} languages) ρ = {_fmt(x.get('value'), '+.2f')} "
+                          f"{_ci(x)}" for x in families)  # fmt: skip
+        out.append(f"- **textemb-lang per family** (Spearman, cluster CI): {cells}.")
+    for name in ("textemb-lang",):
+        for test in (x for x in correlations.get(name, []) if x["kind"] == "family_test"):
+            p = test.get("p_perm") if test["test"] == "permutation" else test.get("p_value")
+            out.append(
+                f"- **Do families differ in slope?** ({name}, {test['test'].replace('_', ' ')}): "
+                + (f"p = {_fmt(p)}." if not test.get("reason") else f"not run: {test['reason']}.")
+            )
+    for name, lines in predictions.items():
+        for line in lines:
+            if line["kind"] == "comparison" and line["baseline"] == "covariates" and not line.get("reason"):
+                d = line["rmse"]
+                held = {"family": "families"}.get(line["grouping"], f"{line['grouping']}s")
+                out.append(
+                    f"- **{name} beyond the language covariates** (held-out {held}, "
+                    f"{line['n_groups']} groups): RMSE changes by {d['difference']:+.3f}, 95% CI "
+                    f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (negative: similarity helps)."
+                )
+    shares = decomposition.get("components", {})
+    if shares:
+        out.append(
+            "- **Where the gains vary**: "
+            + ", ".join(f"{k.replace('_', ' ')} {v['share']:.0%}" for k, v in shares.items())
+            + " of the variance."
+        )
+    return out
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def gain_table(gains: list[dict[str, Any]]) -> list[str]:
@@ -222,9 +300,9 @@ def main() -> None:
         if (folder / "times.tsv").exists() else []  # fmt: skip
     if args.plot and "textemb-lang" in sims:
         panel_plot(gains, folder / "sim" / "textemb-lang.npy", args.plot)
-    previous.METRIC = {t: "" for t in TARGET_LABEL}  # the target order of the shared renderers
-    previous.SOURCES = sorted({g["source"] for g in gains})
+    sources = sorted({g["source"] for g in gains})
     parts = [
+        "### The answer in numbers", "", *answer_section(correlations, predictions, decomposition), "",
         "### Design and power", "", *design_section(gains, seen, times), "",
         "### Baselines", "", *baseline_table(results), "",
         "### Gains of intermediate-task training (zero-shot languages)", "",
@@ -235,7 +313,8 @@ def main() -> None:
         "align in the languages it trained on (FLORES-200 dev pairs), kept out of everything above and below:", "",
         *gain_table(seen), "",
         "### Where the variance of the gains lies", "", *previous.decomposition_section(decomposition), "",
-        "### Task similarity of each pair", "", *previous.similarity_table(sims, gains), "",
+        "### Task similarity of each pair", "",
+        *previous.similarity_table(sims, gains, tuple(TARGET_LABEL), sources), "",
         "### Does similarity predict the gain? Overall and per language family", "",
         "`xl tasksim correlate`: similarity and gain centred within target, permutation p-values within targets, "
         "95% CIs from 2,000 resamples of whole pairs (pair-level predictors) or clusters; a family is compared "
@@ -253,10 +332,7 @@ def main() -> None:
         f"![families]({os.path.relpath(args.plot or folder / 'families.png', args.readme.parent)})", "",
         *[f"![{name}]({os.path.relpath(folder / f'scatter-{name}.png', args.readme.parent)})" for name in sims],
     ]  # fmt: skip
-    text = args.readme.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    args.readme.write_text(f"{head}{START}\n" + "\n".join(parts) + f"\n{END}{tail}", encoding="utf-8")
+    previous.splice_readme(args.readme, parts)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +155,13 @@ def decomposition_section(decomposition: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def _pairs(gains: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _pairs(
+    gains: list[dict[str, Any]], targets: Sequence[str], sources: Sequence[str]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Gain rows by (source, target), in target-then-source order."""
     pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for target in METRIC:
-        for source in SOURCES:
+    for target in targets:
+        for source in sources:
             rows = [g for g in gains if g["source"] == source and g["target"] == target]
             if rows:
                 pairs[(source, target)] = rows
@@ -171,11 +174,17 @@ def _pair_similarity(sim: Similarity, source: str, target: str, rows: list[dict[
     return statistics.mean(v for v in values if v is not None)
 
 
-def similarity_table(sims: dict[str, Any], gains: list[dict[str, Any]]) -> list[str]:
-    """The similarity of every (source, target) pair under each predictor, beside the mean gain."""
+def similarity_table(
+    sims: dict[str, Any],
+    gains: list[dict[str, Any]],
+    targets: Sequence[str] = tuple(METRIC),
+    sources: Sequence[str] = tuple(SOURCES),
+) -> list[str]:
+    """The similarity of every (source, target) pair under each predictor, beside the mean gain; pairs in the
+    order of ``targets``, then ``sources``."""
     names = list(sims)
     out = ["| source → target | " + " | ".join(names) + " | mean gain |", "|---|" + "---:|" * (len(names) + 1)]
-    for (source, target), rows in _pairs(gains).items():
+    for (source, target), rows in _pairs(gains, targets, sources).items():
         cells = [f"{_pair_similarity(sims[name], source, target, rows):.3f}" for name in names]
         out.append(f"| {source} → {target} | " + " | ".join(cells)
                    + f" | {statistics.mean(g['gain'] for g in rows):+.2f} |")  # fmt: skip
@@ -436,10 +445,16 @@ def main() -> None:
         *[f"![{name}](scatter-{name}.png)" for name in sims], "",
         "Similarity heatmaps: ![TextEmb](similarity-textemb.png) ![TaskEmb](similarity-taskemb.png)",
     ]  # fmt: skip
-    text = args.readme.read_text(encoding="utf-8")
+    splice_readme(args.readme, parts)
+
+
+def splice_readme(readme: Path, parts: list[str]) -> None:
+    """Replace what lies between the README's ``results`` markers with ``parts`` (one line each); the prose around
+    them is kept."""
+    text = readme.read_text(encoding="utf-8")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    args.readme.write_text(f"{head}{START}\n" + "\n".join(parts) + f"\n{END}{tail}", encoding="utf-8")
+    readme.write_text(f"{head}{START}\n" + "\n".join(parts) + f"\n{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

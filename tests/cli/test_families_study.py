@@ -3,7 +3,9 @@ what the recipe's `xl tasksim gains` line makes of them, computed here by hand f
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import subprocess
 from pathlib import Path
 
 import orjson
@@ -49,3 +51,38 @@ def test_gain_rows_of_a_source_are_reproduced_from_its_run_files(tmp_path: Path)
     if committed.exists():
         mine = {row["lang"]: row for row in _lines(committed) if (row["source"], row["target"]) == ("umsab", "tatoeba")}
         assert mine == rows
+
+
+RECIPE = RESULTS.parents[1]
+STUDY_RUNS = [f"{target}/{inter}/seed{k}.jsonl" for target, sources in
+              [("tatoeba", ["none", "sst2", "umsab", "amcd", "sts", "qa", "align"])] +
+              [(t, ["none"] + [s for s in ("sst2", "umsab", "amcd", "sts", "qa", "align") if s != t])
+               for t in ("sts", "umsab", "amcd")] for inter in sources for k in range(3)]  # fmt: skip
+
+
+def _dry_run(results: Path, build: Path) -> list[str]:
+    """The commands `make -n runs` would run for a results folder (nothing is executed)."""
+    done = subprocess.run(["make", "-n", "-C", str(RECIPE), f"R={results}", f"B={build}", "XL=xl", "runs"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return [line for line in done.stdout.splitlines() if line.strip() and not line.startswith("make")]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_the_recipe_redoes_only_missing_runs_and_trains_each_model_once(tmp_path: Path) -> None:
+    """Committed run files have no prerequisite (a fresh clone without models rebuilds nothing); a missing one
+    builds exactly the models its scores come from, and a model two runs share is trained once."""
+    results, build = tmp_path / "results", tmp_path / "build"
+    everything = _dry_run(results, build)
+    trains = [line for line in everything if " finetune " in line]
+    # 6 sources x 3 seeds, then 5 sources before each of the 3 trained targets x 3 seeds
+    assert len(trains) == 18 + 45 and len(set(trains)) == len(trains)
+    assert sum(" eval " in line for line in everything) == 3 * 6 * 3 + 6 * 3 + 1  # tatoeba/none is scored once
+    for run in STUDY_RUNS:
+        (results / "runs" / run).parent.mkdir(parents=True, exist_ok=True)
+        (results / "runs" / run).write_text("{}\n")
+    assert _dry_run(results, build) == []
+    (results / "runs" / "umsab" / "qa" / "seed1.jsonl").unlink()
+    again = _dry_run(results, build)
+    assert [line.split(" -o ")[1].split()[0] for line in again if " finetune " in line] == [
+        f"{build}/models/qa/seed1", f"{build}/models/qa-umsab/seed1"]  # fmt: skip
+    assert [line for line in again if " eval " in line][0].count("--tag inter=qa --tag target=umsab --tag seed=1")

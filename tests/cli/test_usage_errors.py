@@ -64,3 +64,13 @@ def test_usage_error_is_one_line_and_exit_2(args: list[str], needle: str, tmp_pa
     assert len([line for line in stderr.splitlines() if ": error:" in line]) == 1, stderr
     assert needle in stderr, stderr
     assert not out.exists()
+
+
+def test_eval_refuses_an_unknown_data_set_before_it_resolves_the_model(tmp_path: Path) -> None:
+    """A misspelt dataset fails first (exit 1, the dataset error), even with a model that does not exist: it is
+    checked before the model is looked up or loaded."""
+    result = run_xl("eval", "sts", "stbs-multi-mt:test:de", "--model", str(tmp_path / "no-such-model"))
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "no such file or dataset" in stderr and "no-such-model" not in stderr, stderr
+    assert result.stdout == b"" and "Traceback" not in stderr

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,20 @@ def test_weighted_resample_statistics_equal_scipy_on_the_expanded_resample(ties:
                                ("kendall", scipy.stats.kendalltau)):  # fmt: skip
                 assert got[method][i] == pytest.approx(fn(x[idx], y[idx]).statistic, abs=1e-10)
                 assert varying[method][i] == pytest.approx(fn(x[idx], Y[i, idx]).statistic, abs=1e-10)
+
+
+def test_a_resample_whose_y_is_constant_but_for_the_last_bit_is_dropped_without_a_warning() -> None:
+    """Two gains one ulp apart are distinct values, so a resample of only those passes the constant-y check; its
+    Pearson r would be rounding noise (and a division by zero): it is dropped from every method instead."""
+    x = np.array([-0.4, -0.1, 0.2, 0.3])
+    y = np.array([1.0, np.nextafter(1.8, 2.0), 1.8, -3.0])
+    prep = inf._Prepared.build(x, y)
+    W = np.array([[0.0, 1.0, 5.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, 1.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = inf._weighted_statistics(prep, ("pearson", "spearman", "kendall"), W, None, None)
+    assert {method: v.size for method, v in got.items()} == {"pearson": 1, "spearman": 1, "kendall": 1}
+    assert got["pearson"][0] == pytest.approx(scipy.stats.pearsonr(x, y).statistic, abs=1e-12)
 
 
 @pytest.mark.parametrize("unit", ["pair", "row"])

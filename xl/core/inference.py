@@ -705,9 +705,7 @@ def _weighted_pearson(A: F64, B: F64, W: F64) -> F64:
     For fixed A and B (centred) the weighted moments of all rows come from one matrix product."""
     if A.ndim == 1 and B.ndim == 1:
         Sw, Sa, Sb, Saa, Sbb, Sab = (W @ np.column_stack([np.ones_like(A), A, B, A * A, B * B, A * B])).T
-        cov = Sab - Sa * Sb / Sw
-        fixed: F64 = np.clip(cov / np.sqrt((Saa - Sa * Sa / Sw) * (Sbb - Sb * Sb / Sw)), -1.0, 1.0)
-        return fixed
+        return _r_of_moments(Sw, Sa, Sb, Saa, Sbb, Sab)
     # One pass per moment; the values here are ranks or gains of moderate size, so the one-pass moments lose
     # nothing that matters to a percentile interval.
     Sw = W.sum(axis=1)
@@ -716,7 +714,17 @@ def _weighted_pearson(A: F64, B: F64, W: F64) -> F64:
     Saa = np.einsum("ij,ij->i", WA, np.broadcast_to(A, W.shape))
     Sbb = np.einsum("ij,ij->i", WB, np.broadcast_to(B, W.shape))
     Sab = np.einsum("ij,ij->i", WA, np.broadcast_to(B, W.shape))
-    r: F64 = np.clip((Sab - Sa * Sb / Sw) / np.sqrt((Saa - Sa * Sa / Sw) * (Sbb - Sb * Sb / Sw)), -1.0, 1.0)
+    return _r_of_moments(Sw, Sa, Sb, Saa, Sbb, Sab)
+
+
+def _r_of_moments(Sw: F64, Sa: F64, Sb: F64, Saa: F64, Sbb: F64, Sab: F64) -> F64:
+    """Pearson's r from weighted moments; NaN where a variance is zero to rounding. Two values can be distinct
+    yet one ulp apart (gains that are equal means computed in another order): a resample of only those has
+    x or y constant in all but the last bit, and its r is noise, not a correlation."""
+    va, vb = Saa - Sa * Sa / Sw, Sbb - Sb * Sb / Sw
+    ok = (va > 1e-12 * np.abs(Saa)) & (vb > 1e-12 * np.abs(Sbb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r: F64 = np.where(ok, np.clip((Sab - Sa * Sb / Sw) / np.sqrt(va * vb), -1.0, 1.0), np.nan)
     return r
 
 
@@ -755,8 +763,9 @@ def _tied(counts: F64) -> F64:
 def _weighted_statistics(prep: _Prepared, methods: tuple[Method, ...], W: F64, Y: F64 | None,
                          K: F64 | None) -> dict[str, F64]:  # fmt: skip
     """The statistics of resamples given as multiplicities ``W: (b, m)`` of the group's points (rows in which x or
-    y is constant are dropped). ``Y: (b, m)``: the resamples' own y values (pair means rebuilt from resampled
-    languages), or None for the group's. ``K``: the Kendall sign-product matrix, or None (one count per row)."""
+    y is constant, or constant to rounding, are dropped). ``Y: (b, m)``: the resamples' own y values (pair means
+    rebuilt from resampled languages), or None for the group's. ``K``: the Kendall sign-product matrix, or None
+    (one count per row)."""
     m = int(prep.x.size)
     cx = _weighted_counts(prep.dx, prep.kx, W)
     if Y is None:
@@ -801,7 +810,8 @@ def _weighted_statistics(prep: _Prepared, methods: tuple[Method, ...], W: F64, Y
                     idx = np.repeat(index, counts[i])
                     tau[i] = float(scipy.stats.kendalltau(prep.x[idx], Y[i, idx]).statistic)
             out["kendall"] = tau
-    return out
+    finite = np.logical_and.reduce([np.isfinite(v) for v in out.values()])
+    return out if finite.all() else {method: v[finite] for method, v in out.items()}
 
 
 def _bootstrap(design: _Design, unit: Unit, bootstrap: Bootstrap, points: _Points, prep: _Prepared,

@@ -51,6 +51,15 @@ _HINTS = {
 }
 
 
+def path_exists(path: str) -> bool:
+    """Whether ``path`` names something on disk; an argument too long to be a file name (a dataset spec of a hundred
+    languages, ``tatoeba:test:af,ang,…``) is not one, rather than an OSError (``File name too long``)."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
 def output_error(exc: OSError, target: str, doing: str = "cannot write") -> OutputError:
     """An :class:`OutputError` for ``exc`` that names ``target`` (the final path, not a temporary file)."""
     reason = exc.strerror or str(exc)
