@@ -33,8 +33,9 @@ from xl.io.records import (
     RecordReader,
     check_input_format,
     check_records,
-    count_lines,
+    count_records,
     sha256_file,
+    table_input,
 )
 from xl.models.inference import Encoder, Pooling
 from xl.models.registry import resolve_model
@@ -154,7 +155,8 @@ def embed_files(
     if len(targets) != len(inputs):
         raise UsageError("two inputs would write the same output", hint="inputs need distinct file names")
     for path in inputs:
-        check_input_path(path, "records")  # fail before loading the model, without opening (FIFOs)
+        if table_input(path, input_format) != "hf-dataset":  # a datasets folder is a folder
+            check_input_path(path, "records")  # fail before loading the model, without opening (FIFOs)
         check_input_format(path, input_format)
     if resume and (output == "-" or output_format != "npy"):
         raise UsageError("--resume needs an NPY output file", hint="pass -o FILE.npy")
@@ -202,15 +204,17 @@ def _embed_one(
     started = time.time()
     with contextlib.ExitStack() as stack:
         source = job.input_path
-        if options.shard is not None and not is_regular_file(source):
+        table = table_input(source, job.input_format)
+        if options.shard is not None and not is_regular_file(source) and table is None:
             source = _spool(source, stack)  # rows must be counted first; a pipe can be read only once
-        total = count_lines(source) if is_regular_file(source) else None
+        countable = is_regular_file(source) or table is not None
+        total = count_records(source, job.input_format, job.text_field) if countable else None
         start, stop = 0, total if total is not None else -1
         if options.shard is not None and total is not None:
             start, stop = shard_range(total, *options.shard)
         if on_total is not None:
             on_total(None if total is None else stop - start)
-        if job.resume and not is_regular_file(source):
+        if job.resume and not is_regular_file(source):  # a datasets folder too: it is read whole
             raise UsageError("--resume needs an input file (it is hashed to check what it resumes from)",
                              hint="save the input to a file first")  # fmt: skip
         reader = stack.enter_context(RecordReader(source, input_format=job.input_format, field=job.text_field,
@@ -268,7 +272,7 @@ def _manifest(
         "device": encoder.device,
         "input": absolute(job.input_path),
         "input_format": input_format,
-        "field": job.text_field if input_format == "jsonl" else None,
+        "field": job.text_field if input_format != "text" else None,
         "nfc": True,
         "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}",
         "row_offset": start,

@@ -57,6 +57,7 @@ class EvalOptions:
     force: bool = False
     tags: dict[str, str] | None = None
     summary: bool = True  # a summary line (the mean over the data sets) after several
+    columns: str | None = None  # --columns FIELD=COLUMN,…: how the fields of a data file are named
 
 
 @dataclass
@@ -99,9 +100,13 @@ def check_specs(specs: Sequence[str]) -> None:
 
 
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
-                   limit: int | None = None, seed: int = 0) -> Iterator[EvalSet]:  # fmt: skip
-    """Read every data spec (see the module docstring) as validated records."""
+                   limit: int | None = None, seed: int = 0,
+                   columns: Mapping[str, str] | None = None) -> Iterator[EvalSet]:  # fmt: skip
+    """Read every data spec (see the module docstring) as validated records; a file may be a table (CSV, TSV,
+    Parquet, a datasets folder), and ``columns`` (xl's field → the file's column) renames the fields of files."""
+    from xl.io.tables import check_required, read_table, table_format
     from xl.tasks import convert, get_dataset, read_task_file, seeded_subset, validate_records
+    from xl.tasks.schemas import TASK_FIELDS
 
     check_specs(specs)
     for spec in specs:
@@ -110,7 +115,14 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
         if path != spec:
             lang = spec.partition("=")[0]
         if path_exists(path) or path == "-":
-            records = list(read_task_file(path, schema, labels=labels))  # type: ignore[arg-type]
+            fmt = table_format(path)
+            if fmt is None:
+                records = list(read_task_file(path, schema, labels=labels, columns=columns))  # type: ignore[arg-type]
+            else:
+                rows, names, _ = read_table(path, fmt, columns)
+                check_required(names, columns or {}, TASK_FIELDS[schema], path)  # type: ignore[index]
+                records = list(validate_records(rows, schema, source=path, labels=labels,  # type: ignore[arg-type]
+                                                numbering="row"))  # fmt: skip
             if lang is None and records:
                 lang = records[0].get("lang")
             name = Path(path).stem if path != "-" else "stdin"
@@ -161,6 +173,7 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if clash:
         raise UsageError(f"--tag {clash[0]}=… would be overwritten by the result field {clash[0]!r}",
                          hint="choose another key, e.g. --tag run=…")  # fmt: skip
+    _columns(options)
     if options.embeddings1 or options.embeddings2:
         results = [_sts_from_embeddings(options)]
         emit(results[0])
@@ -177,6 +190,17 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))
     return results
+
+
+def _columns(options: EvalOptions) -> dict[str, str]:
+    """``--columns`` as {field: column}; refused when no data spec is a file (datasets name their own fields)."""
+    from xl.io.tables import parse_columns
+
+    columns = parse_columns(options.columns, task_named(options.task).fields())
+    if columns and not any(path_exists(_path_of(spec)) or _path_of(spec) == "-" for spec in options.data):
+        raise UsageError("--columns names the columns of a data file, and no data set here is a file",
+                         hint="drop --columns: a DATASET:SPLIT:LANG set is read with xl's own field names")  # fmt: skip
+    return columns
 
 
 def _model_fields(ref: Any) -> dict[str, Any]:
@@ -232,7 +256,7 @@ def _sts_from_embeddings(options: EvalOptions) -> dict[str, Any]:
         raise UsageError("give both --embeddings1 and --embeddings2 (row i of each is text1/text2 of record i)")
     if len(options.data) != 1:
         raise UsageError("with precomputed embeddings give exactly one data set (the gold scores)")
-    eval_set = next(iter_eval_sets(options.data, "sts", limit=None))
+    eval_set = next(iter_eval_sets(options.data, "sts", limit=None, columns=_columns(options)))
     A, manifest1 = read_matrix_with_manifest(options.embeddings1)
     B, _ = read_matrix_with_manifest(options.embeddings2)
     n = len(eval_set.records)
@@ -279,7 +303,7 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
     schema = task.schema_for(runner.pair)
     results = []
     for eval_set in iter_eval_sets(options.data, schema, labels=runner.labels or None, limit=options.limit,
-                                   seed=options.seed):  # fmt: skip
+                                   seed=options.seed, columns=_columns(options)):  # fmt: skip
         data = runner.tokenize(list(eval_set.records), schema)
         predictions, raw = runner.predict(data)
         if task.embeds:

@@ -39,6 +39,7 @@ from typing import Any
 import xl
 from xl.errors import ModelError, OutputError, UsageError, XlError
 from xl.io.atomic import atomic_write, temp_dir_beside
+from xl.io.tables import table_format
 from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, resolve_model
 from xl.models.training import Dist, Prepared, RunState, Trainer
 from xl.tasks.objects import STS, TRAINABLE, task_named
@@ -60,7 +61,7 @@ _OS_ERROR = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors, to
 #: ``--class-weight``: none, or scikit-learn's balanced weights of the training labels.
 CLASS_WEIGHTS = ("none", "balanced")
 #: Options added after runs were first fingerprinted, with the default that leaves a run as it was.
-_LATER_OPTIONS = {"class_weight": "none"}
+_LATER_OPTIONS: dict[str, Any] = {"class_weight": "none", "columns": None}
 
 
 def _quiet(_message: str) -> None:
@@ -104,6 +105,7 @@ class FinetuneOptions:
     overwrite: bool = False
     dev_lang: str = "en"  # the language of the dev set; anything but English is the user's explicit choice
     class_weight: str = "none"  # classify: none | balanced (n / (classes × count) of the training labels)
+    columns: dict[str, str] | None = None  # xl field → the --train/--dev column (tables) or JSON field
 
     def result_fields(self) -> dict[str, Any]:
         """The options that change the trained model (not where it goes or how often it is logged)."""
@@ -518,7 +520,8 @@ class FinetuneRun:
                 verb = "is" if resolved == resolved_out else "holds"
                 raise UsageError(f"-o {given.output} {verb} the {flag} input {spelled}",
                                  hint="give the run a directory of its own, outside its inputs")  # fmt: skip
-            if self.dist.world > 1 and flag in ("--train", "--dev") and candidate.exists() and not candidate.is_file():
+            if (self.dist.world > 1 and flag in ("--train", "--dev") and candidate.exists() and not candidate.is_file()
+                    and table_format(path) is None):  # fmt: skip
                 raise UsageError(f"{flag} {spelled} is not a regular file", hint="under torchrun every process reads "
                                  "the data itself: write it to a file first")  # fmt: skip
         if self.dist.world > 1 and "-" in (o.train, o.dev):
@@ -561,20 +564,19 @@ class FinetuneRun:
 
     def _read_inputs(self) -> dict[str, Any]:
         from xl.tasks import seeded_subset
-        from xl.tasks.data import check_dev_lang, parse_task_input, read_once
+        from xl.tasks.data import check_dev_lang, read_task_input
 
         o, given = self.options, self.given
         task = task_named(o.task)
-        data, train_sha = read_once(given.train, "training")
-        schema, records = parse_task_input(data, _source(given.train), task)
+        schema, records, train_sha = read_task_input(given.train, "training", task, columns=o.columns)
         for note in task.check_training(records, _source(given.train)):  # the whole file: its line numbers
             self.log(note)
         train_records = list(seeded_subset(records, o.train_limit, o.seed))
         labels = task.labels_of(train_records)
         dev_records, dev_sha = None, None
         if given.dev is not None:
-            data, dev_sha = read_once(given.dev, "dev")
-            _, records = parse_task_input(data, _source(given.dev), task, schema=schema, labels=labels or None)
+            _, records, dev_sha = read_task_input(given.dev, "dev", task, schema=schema, labels=labels or None,
+                                                  columns=o.columns)  # fmt: skip
             check_dev_lang(records, o.dev_lang, _source(given.dev), task)
             dev_records = list(seeded_subset(records, o.dev_limit, o.seed))
         return {"task": task, "schema": schema, "train": train_records, "train_sha": train_sha, "labels": labels,

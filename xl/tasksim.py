@@ -125,8 +125,13 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     if not sep or not name or not data:
         raise UsageError(f"{spec!r} is not NAME=DATA", hint="e.g. sst2=sst2:train:en or nli=xnli-de.jsonl")
     records: list[Any]
+    from xl.io.tables import read_table, table_format
+
+    fmt = table_format(data)
     is_file = path_exists(data) and not Path(data).is_dir()  # a FIFO or <(…) is a file too
-    if is_file and not data.endswith((".jsonl", ".json")):
+    if fmt is not None:  # CSV, TSV, Parquet, a datasets folder: its columns named as xl's fields
+        records = read_table(data, fmt)[0]
+    elif is_file and not data.endswith((".jsonl", ".json")):
         try:
             lines = Path(data).read_bytes().decode("utf-8").split("\n")
         except UnicodeDecodeError as exc:
@@ -160,6 +165,9 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
         for field in ("text", "text1", "text2", "question", "context"):
             if isinstance(record.get(field), str):
                 texts.append(record[field])
+    if not texts:
+        raise InputError("no input texts: no field text, text1, text2, question or context", source=data,
+                         hint="a table is read under its column names: name a column text, text1 or text2")  # fmt: skip
     return name, texts
 
 
@@ -228,7 +236,7 @@ def task_fisher(ref: Any, *, data: str | None = None, sample: int = 200, seed: i
     from xl.models.fisher import fisher_diagonal
     from xl.models.inference import from_pretrained, head_of, load_config, load_tokenizer, resolve_max_length
     from xl.tasks import seeded_subset
-    from xl.tasks.data import parse_task_input, read_once
+    from xl.tasks.data import read_task_input
     from xl.tasks.objects import task_named
 
     name, path = fisher_source(ref, data)
@@ -236,10 +244,11 @@ def task_fisher(ref: Any, *, data: str | None = None, sample: int = 200, seed: i
     head = head_of(ref) or {}
     if sample < 1:
         raise UsageError("--sample must be at least 1")
-    data_bytes, _ = read_once(path, "task")  # once: the data may be a FIFO or stdin
     labels = list(head.get("labels") or [])
-    schema, all_records = parse_task_input(data_bytes, path if path != "-" else "<stdin>", task,
-                                           labels=labels or None)  # fmt: skip
+    # the run's own training file is read with the run's own column mapping (a table trained with --columns)
+    columns = None if data else _run_manifest(ref).get("options", {}).get("columns")
+    # read once: the data may be a FIFO or stdin
+    schema, all_records, _ = read_task_input(path, "task", task, labels=labels or None, columns=columns)
     if not all_records:
         raise InputError("no records in the task's data", source=path)
     records = seeded_subset(all_records, sample, seed)

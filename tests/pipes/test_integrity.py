@@ -182,12 +182,14 @@ def test_nan_in_the_last_row_leaves_no_matrix(tmp_path: Path) -> None:
     assert (tmp_path / "out.npy").stat().st_size == 0
 
 
-def test_a_csv_where_text_lines_are_expected_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
+def test_a_csv_without_the_text_column_is_refused_before_the_model_loads(tiny_model_path: Path,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
     (tmp_path / "pairs.csv").write_text("sentence1,sentence2,score\na,b,1.0\n")
-    result = run_xl("embed", "pairs.csv", "--model", str(tiny_model_path), "-o", "out.npy", cwd=tmp_path)
-    assert result.returncode in (1, 2)
-    assert "csv" in result.stderr.decode().lower() and "--input-format" in result.stderr.decode()
-    assert not (tmp_path / "out.npy").exists()
+    result = run_xl("embed", "pairs.csv", "--model", str(tmp_path / "no-model"), "-o", "out.npy", cwd=tmp_path)
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "no column 'text'" in stderr and "sentence1, sentence2, score" in stderr and "--field" in stderr
+    assert "no-model" not in stderr and not (tmp_path / "out.npy").exists()
 
 
 # --------------------------------------------------------------------------------------------- pipes

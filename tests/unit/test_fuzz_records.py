@@ -313,21 +313,21 @@ def test_text_lines_with_braces_stay_text(folder: Path) -> None:
     assert reader.format == "text" and [r[0] for r in rows] == ["{not json}", "{", "{ and more"]
 
 
-def test_csv_is_refused_unless_text_is_forced(folder: Path) -> None:
+def test_a_csv_is_a_table_whose_field_is_a_column_unless_text_is_forced(folder: Path) -> None:
     path = folder / "data.csv"
-    path.write_bytes(b'id,sentence\n1,"Hallo, Welt"\n')
-    RecordReader(path).close()  # opening alone does not refuse; the early check goes by the name alone
-    with pytest.raises(InputError, match="not one sentence per line"):
-        check_input_format(path)
-    check_input_format(path, "text")
-    check_input_format(folder / "DATA.CSV", "jsonl")
-    with pytest.raises(InputError, match="not one sentence per line") as info:
+    path.write_bytes(b'id,sentence\n1,"Hallo, Welt"\n2,zwei\n')
+    RecordReader(path).close()  # opening alone reads nothing
+    rows, reader = _read(path, field="sentence")
+    assert reader.format == "csv" and [r[0] for r in rows] == ["Hallo, Welt", "zwei"]
+    with pytest.raises(InputError, match="no column 'text'") as info:
         _read(path)
-    assert "--input-format text" in (info.value.hint or "")
+    assert info.value.found == "columns id, sentence" and "--field" in (info.value.hint or "")
     rows, _ = _read(path, input_format="text")
-    assert [r[0] for r in rows] == ["id,sentence", '1,"Hallo, Welt"']
+    assert [r[0] for r in rows] == ["id,sentence", '1,"Hallo, Welt"', "2,zwei"]
     path.write_bytes(b'{"text": "x"}\n')
     assert _read(path, input_format="jsonl")[0][0][0] == "x"
+    with pytest.raises(InputError, match="stdin is not read as csv"):
+        check_input_format("-", "csv")
 
 
 def test_opening_stdin_consumes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,6 +188,14 @@ DtypeOpt = Annotated[
     Dtype, typer.Option("--dtype", help="auto: bf16 on CUDA and bf16 CPUs, else float32. Changes results slightly.")
 ]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Most sentences per batch.")]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        help="FIELD=COLUMN,…: read xl's field FIELD from the input's column COLUMN (CSV, TSV, Parquet, a datasets "
+        "folder; a JSONL field too), e.g. text1=sentence1,text2=sentence2,score=label.",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress on stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output file (atomic), or - for stdout.")]

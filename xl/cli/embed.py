@@ -71,9 +71,15 @@ def embed_cli(
         str | None, typer.Option(help="K/N: embed only the K-th of N contiguous row ranges (1-based).")
     ] = None,
     input_format: Annotated[
-        Literal["auto", "text", "jsonl"], typer.Option(help="auto: by extension, else a first line {…} is JSONL.")
-    ] = "auto",
-    field: Annotated[str, typer.Option(help="JSONL field that holds the text.")] = "text",
+        Literal["auto", "text", "jsonl", "csv", "tsv", "parquet", "hf-dataset"],
+        typer.Option(
+            help="auto: by extension (.csv, .parquet and a datasets folder are tables; .tsv is text), "
+            "else a first line {…} is JSONL."
+        ),
+    ] = "auto",  # fmt: skip
+    field: Annotated[
+        str, typer.Option(help="JSONL field, or table column, that holds the text (a number: a CSV without header).")
+    ] = "text",  # fmt: skip
     output_format: Annotated[
         DataFormat | None,
         typer.Option(

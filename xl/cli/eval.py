@@ -9,6 +9,7 @@ import typer
 from xl.cli._common import (
     BOOTSTRAP,
     BootstrapOpt,
+    ColumnsOpt,
     DeviceOpt,
     DtypeOpt,
     Messages,
@@ -96,6 +97,7 @@ def retrieval_cli(
     force: ForceOpt = False,
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
+    columns: ColumnsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Bitext retrieval, both directions: of embedding matrices (--src/--tgt), or of pair sets with a model.
@@ -116,7 +118,8 @@ def retrieval_cli(
     if data:
         return _retrieval_with_model(ctx, output_format, quiet, data=list(data), model=model, max_length=max_length,
                                      device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
-                                     predictions=predictions, tag=tag, summary=not no_summary)  # fmt: skip
+                                     predictions=predictions, tag=tag, summary=not no_summary,
+                                     columns=columns)  # fmt: skip
     from xl.align import RETRIEVAL_FIELDS, evaluate_retrieval_files
     from xl.io.jsonl import JsonlWriter
 
@@ -125,7 +128,7 @@ def retrieval_cli(
             "give --src and --tgt (embedding matrices), or --model and DATA (pair sets)",
             hint="e.g. xl eval retrieval --src ko.npy --tgt en.npy, or xl eval retrieval tatoeba:test:ko",
         )
-    refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "predictions", "no_summary"),
+    refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "predictions", "no_summary", "columns"),
                    "with --src/--tgt", hint="they choose how pair sets are embedded: drop them")  # fmt: skip
     if scoring != "csls":
         refuse_ignored(ctx, ("csls_k",), f"with --scoring {scoring}", hint="pass --scoring csls, or drop --csls-k")
@@ -152,7 +155,10 @@ def _retrieval_with_model(ctx: typer.Context, output_format: str, quiet: bool, *
 
 DataArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Task files (PATH or LANG=PATH) or datasets DATASET:SPLIT:LANG[,LANG…] (see `xl data list`)."),
+    typer.Argument(
+        help="Task files (PATH or LANG=PATH: JSONL, CSV, TSV, Parquet or a datasets folder) or datasets "
+        "DATASET:SPLIT:LANG[,LANG…] (see `xl data list`)."
+    ),
 ]
 PredictionsOpt = Annotated[
     str | None, typer.Option("--predictions", help="Write predictions here, one file per data set and language.")
@@ -211,6 +217,7 @@ def sts_cli(
     force: ForceOpt = False,
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
+    columns: ColumnsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """STS: Spearman and Pearson × 100 of the cosine of each pair's embeddings against the gold scores.
@@ -233,7 +240,7 @@ def sts_cli(
     _run_eval("sts", output_format, quiet, data=list(data or []), model=model, embeddings1=embeddings1,
               embeddings2=embeddings2, proj=proj, proj_side=proj_side, max_length=max_length, device=device,
               dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions, force=force,
-              tag=tag, summary=not no_summary)  # fmt: skip
+              tag=tag, summary=not no_summary, columns=columns)  # fmt: skip
 
 
 @handle_errors("eval classify")
@@ -250,6 +257,7 @@ def classify_cli(
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
+    columns: ColumnsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Classification: accuracy and macro-F1 × 100 of a fine-tuned classifier (`xl finetune --task classify`).
@@ -262,7 +270,7 @@ def classify_cli(
     """
     _run_eval("classify", output_format, quiet, data=list(data or []), model=model, max_length=max_length,
               device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions,
-              tag=tag, summary=not no_summary)  # fmt: skip
+              tag=tag, summary=not no_summary, columns=columns)  # fmt: skip
 
 
 AnswerNormalization = Literal["squad", "mlqa"]
@@ -290,6 +298,7 @@ def qa_cli(
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
+    columns: ColumnsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Extractive QA: exact match and F1 × 100 of a fine-tuned span model (`xl finetune --task qa`).
@@ -305,4 +314,4 @@ def qa_cli(
                                      normalize)  # fmt: skip
     _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalization,
               max_length=max_length, device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
-              predictions=predictions, tag=tag, summary=not no_summary)  # fmt: skip
+              predictions=predictions, tag=tag, summary=not no_summary, columns=columns)  # fmt: skip

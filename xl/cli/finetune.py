@@ -8,6 +8,7 @@ import typer
 
 from xl.cli._common import (
     BatchSizeOpt,
+    ColumnsOpt,
     DeviceOpt,
     DtypeOpt,
     Messages,
@@ -31,7 +32,12 @@ def finetune_cli(
         ),
     ],  # fmt: skip
     train: Annotated[
-        str, typer.Option("--train", help="Training data: task JSONL (or SQuAD JSON for qa); - or a pipe is read once.")
+        str,
+        typer.Option(
+            "--train",
+            help="Training data: task JSONL (or SQuAD JSON for qa), CSV, TSV, Parquet or a "
+            "datasets folder (save_to_disk); - or a pipe is read once.",
+        ),
     ],  # fmt: skip
     output: Annotated[str, typer.Option("--output", "-o", help="Output directory (a transformers model + head).")],
     dev: Annotated[
@@ -97,6 +103,7 @@ def finetune_cli(
             "directory holding anything else.",
         ),
     ] = False,  # fmt: skip
+    columns: ColumnsOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune on an English task: the source side of zero-shot cross-lingual transfer.
@@ -114,6 +121,8 @@ def finetune_cli(
         xl finetune --task classify --init runs/sts --train sst2-train.jsonl --dev sst2-dev.jsonl -o runs/sts-sst2
     """
     from xl.finetune import FinetuneOptions, finetune
+    from xl.io.tables import parse_columns
+    from xl.tasks.objects import task_named
 
     if group_by_length and no_group_by_length:
         raise UsageError("--group-by-length and --no-group-by-length contradict each other")
@@ -133,6 +142,7 @@ def finetune_cli(
         dropout=dropout, freeze_embeddings=freeze_embeddings, group_by_length=not no_group_by_length,
         eval_steps=eval_steps, save_steps=save_steps, train_limit=train_limit, dev_limit=dev_limit,
         log_every=log_every, resume=resume, overwrite=overwrite, dev_lang=dev_lang, class_weight=class_weight,
+        columns=parse_columns(columns, task_named(task).fields()) or None,
     )  # fmt: skip
     messages = Messages("finetune", quiet)
     finetune(options, log=messages.info)

@@ -13,8 +13,11 @@ What is refused, with an :class:`~xl.errors.InputError` naming the line:
 - in JSONL, a lone surrogate escape such as ``"\\ud800"`` (orjson refuses it; a Python ``str`` holding one
   could not be encoded again for the tokenizer), in both error modes; a line that is blank, not JSON or
   not an object; a text field that is missing, null or not a string;
-- a ``.csv`` file under ``input_format="auto"``: embedding ``a,b,"c"`` line by line is almost never what
-  was meant; ``input_format="text"`` forces it.
+- in a table (CSV, Parquet, a ``datasets`` folder; TSV when asked for: ``.tsv`` stays text under ``auto``), a
+  text column that is missing (the columns present are listed) or a cell that is not text.
+
+Tables are read whole (:mod:`xl.io.tables`), one record a row, ``field`` naming the column (a number for a
+CSV/TSV without a header row); a record's ``line`` is then its row number.
 
 Duplicate keys in a JSON object are not an error: the last one wins, as in ``json.loads``, ``JSON.parse``
 and ``jq`` (RFC 8259 leaves it to the parser; orjson keeps the last). Integers outside
@@ -35,12 +38,13 @@ import orjson
 from xl.errors import InputError
 from xl.io.atomic import is_regular_file, open_input
 
-InputFormat = Literal["auto", "text", "jsonl"]
+InputFormat = Literal["auto", "text", "jsonl", "csv", "tsv", "parquet", "hf-dataset"]
+#: the formats read as tables (:mod:`xl.io.tables`): ``--field`` names the column of the text
+TABLE_INPUTS = ("csv", "tsv", "parquet", "hf-dataset")
 DecodeErrors = Literal["strict", "replace"]
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _TEXT_SUFFIXES = (".txt", ".text", ".tsv")
-_REFUSED_SUFFIXES = (".csv",)
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
@@ -65,6 +69,27 @@ def open_text_input(path: str | Path) -> tuple[BinaryIO, str]:
     return stream, name  # type: ignore[return-value]
 
 
+def table_input(path: str | Path, input_format: InputFormat = "auto") -> str | None:
+    """The table format an input is read as (``input_format``, or under ``auto`` its name; see
+    :func:`xl.io.tables.table_format`, except that ``.tsv`` stays text), or None for text and JSONL."""
+    from xl.io.tables import table_format
+
+    if input_format in TABLE_INPUTS:
+        return input_format
+    if input_format != "auto":
+        return None
+    fmt = table_format(str(path))
+    return None if fmt == "tsv" else fmt
+
+
+def count_records(path: str | Path, input_format: InputFormat = "auto", field: str = "text") -> int | None:
+    """Number of records of an input: a table's rows, else a file's lines (:func:`count_lines`); None for stdin."""
+    if table_input(path, input_format) is not None:
+        with RecordReader(path, input_format=input_format, field=field) as reader:
+            return len(reader.table_records())
+    return count_lines(path)
+
+
 def count_lines(path: str | Path) -> int | None:
     """Number of records in a regular file (a last line without newline counts); None for stdin."""
     if str(path) == "-":
@@ -86,19 +111,11 @@ def count_lines(path: str | Path) -> int | None:
 
 
 def check_input_format(path: str | Path, input_format: InputFormat = "auto") -> None:
-    """Refuse, from its name alone (nothing is opened), an input that ``auto`` will not read as records: a
-    ``.csv`` file is not one sentence per line. Callers can run this before loading a model."""
-    suffix = Path(str(path)).suffix.lower()
-    if input_format == "auto" and suffix in _REFUSED_SUFFIXES:
-        raise InputError(
-            f"a {suffix} file is not one sentence per line",
-            source=str(path),
-            expected="text (one sentence per line) or JSONL",
-            found=f"a {suffix} file",
-            hint="pass --input-format text to read each line (commas and all) as one sentence, "
-            'or extract the column first (e.g. python -c "import csv,sys; '
-            '[print(r[0]) for r in csv.reader(sys.stdin)]" < data.csv > sentences.txt)',
-        )
+    """Refuse, from its name alone (nothing is opened), an input that cannot be read as asked: a table format
+    for stdin, which is not read as a table. Callers can run this before loading a model."""
+    if str(path) == "-" and input_format in TABLE_INPUTS:
+        raise InputError(f"stdin is not read as {input_format}", source="<stdin>",
+                         hint="give the table as a file (or a datasets folder)")  # fmt: skip
 
 
 def check_records(
@@ -110,6 +127,10 @@ def check_records(
     process substitution is left unread (read once, as it streams). Text is checked in 4 MiB blocks (about
     half a second per 100 MB here); a file that fails is read again line by line, for the line number. JSONL
     is parsed line by line (about 5 s per million records)."""
+    if table_input(path, input_format) is not None:
+        with RecordReader(path, input_format=input_format, field=field, errors=errors) as reader:
+            reader.table_records()
+        return
     if not is_regular_file(path):
         return
     with RecordReader(path, input_format=input_format, field=field, errors=errors) as reader:
@@ -180,25 +201,54 @@ class RecordReader:
         self.path = path
         self.field = field
         self.errors = errors
-        self.stream, self.source = open_text_input(path)
+        self._table = table_input(path, input_format)
+        if self._table is None:
+            self.stream, self.source = open_text_input(path)
+        else:  # read whole when iterated (a datasets folder is no stream)
+            self.stream, self.source = None, str(path)  # type: ignore[assignment]
         self.count = 0
         self._hash = hashlib.sha256()
+        self._table_sha: str | None = None
+        self._rows: list[Record] | None = None
         self._input_format: InputFormat = input_format
-        self._format: Literal["text", "jsonl"] | None = None
+        self._format: str | None = self._table
         self._pending: bytes | None = None  # the first line, read to sniff the format
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        return self._table_sha if self._table_sha is not None else self._hash.hexdigest()
 
     @property
-    def format(self) -> Literal["text", "jsonl"]:
-        """``text`` or ``jsonl``: as given, or sniffed (which may raise :class:`~xl.errors.InputError`)."""
+    def format(self) -> str:
+        """``text``, ``jsonl`` or a table format: as given, or sniffed (which may raise
+        :class:`~xl.errors.InputError`)."""
         if self._format is None:
             self._format = self._sniff(self._input_format)
         return self._format
 
-    def _sniff(self, input_format: InputFormat) -> Literal["text", "jsonl"]:
+    def table_records(self) -> list[Record]:
+        """A table's records (read once): ``text`` from the ``field`` column, ``obj`` the row, ``line`` its number."""
+        from xl.io.tables import read_table
+
+        if self._rows is None:
+            assert self._table is not None
+            hint = "--field names the column that holds the text (a number for a file without a header row)"
+            rows, _, self._table_sha = read_table(str(self.path), self._table, {"text": self.field},  # type: ignore[arg-type]
+                                                  hint=hint)  # fmt: skip
+            records = []
+            for n, row in enumerate(rows, 1):
+                value = row.get("text")
+                if not isinstance(value, str):
+                    problem = "empty" if value is None else "not text"
+                    raise InputError(f"row {n}: the column {self.field!r} is {problem}",
+                                     source=self.source, expected="a string",
+                                     found="nothing" if value is None else type(value).__name__,
+                                     hint="--field names the column that holds the text")  # fmt: skip
+                records.append(Record(value, n, {self.field: value, **{k: v for k, v in row.items() if k != "text"}}))
+            self._rows = records
+        return self._rows
+
+    def _sniff(self, input_format: InputFormat) -> str:
         if input_format != "auto":
             return input_format
         suffix = Path(str(self.path)).suffix.lower()
@@ -206,7 +256,6 @@ class RecordReader:
             return "jsonl"
         if suffix in _TEXT_SUFFIXES:
             return "text"
-        check_input_format(self.path, input_format)
         # The whole first line, however long: a JSONL record can be longer than any peek buffer.
         self._pending = self._readline()
         first = self._pending.removeprefix(_BOM).rstrip(b"\r\n").strip()
@@ -222,7 +271,7 @@ class RecordReader:
         return InputError(f"cannot read the input ({exc.strerror or exc})", source=self.source, line=self.count + 1)
 
     def close(self) -> None:
-        if self.stream is not sys.stdin.buffer:
+        if self.stream is not None and self.stream is not sys.stdin.buffer:
             self.stream.close()
 
     def __enter__(self) -> RecordReader:
@@ -274,6 +323,12 @@ class RecordReader:
             yield raw_line
 
     def __iter__(self) -> Iterator[Record]:
+        if self._table is not None:
+            records = self.table_records()
+            for record in records[self.count :]:  # a second iteration goes on where the first stopped
+                self.count = record.line
+                yield record
+            return
         text = self.format == "text"
         update = self._hash.update
         # A second iteration goes on where the first stopped, with the line numbers going on too.

@@ -69,13 +69,41 @@ def read_once(path: str, what: str) -> tuple[bytes, str]:
     return b"".join(chunks), digest.hexdigest()
 
 
+def read_task_input(path: str, what: str, task: TaskObject, *, schema: str | None = None,
+                    labels: Sequence[Any] | None = None,
+                    columns: Mapping[str, str] | None = None) -> tuple[str, list[dict[str, Any]], str]:  # fmt: skip
+    """(schema, validated records, sha256) of one input of task data, read once: a JSONL task file (or SQuAD JSON,
+    ``-`` = stdin), or a table — CSV, TSV, Parquet or a ``datasets`` folder (:mod:`xl.io.tables`). ``columns``
+    renames fields as they are read (xl's field → the input's column or JSON field), for a table or JSONL alike;
+    ``schema`` None: sniffed from the first record (classify: single text or pair)."""
+    from xl.io.tables import check_required, read_table, table_format
+    from xl.tasks.schemas import TASK_FIELDS, validate_records
+
+    source = "<stdin>" if path == "-" else path
+    fmt = table_format(path)
+    if fmt is None:
+        data, digest = read_once(path, what)
+        schema, records = parse_task_input(data, source, task, schema=schema, labels=labels, columns=columns)
+        return schema, records, digest
+    rows, names, digest = read_table(path, fmt, columns)
+    if schema is None:
+        schema = task.sniff_schema(rows[0] if rows else None)
+    check_required(names, columns or {}, TASK_FIELDS[schema], path)  # type: ignore[index]
+    checked = validate_records(rows, schema, source=source, labels=labels, numbering="row")  # type: ignore[arg-type]
+    return schema, cast(list[dict[str, Any]], list(checked)), digest
+
+
 def parse_task_input(data: bytes, source: str, task: TaskObject, *, schema: str | None = None,
-                     labels: Sequence[Any] | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
+                     labels: Sequence[Any] | None = None,
+                     columns: Mapping[str, str] | None = None) -> tuple[str, list[dict[str, Any]]]:  # fmt: skip
     """(schema, validated records) of a task file's bytes. ``schema`` None: the task's, sniffed from the first
-    record (classify: single text or pair) — from the records themselves, not a second read of the file."""
+    record (classify: single text or pair) — from the records themselves, not a second read of the file.
+    ``columns``: see :func:`read_task_input`."""
+    from xl.io.tables import rename_fields
     from xl.tasks.schemas import TASK_FIELDS, RecordError, iter_task_file, validate_records
 
     records, is_squad = iter_task_file(io.BytesIO(data), source=source)
+    records = rename_fields(records, columns)
     if schema is None:
         first = next(records, None)
         schema = task.sniff_schema(first)

@@ -80,6 +80,13 @@ class TaskObject:
         """The schema of the task's data (``pair``: a pair-classification head)."""
         return self.name
 
+    def fields(self) -> tuple[str, ...]:
+        """The record fields of the task's schemas (single text and pair), then ``lang``: what ``--columns`` maps."""
+        from xl.tasks.schemas import TASK_FIELDS
+
+        names = [f for pair in (False, True) for f in TASK_FIELDS[self.schema_for(pair)]]  # type: ignore[index]
+        return (*dict.fromkeys(names), "lang")
+
     def labels_of(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
         """The label set a head is trained on (empty for tasks without labels)."""
         return []

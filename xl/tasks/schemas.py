@@ -450,13 +450,14 @@ def validate_records(
     *,
     source: str = "<records>",
     labels: Collection[Label] | None = None,
-    numbering: Literal["line", "question"] = "line",
+    numbering: Literal["line", "question", "row"] = "line",
 ) -> Iterator[Mapping[str, Any]]:
     """Yield ``records`` unchanged while checking each against the ``task`` schema (streaming).
 
     Raises ``RecordError`` at the first bad record, naming ``source``, the 1-based record number and the
     field; with ``numbering="line"`` (JSONL) the number is also the error's ``line``, with
-    ``"question"`` (flattened SQuAD JSON) it is said in the message. ``labels`` fixes the label set of a
+    ``"question"`` (flattened SQuAD JSON) or ``"row"`` (a table: CSV, Parquet, a datasets folder) it is said in
+    the message. ``labels`` fixes the label set of a
     classification task. An empty stream raises once it ends: there is nothing to train or evaluate on.
     """
     _check_task(task)
@@ -508,9 +509,9 @@ def _check_record(record: object, task: Task, check_label: _LabelCheck, seen_ids
         check_label(record["label"])
 
 
-def _record_error(bad: _Bad, n: int, *, source: str, numbering: Literal["line", "question"]) -> RecordError:
+def _record_error(bad: _Bad, n: int, *, source: str, numbering: Literal["line", "question", "row"]) -> RecordError:
     """The RecordError of problem ``bad`` in record ``n`` of ``source`` (``numbering``: see ``validate_records``)."""
-    where = "" if numbering == "line" else f"question {n}: "
+    where = "" if numbering == "line" else f"{numbering} {n}: "
     return RecordError(
         where + bad.message,
         record=n,
@@ -703,9 +704,14 @@ def iter_task_file(stream: IO[bytes], *, source: str) -> tuple[Iterator[Record],
 
 
 def read_task_file(
-    path: Path | str, task: Task, *, labels: Collection[Label] | None = None
+    path: Path | str,
+    task: Task,
+    *,
+    labels: Collection[Label] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[Mapping[str, Any]]:
-    """Read a task file (JSONL of ``task`` records, or SQuAD v1.1 JSON for ``qa``; ``-`` = stdin), validated.
+    """Read a task file (JSONL of ``task`` records, or SQuAD v1.1 JSON for ``qa``; ``-`` = stdin), validated;
+    ``columns`` renames fields (xl's field → the file's) as they are read.
 
     Streams: records are checked as they are read and the first bad one raises ``RecordError``.
     """
@@ -723,7 +729,7 @@ def read_task_file(
         except OSError as exc:  # a directory, no permission
             raise InputError(f"cannot open the file ({exc.strerror or exc})", source=source) from None
     try:
-        yield from _read_validated(stream, source, task, labels)
+        yield from _read_validated(stream, source, task, labels, columns)
     except OSError as exc:
         raise InputError(f"cannot read the file ({exc.strerror or exc})", source=source) from None
     finally:
@@ -732,9 +738,16 @@ def read_task_file(
 
 
 def _read_validated(
-    stream: IO[bytes], source: str, task: Task, labels: Collection[Label] | None
+    stream: IO[bytes],
+    source: str,
+    task: Task,
+    labels: Collection[Label] | None,
+    columns: Mapping[str, str] | None = None,
 ) -> Iterator[Mapping[str, Any]]:
+    from xl.io.tables import rename_fields
+
     records, is_squad = iter_task_file(stream, source=source)
+    records = rename_fields(records, columns)
     if is_squad and task != "qa":
         raise RecordError(
             f"SQuAD JSON holds qa data, not {task}",
