@@ -245,6 +245,18 @@ def baseline_table(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def qa_line(lines: list[dict[str, Any]]) -> list[str]:
+    """Why QA is no target: the English F1 of the QA source runs (the runs a QA target would start from)."""
+    if not lines:
+        return []
+    cells = ", ".join(f"seed {line['seed']} {line['f1']:.1f}" for line in lines)
+    return [
+        "",
+        f"QA source runs (200 SQuAD questions, one epoch at 256 tokens), English F1 × 100 on {lines[0]['n']} "
+        f"held-out XQuAD questions: {cells}; far below the 35 a usable target needs, so QA is a source only.",
+    ]
+
+
 def panel_plot(gains: list[dict[str, Any]], sim_path: Path, output: Path) -> None:
     """One panel per family with three or more languages: the predictor (textemb-lang: the source's English inputs
     against the target's inputs in that language) against the gain, one colour per target."""
@@ -304,7 +316,7 @@ def main() -> None:
     parts = [
         "### The answer in numbers", "", *answer_section(correlations, predictions, decomposition), "",
         "### Design and power", "", *design_section(gains, seen, times), "",
-        "### Baselines", "", *baseline_table(results), "",
+        "### Baselines", "", *baseline_table(results), *qa_line(_jsonl(folder / "qa-english.jsonl")), "",
         "### Gains of intermediate-task training (zero-shot languages)", "",
         "Gain = mean over 3 seeds of source→target − mean over 3 seeds of the target alone (trained targets) or the "
         "untrained model (retrieval; its three seeds are one model, so its seed SD is 0); seed SE from `xl tasksim "

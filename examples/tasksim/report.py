@@ -331,15 +331,18 @@ def ranking_table(correlations: dict[str, list[dict[str, Any]]], gains: list[dic
     as_dict = {k: {"mean": m.mean, "n": m.n, "n_undefined": m.n_undefined} for k, m in random.items()}
     cells = [_ranking_cell(as_dict.get(key), spec) for key, _, spec in RANKING_COLUMNS]
     out.append(f"| random order (expected) | {len(ranked)} | " + " | ".join(cells) + " |")
-    ceilings = list(dict.fromkeys(line.get("reason") for lines in correlations.values() for line in lines
-                                  if line["kind"] == "ranking_ceiling"))  # fmt: skip
+    ceilings = [line for lines in correlations.values() for line in lines if line["kind"] == "ranking_ceiling"]
+    measured = next((line for line in ceilings if not line.get("reason")), None)
+    if measured is not None:  # one ceiling for every predictor: it is the gains' own, not a predictor's
+        cells = [_ranking_cell(measured.get(key), spec) for key, _, spec in RANKING_COLUMNS]
+        first, second = measured.get("seeds", ["?", "?"])
+        out.append(f"| seed-stability ceiling (seed {first}'s gains rank seed {second}'s, both ways) | "
+                   f"{measured['best_rank']['n']} | " + " | ".join(cells) + " |")  # fmt: skip
     out.append("")
-    for reason in ceilings:
+    for reason in dict.fromkeys(line.get("reason") for line in ceilings):
         if reason:
             out.append(f"Ranking ceiling (how well one seed's gains rank the sources of a rerun): not computed; "
                        f"{reason}.")  # fmt: skip
-        else:
-            out.append("Ranking ceiling: see the `ranking_ceiling` lines of `correlations/`.")
     return out
 
 
