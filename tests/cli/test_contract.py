@@ -105,8 +105,8 @@ def test_garbage_gives_one_line_and_exit_1(command: tuple[str, ...], tmp_path: P
     result, out = _garbage_run(command, tmp_path, tiny_model_path)
     stderr = result.stderr.decode()
     if command == ("data", "list"):
-        # The registry itself: nothing to read, nothing to reject.
-        assert result.returncode == 0 and b'"dataset":"stsb"' in result.stdout, stderr
+        # A data root that holds no benchmark folder: nothing listed, nothing to reject, and a message saying so.
+        assert result.returncode == 0 and result.stdout == b"" and "no benchmark files" in stderr, stderr
         return
     if command == ("model", "list"):
         # Nothing to reject: a broken model is listed as broken, not a crash.

@@ -40,8 +40,10 @@ def convert_cli(
 
 
 @handle_errors("data list")
-def list_cli() -> None:
-    """List the datasets xl converts: one JSON line per (dataset, split, language) with its task and rows.
+def list_cli(quiet: QuietOpt = False) -> None:
+    """List the benchmark files on disk under $XL_DATA that xl converts: one JSON line per (dataset, split,
+    language) with its task and rows ("rows": null for a file the registry does not list, whose row count is
+    then not checked).
 
     Examples:
 
@@ -49,7 +51,15 @@ def list_cli() -> None:
 
         xl data list | grep '"xquad"'
     """
-    from xl.tasks import available
+    from xl.config import data_dir
+    from xl.tasks import available, get_dataset
 
+    n = 0
     for dataset, split, lang, rows in available():
-        sys.stdout.buffer.write(dumps_line({"dataset": dataset, "split": split, "lang": lang, "rows": rows}))
+        task = get_dataset(dataset).task
+        sys.stdout.buffer.write(dumps_line({"dataset": dataset, "split": split, "lang": lang, "task": task,
+                                            "rows": rows}))  # fmt: skip
+        n += 1
+    if n == 0:
+        Messages("data list", quiet).info(f"no benchmark files under {data_dir()} (set XL_DATA to the folder "
+                                          "that holds them)")  # fmt: skip

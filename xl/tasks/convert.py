@@ -56,6 +56,9 @@ from xl.tasks.schemas import (
 )
 
 Reader = Callable[[Path, str, str], Iterator[Record]]
+#: The ``(split, lang)`` files of a dataset folder as they are on disk, for datasets whose files are named by
+#: language: a language the registry does not list is found when its file is there.
+Discover = Callable[[Path], Iterator[tuple[str, str]]]
 """``reader(folder, split, lang) -> records``: ``folder`` is the dataset's folder under the data root."""
 
 
@@ -82,6 +85,8 @@ class DatasetSpec:
     #: The language every pair of the dataset shares (flores200: English): a lone ``LANG`` names the pair
     #: ``PIVOT-LANG`` (``de``, ``deu``, ``DEU`` → ``en-de``).
     pivot: str | None = None
+    #: Finds the files on disk (``None``: the registry's files are the dataset's only files).
+    discover: Discover | None = None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -457,8 +462,27 @@ _FLORES_ENGLISH = "eng_Latn"
 def _read_flores200(folder: Path, split: str, lang: str) -> Iterator[Record]:
     """``align`` pairs of one split: line *i* of ``eng_Latn`` and line *i* of ``lang``'s second language (the
     FLORES files of a split are multi-way parallel, line by line)."""
-    code = _FLORES_CODES[lang.partition("-")[2]]
+    code = _FLORES_CODES.get(lang.partition("-")[2]) or _code_on_disk(_flores_codes(folder, split), lang)
     yield from _parallel(folder / split / f"{_FLORES_ENGLISH}.{split}", folder / split / f"{code}.{split}", lang)
+
+
+def _flores_codes(folder: Path, split: str) -> list[str]:
+    """The FLORES codes (``pol_Latn``) of one split's files on disk, English left out."""
+    return sorted(p.name.removesuffix(f".{split}") for p in (folder / split).glob(f"*_*.{split}")
+                  if not p.name.startswith(f"{_FLORES_ENGLISH}."))  # fmt: skip
+
+
+def _code_on_disk(codes: Sequence[str], lang: str) -> str:
+    """The file code among ``codes`` that is the pair ``en-LANG``'s second language (``lang`` is ``en-pl``)."""
+    key = lang.partition("-")[2]
+    return next((code for code in codes if canonical_lang(code) == key), key)
+
+
+def _discover_flores200(folder: Path) -> Iterator[tuple[str, str]]:
+    for split in ("dev", "devtest"):
+        if (folder / split / f"{_FLORES_ENGLISH}.{split}").is_file():
+            for code in _flores_codes(folder, split):
+                yield split, f"en-{canonical_lang(code)}"
 
 
 def _parallel(english: Path, other: Path, lang: str) -> Iterator[Record]:
@@ -492,8 +516,31 @@ _TATOEBA_CODES: Mapping[str, str] = {canonical_lang(code): code for code in _TAT
 def _read_tatoeba(folder: Path, split: str, lang: str) -> Iterator[Record]:
     """``align`` pairs of one language: line *i* of ``tatoeba.xxx-eng.eng`` (English, ``text1``) and of
     ``tatoeba.xxx-eng.xxx`` (``text2``); the English sentences differ from language to language."""
-    code = _TATOEBA_CODES[lang.partition("-")[2]]
+    code = _TATOEBA_CODES.get(lang.partition("-")[2]) or _code_on_disk(_tatoeba_codes(folder), lang)
     yield from _parallel(folder / f"tatoeba.{code}-eng.eng", folder / f"tatoeba.{code}-eng.{code}", lang)
+
+
+def _tatoeba_codes(folder: Path) -> list[str]:
+    """The language codes of the Tatoeba pairs on disk (both files of a pair present)."""
+    codes = (p.name.removeprefix("tatoeba.").removesuffix("-eng.eng") for p in folder.glob("tatoeba.*-eng.eng"))
+    return sorted(code for code in codes if (folder / f"tatoeba.{code}-eng.{code}").is_file())
+
+
+def _discover_tatoeba(folder: Path) -> Iterator[tuple[str, str]]:
+    for code in _tatoeba_codes(folder):
+        yield "test", f"en-{canonical_lang(code)}"
+
+
+def _discover_stsb_multi_mt(folder: Path) -> Iterator[tuple[str, str]]:
+    for path in sorted(folder.glob("stsb-*-*.csv")):
+        lang, _, split = path.stem.removeprefix("stsb-").rpartition("-")
+        if lang and split:
+            yield split, lang
+
+
+def _discover_xquad(folder: Path) -> Iterator[tuple[str, str]]:
+    for path in sorted(folder.glob("xquad.*.json")):
+        yield "test", path.name.removeprefix("xquad.").removesuffix(".json")
 
 
 def _grid(splits: Mapping[str, int], langs: tuple[str, ...]) -> dict[tuple[str, str], int]:
@@ -521,6 +568,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         "STSb translated with DeepL (May 2021, PhilipMay/stsb-multi-mt); rows parallel across languages",
         note="en is the original STSb with leading/trailing spaces stripped (311 train and 11 test rows "
         "differ from stsb in whitespace only); the source flags nl train/test translation quality",
+        discover=_discover_stsb_multi_mt,
     ),
     DatasetSpec(
         "korsts",
@@ -651,6 +699,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         _read_xquad,
         _grid({"test": 1190}, _XQUAD_LANGS),
         "XQuAD (Artetxe, Ruder & Yogatama 2020); question ids shared across languages",
+        discover=_discover_xquad,
     ),
     DatasetSpec(
         "korquad",
@@ -692,6 +741,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         },
         note="LANG is the second side (de, deu_Latn or en-de); dev and devtest share no sentence; CC BY-SA 4.0",
         pivot="en",
+        discover=_discover_flores200,
     ),
     DatasetSpec(
         "tatoeba",
@@ -703,6 +753,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         lang_aliases={alias: f"en-{lang}" for lang, code in _TATOEBA_CODES.items() for alias in (code, f"{code}-eng")},
         note="LANG is the second side (de, deu or en-de); English sentences differ per language; CC BY 2.0 FR",
         pivot="en",
+        discover=_discover_tatoeba,
     ),
 )
 
@@ -715,12 +766,25 @@ LABEL_SETS: Mapping[str, tuple[Label, ...]] = {
 """Each classification dataset's label set, for ``validate_records(..., labels=...)``."""
 
 
-def available() -> Iterator[tuple[str, str, str, int]]:
-    """Every convertible ``(dataset, split, lang, rows)``, in registry order (withheld files left out)."""
+def on_disk(spec: DatasetSpec, root: Path) -> dict[tuple[str, str], int | None]:
+    """The ``(split, lang)`` files of ``spec`` under the data root ``root``, each with the row count the
+    registry states (``None`` for a file the registry does not list: its rows are not checked). A dataset
+    whose folder is missing has none; withheld files are left out."""
+    folder = root / spec.folder
+    if not folder.is_dir():
+        return {}
+    keys = spec.rows if spec.discover is None else dict.fromkeys(spec.discover(folder))
+    return {key: spec.rows.get(key) for key in keys if key not in spec.withheld}
+
+
+def available(data_root: Path | None = None) -> Iterator[tuple[str, str, str, int | None]]:
+    """Every convertible ``(dataset, split, lang, rows)`` on disk under the data root, in registry order,
+    then file order; ``rows`` is ``None`` for a file the registry does not list. ``InputError`` when the data
+    root does not exist."""
+    root = _root(data_root)
     for spec in _SPECS:
-        for (split, lang), rows in spec.rows.items():
-            if (split, lang) not in spec.withheld:
-                yield spec.name, split, lang, rows
+        for (split, lang), rows in on_disk(spec, root).items():
+            yield spec.name, split, lang, rows
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -731,10 +795,12 @@ def get_dataset(name: str) -> DatasetSpec:
         raise UsageError(f"unknown dataset {name!r}", expected=", ".join(DATASETS), found=name) from None
 
 
-def resolve(dataset: str, split: str, lang: str | None) -> tuple[DatasetSpec, str, str]:
+def resolve(dataset: str, split: str, lang: str | None, data_root: Path | None = None) -> tuple[DatasetSpec, str, str]:
     """Check and canonicalise a ``(dataset, split, lang)`` choice (aliases such as ``jp`` → ``ja`` applied).
 
-    ``lang=None`` is allowed for a dataset with one language. Raises ``UsageError`` naming the choices.
+    ``lang=None`` is allowed for a dataset with one language. A language the registry does not list is
+    looked for on disk (``stsb-pl-test.csv`` makes ``stsb-multi-mt test pl``). Raises ``UsageError`` naming
+    the choices.
     """
     spec = get_dataset(dataset)
     split = spec.split_aliases.get(split, split)
@@ -748,15 +814,20 @@ def resolve(dataset: str, split: str, lang: str | None) -> tuple[DatasetSpec, st
                                   f"{dataset}:{split}:LANG)")  # fmt: skip
         lang = langs[0]
     lang = spec.lang_aliases.get(lang, lang)
-    if (split, lang) not in spec.rows:  # another spelling of one of its languages (pol, pol_Latn, PL for pl)
-        same = [lg for sp, lg in spec.rows if sp == split and canonical_lang(lg) == canonical_lang(lang)]
+    known = [lg for sp, lg in spec.rows if sp == split]
+    if lang not in known and spec.discover is not None:
+        root = data_dir() if data_root is None else Path(data_root)
+        known += [lg for sp, lg in on_disk(spec, root) if sp == split and lg not in known]
+    if lang not in known:  # another spelling of one of its languages (pol, pol_Latn, PL for pl)
+        same = [lg for lg in known if canonical_lang(lg) == canonical_lang(lang)]
         lang = same[0] if len(same) == 1 else lang
-    if (split, lang) not in spec.rows and spec.pivot is not None:  # the pair's other language alone (deu → en-de)
+    if lang not in known and spec.pivot is not None:  # the pair's other language alone (deu → en-de)
         paired = f"{spec.pivot}-{canonical_lang(lang)}"
-        lang = paired if (split, paired) in spec.rows else lang
-    if (split, lang) not in spec.rows:
-        langs = [lg for sp, lg in spec.rows if sp == split]
-        raise UsageError(f"{dataset} {split} has no language {lang!r}", expected=", ".join(langs), found=lang)
+        lang = paired if paired in known else lang
+    if lang not in known:
+        raise UsageError(f"{dataset} {split} has no language {lang!r}", expected=", ".join(known), found=lang,
+                         hint=None if spec.discover is None else f"none on disk under {spec.folder}/ either "
+                         "(xl data list shows what is there)")  # fmt: skip
     return spec, split, lang
 
 
@@ -776,7 +847,7 @@ def convert(
     row count other than the README's raises ``InputError`` after the last record, so that a consumer that
     writes atomically keeps no output from a damaged file.
     """
-    spec, split, lang = resolve(dataset, split, lang)
+    spec, split, lang = resolve(dataset, split, lang, data_root)
     if (split, lang) in spec.withheld:
         raise InputError(
             f"{dataset} {split} {lang} is withheld",
@@ -790,8 +861,8 @@ def convert(
     for record in spec.reader(folder, split, lang):
         n += 1
         yield record
-    expected = spec.rows[(split, lang)]
-    if check_rows and n != expected:
+    expected = spec.rows.get((split, lang))  # None: a file on disk that the registry does not list
+    if check_rows and expected is not None and n != expected:
         raise InputError(
             f"{dataset} {split} {lang} has {n} rows",
             source=str(folder),
