@@ -99,6 +99,20 @@ def check_specs(specs: Sequence[str]) -> None:
             )
 
 
+def check_files(options: EvalOptions) -> None:
+    """Read and validate every data file (JSONL, SQuAD JSON or a table) before the model loads, so that a bad
+    record or a missing column fails in a second, not after the load. Each file is read again when it is
+    scored (stdin is read once, then); the head's labels and, for classify, whether the model takes pairs are
+    checked then, since they come from the model."""
+    from xl.tasks.data import read_task_input
+
+    task, columns = task_named(options.task), _columns(options)
+    for spec in options.data:
+        path = _path_of(spec)
+        if path != "-" and path_exists(path):
+            read_task_input(path, "evaluation", task, columns=columns)
+
+
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
                    limit: int | None = None, seed: int = 0,
                    columns: Mapping[str, str] | None = None) -> Iterator[EvalSet]:  # fmt: skip
@@ -181,6 +195,7 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
     check_specs(options.data)  # before the model loads, not after
+    check_files(options)
     if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.registry import resolve_model

@@ -74,3 +74,23 @@ def test_eval_refuses_an_unknown_data_set_before_it_resolves_the_model(tmp_path:
     assert result.returncode == 1, stderr
     assert "no such file or dataset" in stderr and "no-such-model" not in stderr, stderr
     assert result.stdout == b"" and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("bad.jsonl", b'{"text1": "a", "text2": "b"}\n', "bad.jsonl:1: record looks like align data"),
+        ("bad.csv", b"sentence1,sentence2,label\na,b,3.0\n", "no column for the field 'text1'"),
+    ],
+)
+def test_eval_refuses_a_bad_data_file_before_it_resolves_the_model(
+    tmp_path: Path, name: str, content: bytes, needle: str
+) -> None:
+    """A data file with a bad record or a missing column fails first, even with a model that does not exist: the
+    files are read and validated before the model is looked up or loaded."""
+    (tmp_path / name).write_bytes(content)
+    result = run_xl("eval", "sts", str(tmp_path / name), "--model", str(tmp_path / "no-such-model"))
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert needle in stderr and "no-such-model" not in stderr, stderr
+    assert result.stdout == b"" and "Traceback" not in stderr

@@ -192,8 +192,8 @@ ColumnsOpt = Annotated[
     str | None,
     typer.Option(
         "--columns",
-        help="FIELD=COLUMN,…: read xl's field FIELD from the input's column COLUMN (CSV, TSV, Parquet, a datasets "
-        "folder; a JSONL field too), e.g. text1=sentence1,text2=sentence2,score=label.",
+        help="Comma-separated FIELD=COLUMN pairs: read xl's field FIELD from the input's column COLUMN (CSV, "
+        "TSV, Parquet, a datasets folder; a JSONL field too), e.g. text1=s1,score=label.",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages or progress on stderr.")]
