@@ -61,7 +61,10 @@ def test_a_run_written_under_the_old_task_name_still_loads(classify_run: tuple[P
         json.loads(again.stdout.decode().splitlines()[0])["accuracy"]
         == json.loads(fresh.stdout.decode().splitlines()[0])["accuracy"]
     )
-    wrong = run_xl("eval", "qa", "--model", str(old), f"en={dev}")
+    qa = tmp_path / "qa.jsonl"  # QA records, so that the data pass and the refusal is the model's task
+    qa.write_text(json.dumps({"id": "q1", "context": "Paris is in France.", "question": "Where is Paris?",
+                              "answers": {"text": ["France"], "answer_start": [12]}}) + "\n")  # fmt: skip
+    wrong = run_xl("eval", "qa", "--model", str(old), f"en={qa}")
     assert wrong.returncode == 1 and "trained for classify, not qa" in wrong.stderr.decode()
 
 
