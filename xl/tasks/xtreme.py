@@ -185,11 +185,11 @@ def layout_file(task: XtremeTask, split: str | None, lang: str | None, source: s
     from xl.core.languages import canonical_lang
 
     if lang is None:
-        raise UsageError(f"{source}: the {task.name} files are named by language, and this data set has none",
-                         hint="name it: LANG=PATH")  # fmt: skip
+        raise UsageError(f"the {task.name} files are named by language, and this data set has none",
+                         source=source, hint="name it: LANG=PATH")  # fmt: skip
     part = SPLITS.get(split or "test")
     if part is None:
-        raise UsageError(f"{source}: the {split} split has no file in a benchmark's layout",
+        raise UsageError(f"the {split} split has no file in a benchmark's layout", source=source,
                          hint="evaluate the test (or dev) split, or use --layout xl")  # fmt: skip
     return LayoutFile(task, part, canonical_lang(lang))
 
