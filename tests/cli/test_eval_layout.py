@@ -284,3 +284,11 @@ def test_a_dev_split_is_named_as_xtreme_names_its_dev_files() -> None:
         layout_file(mlqa, "train", "de", "x:train:de")
     with pytest.raises(UsageError, match="named by language"):
         layout_file(mlqa, None, None, "x.jsonl")
+
+
+def test_the_layout_module_is_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, xl.tasks.xtreme; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
