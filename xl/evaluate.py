@@ -3,7 +3,8 @@
 Data are given as task files (``PATH``, or ``LANG=PATH`` to name the language) or as registry datasets
 (``DATASET:SPLIT:LANG[,LANG…]``, read from ``$XL_DATA`` through ``xl.tasks.convert``). Each (dataset, language)
 gives one result dict; several give a summary too (the unweighted mean over them). Gold labels are read
-only to score.
+only to score. ``--predictions DIR`` writes xl's own files (a file per data set and language) or, with
+``--layout xtreme|xtreme-r``, a benchmark's submission folder (:mod:`xl.tasks.xtreme`), all its files at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ import xl
 from xl.errors import InputError, ShapeError, UsageError
 from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
+
+if TYPE_CHECKING:
+    from xl.tasks.xtreme import LayoutFile
 
 Log = Callable[[str], None]
 
@@ -379,7 +383,7 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
 
 
 def _layout_file(options: EvalOptions, task: TaskObject, eval_set: EvalSet, labels: Sequence[Any], model: str,
-                 named: dict[str, str], log: Log) -> Any:  # fmt: skip
+                 named: dict[str, str], log: Log) -> LayoutFile:  # fmt: skip
     """The file of ``eval_set`` in the benchmark layout (:class:`xl.tasks.xtreme.LayoutFile`), checked before the
     set is scored: a file given twice, or a head whose labels the task does not spell, is refused (``named``:
     the files so far, path → source)."""
