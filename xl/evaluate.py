@@ -3,7 +3,8 @@
 Data are given as task files (``PATH``, or ``LANG=PATH`` to name the language) or as registry datasets
 (``DATASET:SPLIT:LANG[,LANG…]``, read from ``$XL_DATA`` through ``xl.tasks.convert``). Each (dataset, language)
 gives one result dict; several give a summary too (the unweighted mean over them). Gold labels are read
-only to score.
+only to score. ``--predictions DIR`` writes xl's own files (a file per data set and language) or, with
+``--layout xtreme|xtreme-r``, a benchmark's submission folder (:mod:`xl.tasks.xtreme`), all its files at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +21,9 @@ import xl
 from xl.errors import InputError, ShapeError, UsageError
 from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
+
+if TYPE_CHECKING:
+    from xl.tasks.xtreme import LayoutFile
 
 Log = Callable[[str], None]
 
@@ -58,6 +62,8 @@ class EvalOptions:
     tags: dict[str, str] | None = None
     summary: bool = True  # a summary line (the mean over the data sets) after several
     columns: str | None = None  # --columns FIELD=COLUMN,…: how the fields of a data file are named
+    layout: str = "xl"  # --layout: xl's prediction files, or a benchmark's folder (xl.tasks.xtreme)
+    xtreme_task: str | None = None  # --xtreme-task: the benchmark task folder of the data files
 
 
 @dataclass
@@ -68,6 +74,8 @@ class EvalSet:
     lang: str | None
     records: list[Mapping[str, Any]]
     source: str
+    dataset: str | None = None  # the registry dataset (None: a file)
+    split: str | None = None  # its split (None: a file)
 
 
 def _canonical(lang: Any) -> str | None:
@@ -153,7 +161,8 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
             records = list(validate_records(convert(dataset, split, one), schema, source=f"{dataset}:{split}",  # type: ignore[arg-type]
                                             labels=labels))  # fmt: skip
             code = _canonical(records[0].get("lang") if records else one)
-            yield EvalSet(f"{dataset}.{split}", code, seeded_subset(records, limit, seed), f"{dataset}:{split}:{code}")
+            yield EvalSet(f"{dataset}.{split}", code, seeded_subset(records, limit, seed), f"{dataset}:{split}:{code}",
+                          dataset, split)  # fmt: skip
 
 
 def _summary(task: str, results: list[dict[str, Any]], tags: Mapping[str, str] | None) -> dict[str, Any]:
@@ -188,6 +197,8 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
         raise UsageError(f"--tag {clash[0]}=… would be overwritten by the result field {clash[0]!r}",
                          hint="choose another key, e.g. --tag run=…")  # fmt: skip
     _columns(options)
+    if options.layout != "xl" or options.xtreme_task is not None:
+        _check_layout(options)
     if options.embeddings1 or options.embeddings2:
         results = [_sts_from_embeddings(options)]
         emit(results[0])
@@ -205,6 +216,25 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))
     return results
+
+
+def _check_layout(options: EvalOptions) -> None:
+    """Refuse, before the model loads, a ``--layout`` that cannot hold the task or the data sets (see
+    :func:`xl.tasks.xtreme.check_layout`), or that has nothing to write."""
+    from xl.tasks.xtreme import check_layout
+
+    check_specs(options.data)
+    paths = [_path_of(spec) for spec in options.data]
+    datasets = [None if path == "-" or path_exists(path) else path.partition(":")[0] for path in paths]
+    check_layout(options.layout, options.task, datasets, options.xtreme_task)
+    if options.layout == "xl":
+        return
+    if not options.predictions:
+        raise UsageError(f"--layout {options.layout} says how --predictions are written, and none are",
+                         hint="give --predictions DIR, or drop --layout")  # fmt: skip
+    if options.limit is not None:
+        raise UsageError(f"--limit scores a subset, and a --layout {options.layout} file holds every record in order",
+                         hint="drop --limit, or write xl's own files (--layout xl)")  # fmt: skip
 
 
 def _columns(options: EvalOptions) -> dict[str, str]:
@@ -317,8 +347,13 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
         apply = _load_proj(options, identity)
     schema = task.schema_for(runner.pair)
     results = []
+    staged: list[tuple[str, bytes]] = []  # a benchmark layout's files, written together at the end
+    named: dict[str, str] = {}
     for eval_set in iter_eval_sets(options.data, schema, labels=runner.labels or None, limit=options.limit,
                                    seed=options.seed, columns=_columns(options)):  # fmt: skip
+        layout_file = None
+        if options.predictions and options.layout != "xl":
+            layout_file = _layout_file(options, task, eval_set, runner.labels, ref.name, named, log)
         data = runner.tokenize(list(eval_set.records), schema)
         predictions, raw = runner.predict(data)
         if task.embeds:
@@ -326,7 +361,11 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
         else:
             metrics = task.score(data, predictions, n_boot=options.bootstrap, seed=options.seed,
                                  normalization=options.normalization, lang=eval_set.lang)  # fmt: skip
-        if options.predictions:
+        if layout_file is not None:
+            from xl.tasks.xtreme import prediction_bytes
+
+            staged.append((layout_file.path, prediction_bytes(layout_file.task, eval_set.records, predictions)))
+        elif options.predictions:
             _write_predictions(options.predictions, task, eval_set, predictions)
         run = {"device": runner.device, "dtype": runner.dtype_name, "max_length": runner.max_length}
         eval_set = replace(eval_set, lang=task.result_lang(eval_set.lang))
@@ -335,7 +374,32 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
         log(f"{eval_set.name} {eval_set.lang}: {name} {_fmt(metrics.get(name))} (n={metrics['n']})")
         emit(result)
         results.append(result)
+    if staged and options.predictions:
+        from xl.tasks.xtreme import write_files
+
+        write_files(options.predictions, staged)
+        log(f"wrote {', '.join(name for name, _ in staged)} under {options.predictions}")
     return results
+
+
+def _layout_file(options: EvalOptions, task: TaskObject, eval_set: EvalSet, labels: Sequence[Any], model: str,
+                 named: dict[str, str], log: Log) -> LayoutFile:  # fmt: skip
+    """The file of ``eval_set`` in the benchmark layout (:class:`xl.tasks.xtreme.LayoutFile`), checked before the
+    set is scored: a file given twice, or a head whose labels the task does not spell, is refused (``named``:
+    the files so far, path → source)."""
+    from xl.tasks import xtreme
+
+    folder = xtreme.task_of(options.layout, eval_set.dataset, options.xtreme_task)
+    target = xtreme.layout_file(folder, eval_set.split, task.result_lang(eval_set.lang), eval_set.source)
+    if target.path in named:
+        raise UsageError(f"{eval_set.source} and {named[target.path]} would both be written as {target.path}",
+                         hint="give each language of a task folder once")  # fmt: skip
+    named[target.path] = eval_set.source
+    xtreme.check_labels(folder, labels, model)
+    if not target.scored:
+        log(f"note: the benchmark's scoring script reads no {folder.name} language {target.lang}: "
+            f"{target.path} is written but not scored there")  # fmt: skip
+    return target
 
 
 def render_markdown(task: str, results: Sequence[Mapping[str, Any]]) -> str:

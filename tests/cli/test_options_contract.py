@@ -96,7 +96,7 @@ def test_every_command_has_choice_options_found() -> None:
 # Options with a fixed set of values: wherever one of these names appears (and is shown), it is a typed choice.
 FIXED_VALUES = {"--format", "--dtype", "--pooling", "--input-format", "--errors", "--method", "--side", "--task",
                 "--loss", "--class-weight", "--proj-side", "--answer-normalization", "--scoring", "--unit", "--center",
-                "--resample", "--family-test", "--regressor"}  # fmt: skip
+                "--resample", "--family-test", "--regressor", "--layout", "--xtreme-task"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(COMMANDS), ids=" ".join)

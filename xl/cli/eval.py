@@ -93,6 +93,8 @@ def retrieval_cli(
     predictions: Annotated[
         str | None, typer.Option("--predictions", help="With --model: write the retrieved rows, a file per set.")
     ] = None,
+    layout: LayoutOpt = "xl",
+    xtreme_task: Annotated[RetrievalXtremeTask | None, typer.Option(help=_XTREME_TASK_HELP)] = None,
     output_format: FormatOpt = "jsonl",
     force: ForceOpt = False,
     tag: TagOpt = None,
@@ -119,7 +121,7 @@ def retrieval_cli(
         return _retrieval_with_model(ctx, output_format, quiet, data=list(data), model=model, max_length=max_length,
                                      device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
                                      predictions=predictions, tag=tag, summary=not no_summary,
-                                     columns=columns)  # fmt: skip
+                                     columns=columns, layout=layout, xtreme_task=xtreme_task)  # fmt: skip
     from xl.align import RETRIEVAL_FIELDS, evaluate_retrieval_files
     from xl.io.jsonl import JsonlWriter
 
@@ -128,7 +130,8 @@ def retrieval_cli(
             "give --src and --tgt (embedding matrices), or --model and DATA (pair sets)",
             hint="e.g. xl eval retrieval --src ko.npy --tgt en.npy, or xl eval retrieval tatoeba:test:ko",
         )
-    refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "predictions", "no_summary", "columns"),
+    refuse_ignored(ctx, ("model", "max_length", "device", "dtype", "predictions", "layout", "xtreme_task",
+                         "no_summary", "columns"),
                    "with --src/--tgt", hint="they choose how pair sets are embedded: drop them")  # fmt: skip
     if scoring != "csls":
         refuse_ignored(ctx, ("csls_k",), f"with --scoring {scoring}", hint="pass --scoring csls, or drop --csls-k")
@@ -150,6 +153,7 @@ def _retrieval_with_model(ctx: typer.Context, output_format: str, quiet: bool, *
     """``xl eval retrieval DATA --model M``: the pair sets through the retrieval task and the one inference stack."""
     refuse_ignored(ctx, ("src", "tgt", "proj", "scoring", "csls_k", "margin_k", "force"), "with DATA",
                    hint="they score matrices: embed with `xl embed`, give --src/--tgt, or drop them")  # fmt: skip
+    _refuse_layout_ignored(ctx, kwargs["predictions"], kwargs["layout"])
     _run_eval("retrieval", output_format, quiet, **kwargs)
 
 
@@ -163,6 +167,28 @@ DataArg = Annotated[
 PredictionsOpt = Annotated[
     str | None, typer.Option("--predictions", help="Write predictions here, one file per data set and language.")
 ]
+#: --layout: the values of xl.tasks.xtreme.LAYOUTS (declared here so that --help imports nothing).
+Layout = Literal["xl", "xtreme", "xtreme-r"]
+LayoutOpt = Annotated[
+    Layout,
+    typer.Option(help="How --predictions are written: xl's own files, or a benchmark's submission folder "
+                 "(xtreme, xtreme-r: TASK/test-LANG.tsv or .json)."),
+]  # fmt: skip
+_XTREME_TASK_HELP = "The benchmark task folder of data files (datasets name their own)."
+#: --xtreme-task of each command: the task folders of xl.tasks.xtreme.TASKS that it writes.
+ClassifyXtremeTask = Literal["xnli", "pawsx"]
+QaXtremeTask = Literal["xquad", "mlqa", "tydiqa"]
+RetrievalXtremeTask = Literal["tatoeba"]
+
+
+def _refuse_layout_ignored(ctx: typer.Context, predictions: str | None, layout: str | None) -> None:
+    """--layout needs --predictions, and --xtreme-task (``layout`` None: the command has none) a benchmark
+    layout."""
+    if predictions is None:
+        refuse_ignored(ctx, ("layout",), "without --predictions", hint="give --predictions DIR, or drop --layout")
+    if layout == "xl":
+        refuse_ignored(ctx, ("xtreme_task",), "with --layout xl",
+                       hint="give --layout xtreme-r (or xtreme), or drop --xtreme-task")  # fmt: skip
 
 
 def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None:
@@ -213,6 +239,7 @@ def sts_cli(
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
+    layout: LayoutOpt = "xl",
     output_format: FormatOpt = "jsonl",
     force: ForceOpt = False,
     tag: TagOpt = None,
@@ -237,14 +264,16 @@ def sts_cli(
                             "with `xl embed` instead")  # fmt: skip
     if proj is None:
         refuse_ignored(ctx, ("proj_side", "force"), "without --proj", hint="give --proj W.npy, or drop them")
+    _refuse_layout_ignored(ctx, predictions, None)
     _run_eval("sts", output_format, quiet, data=list(data or []), model=model, embeddings1=embeddings1,
               embeddings2=embeddings2, proj=proj, proj_side=proj_side, max_length=max_length, device=device,
               dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions, force=force,
-              tag=tag, summary=not no_summary, columns=columns)  # fmt: skip
+              tag=tag, summary=not no_summary, columns=columns, layout=layout)  # fmt: skip
 
 
 @handle_errors("eval classify")
 def classify_cli(
+    ctx: typer.Context,
     data: DataArg = None,
     model: ModelOpt = "default",
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: as trained).")] = None,
@@ -254,6 +283,8 @@ def classify_cli(
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
+    layout: LayoutOpt = "xl",
+    xtreme_task: Annotated[ClassifyXtremeTask | None, typer.Option(help=_XTREME_TASK_HELP)] = None,
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
@@ -266,11 +297,12 @@ def classify_cli(
 
         xl eval classify --model runs/sst2 nsmc:test:ko --bootstrap 1000
 
-        xl eval classify --model runs/umsab umsab:test:ar,de,es,fr,hi,it,pt --format md
+        xl eval classify --model runs/xnli xnli-de:test:de --predictions sub/ --layout xtreme-r
     """
+    _refuse_layout_ignored(ctx, predictions, layout)
     _run_eval("classify", output_format, quiet, data=list(data or []), model=model, max_length=max_length,
               device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions,
-              tag=tag, summary=not no_summary, columns=columns)  # fmt: skip
+              tag=tag, summary=not no_summary, columns=columns, layout=layout, xtreme_task=xtreme_task)  # fmt: skip
 
 
 AnswerNormalization = Literal["squad", "mlqa"]
@@ -295,6 +327,8 @@ def qa_cli(
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     predictions: PredictionsOpt = None,
+    layout: LayoutOpt = "xl",
+    xtreme_task: Annotated[QaXtremeTask | None, typer.Option(help=_XTREME_TASK_HELP)] = None,
     output_format: FormatOpt = "jsonl",
     tag: TagOpt = None,
     no_summary: NoSummaryOpt = False,
@@ -307,11 +341,13 @@ def qa_cli(
 
         xl eval qa --model runs/qa xquad:test:de,ru,zh korquad:dev --bootstrap 1000
 
-        xl eval qa --model runs/qa mlqa-de:test:de --answer-normalization mlqa --predictions preds/
+        xl eval qa --model runs/qa xquad:test:de,zh --predictions sub/ --layout xtreme-r
     """
     messages = Messages("eval qa", quiet)
     normalization = deprecated_alias(ctx, messages, "answer_normalization", "normalize", answer_normalization,
                                      normalize)  # fmt: skip
+    _refuse_layout_ignored(ctx, predictions, layout)
     _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalization,
               max_length=max_length, device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
-              predictions=predictions, tag=tag, summary=not no_summary, columns=columns)  # fmt: skip
+              predictions=predictions, tag=tag, summary=not no_summary, columns=columns, layout=layout,
+              xtreme_task=xtreme_task)  # fmt: skip
