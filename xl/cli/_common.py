@@ -226,6 +226,7 @@ class StageDisplay:
             self.bar.refresh()  # its last state is drawn once, however short the stage was
             self.bar.remove_task(task)
             del self.tasks[stage]
+            self.bar.refresh()  # and the display forgets it (else a log line redraws the last frame under it)
 
 
 @contextlib.contextmanager
