@@ -42,9 +42,11 @@ from xl.io.npy import (
     MatrixWriter,
     iter_matrix_chunks,
     matrix_manifest,
+    matrix_rows,
     read_matrix_with_manifest,
     write_matrix,
 )
+from xl.progress import Progress, no_progress
 
 Log = Callable[[str], None]
 
@@ -95,21 +97,39 @@ def _spool_stream(path: str, tmp: Path, name: str) -> str:
 
 
 class _PairStream:
-    """Row-aligned (X, Y) train chunks of two matrix files; the first pass also collects the dev rows."""
+    """Row-aligned (X, Y) train chunks of two matrix files; the first pass also collects the dev rows.
 
-    def __init__(self, src: str, tgt: str, labels: tuple[str, str], options: FitOptions) -> None:
+    Each pass reports the rows read to ``progress`` (stage ``read``, with ``what`` the pass is for: the means of a
+    ``center`` step, the statistics, an sgd epoch), and the end of the statistics pass starts stage ``fit``."""
+
+    def __init__(self, src: str, tgt: str, labels: tuple[str, str], options: FitOptions,
+                 progress: Progress = no_progress) -> None:  # fmt: skip
         self.src, self.tgt, self.labels, self.options = src, tgt, labels, options
         self.dev_x: list[NDArray[np.float32]] = []
         self.dev_y: list[NDArray[np.float32]] = []
         self.n_dev = 0
         self.n_total = 0
         self.passes = 0
+        self.progress = progress
+        self.total = matrix_rows(src)  # known before the first pass for a file; after it for any input
+        # the passes before the map: one per `center` step of the longer chain, then the statistics
+        chains = (parse_normalize(options.normalize_src), parse_normalize(options.normalize_tgt))
+        self.mean_passes = max(chain.count("center") for chain in chains)
+
+    def _what(self, number: int) -> str:
+        if number <= self.mean_passes:
+            return f"means, pass {number} of {self.mean_passes + 1}"
+        if number == self.mean_passes + 1:
+            return f"statistics, pass {number} of {self.mean_passes + 1}"
+        return f"sgd epoch {number - self.mean_passes - 1}"
 
     def __call__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
         first = self.passes == 0
         self.passes += 1
+        what = self._what(self.passes)
         offset = 0
         n_dev = 0
+        self.progress("read", 0, self.total, what=what)
         # sgd shuffles inside chunks, so it gets big ones; the closed forms read the reader's own chunk size,
         # which avoids re-blocking copies (peak RSS at 1M x 384: 650 -> 180 MB).
         rows = self.options.chunk_rows if self.options.method == "sgd" else DEFAULT_CHUNK_ROWS
@@ -130,9 +150,14 @@ class _PairStream:
             if first and len(picked):
                 self.dev_x.append(np.array(X[picked], dtype=np.float32))
                 self.dev_y.append(np.array(Y[picked], dtype=np.float32))
+            self.progress("read", offset, self.total, what=what)
             yield (X[~mask], Y[~mask]) if len(picked) else (X, Y)
         if first:
             self.n_total, self.n_dev = offset, n_dev
+            self.total = offset
+        self.progress("read", offset, offset, what=what)
+        if self.passes == self.mean_passes + 1:
+            self.progress("fit", 0, 1, method=self.options.method)
 
     def dev(self) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
         if not self.dev_x:
@@ -180,11 +205,14 @@ def _fit_other(stream: _PairStream, options: FitOptions, log: Log) -> Projection
     return Projection(W, options.method, options.center, 0.0, pre_x, pre_y, diagnostics)
 
 
-def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, log: Log = _quiet) -> dict[str, Any]:
+def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, log: Log = _quiet,
+                         progress: Progress = no_progress) -> dict[str, Any]:  # fmt: skip
     """Fit a map from ``src`` rows to ``tgt`` rows (row i ↔ row i), write it with its manifest.
 
     Returns the manifest written. lstsq and procrustes stream sufficient statistics (memory O(d²)); the
     dev rows (seeded hash of the row index, at most ``dev_max``) are held out and scored before/after.
+    ``progress`` (see :mod:`xl.progress`) hears ``read`` (rows read in each pass over the inputs), ``fit`` (0 of 1
+    while the map is solved or trained, 1 when it is) and ``dev`` (dev pairs scored).
     """
     if src == "-" and tgt == "-":
         raise UsageError("only one of --src and --tgt can be stdin")
@@ -197,7 +225,7 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
         src_path, tgt_path = _spool_stream(src, Path(tmp_name), "src"), _spool_stream(tgt, Path(tmp_name), "tgt")
         # The manifest beside a file, or the leading frame of an xl stream (xl embed | xl fit-proj --src -).
         src_manifest, tgt_manifest = matrix_manifest(src_path), matrix_manifest(tgt_path)
-        stream = _PairStream(src_path, tgt_path, labels, options)
+        stream = _PairStream(src_path, tgt_path, labels, options, progress)
         if options.method in ("sgd", "identity"):
             projection = _fit_other(stream, options, log)
         else:
@@ -206,8 +234,13 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
                 normalize_x=options.normalize_src, normalize_y=options.normalize_tgt,
                 x_label=labels[0], y_label=labels[1],
             )  # fmt: skip
+    progress("fit", 1, 1, method=options.method)
     dev = stream.dev()
-    dev_report = evaluate_projection(dev[0], dev[1], projection) if dev is not None else None
+    dev_report = None
+    if dev is not None:
+        progress("dev", 0, len(dev[0]))
+        dev_report = evaluate_projection(dev[0], dev[1], projection)
+        progress("dev", len(dev[0]), len(dev[0]))
     manifest = {
         **base_manifest("projection"),
         "projection": projection.to_dict(),

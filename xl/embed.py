@@ -376,11 +376,13 @@ def embed_window(
     return pooled, tokens.truncated
 
 
-def embed_texts(encoder: Encoder, texts: list[str], options: EmbedOptions, prefix: str | None = None) -> np.ndarray:
-    """(n, hidden) float32 embeddings of ``texts`` at the encoder's first layer, window by window."""
+def embed_texts(encoder: Encoder, texts: list[str], options: EmbedOptions, prefix: str | None = None,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:  # fmt: skip
+    """(n, hidden) float32 embeddings of ``texts`` at the encoder's first layer, window by window; ``progress``
+    hears each batch's row count."""
     use_prefix = encoder.ref.prefix if prefix is None else prefix
     layer = encoder.layers[0]
-    parts = [embed_window(encoder, texts[i : i + options.window], options, use_prefix)[0][layer]
+    parts = [embed_window(encoder, texts[i : i + options.window], options, use_prefix, progress)[0][layer]
              for i in range(0, len(texts), max(1, options.window))]  # fmt: skip
     return np.concatenate(parts) if parts else np.zeros((0, encoder.hidden), np.float32)
 

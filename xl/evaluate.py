@@ -20,6 +20,7 @@ import numpy as np
 import xl
 from xl.errors import InputError, ShapeError, UsageError
 from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
+from xl.progress import Progress, no_progress
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
 
 if TYPE_CHECKING:
@@ -121,6 +122,17 @@ def check_files(options: EvalOptions) -> None:
             read_task_input(path, "evaluation", task, columns=columns)
 
 
+def count_eval_sets(specs: Sequence[str]) -> int:
+    """How many (dataset, language) sets :func:`iter_eval_sets` yields for ``specs``: one per file, one per
+    language a dataset spec names (one when it names none)."""
+    count = 0
+    for spec in specs:
+        path = _path_of(spec)
+        langs = path.split(":", 2)[2] if path.count(":") >= 2 else ""
+        count += 1 if path_exists(path) or path == "-" or not langs else len(langs.split(","))
+    return count
+
+
 def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] | None = None,
                    limit: int | None = None, seed: int = 0,
                    columns: Mapping[str, str] | None = None) -> Iterator[EvalSet]:  # fmt: skip
@@ -186,8 +198,11 @@ def _write_predictions(folder: str, task: TaskObject, eval_set: EvalSet, predict
     return str(target)
 
 
-def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: Log = _quiet) -> list[dict[str, Any]]:
-    """Score every data set, calling ``emit`` with each result as it is ready; return them all."""
+def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: Log = _quiet,
+             progress: Progress = no_progress) -> list[dict[str, Any]]:  # fmt: skip
+    """Score every data set, calling ``emit`` with each result as it is ready; return them all. With a model,
+    ``progress`` (see :mod:`xl.progress`) hears ``sets`` (sets scored of all, with the ``set`` being scored) and
+    ``rows`` (the model's input rows done of the current set's)."""
     if options.task not in EVALUATED:
         raise UsageError(f"unknown task {options.task!r}", hint=f"use {', '.join(EVALUATED)}")
     if options.bootstrap < 0:
@@ -212,7 +227,7 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     from xl.models.registry import resolve_model
 
     ref = resolve_model(options.model, log=log)
-    results = _with_model(options, ref, emit, log)
+    results = _with_model(options, ref, emit, log, progress)
     if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))
     return results
@@ -328,7 +343,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]], None],
-                log: Log) -> list[dict[str, Any]]:  # fmt: skip
+                log: Log, progress: Progress) -> list[dict[str, Any]]:  # fmt: skip
     """Every data set through the task object and the one inference stack (what finetune's dev scoring runs)."""
     from xl.models.task_model import TaskInference
 
@@ -346,11 +361,15 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
                     "prefix": ref.prefix, "normalize": False}  # fmt: skip
         apply = _load_proj(options, identity)
     schema = task.schema_for(runner.pair)
-    results = []
+    results: list[dict[str, Any]] = []
     staged: list[tuple[str, bytes]] = []  # a benchmark layout's files, written together at the end
     named: dict[str, str] = {}
+    n_sets = count_eval_sets(options.data)
     for eval_set in iter_eval_sets(options.data, schema, labels=runner.labels or None, limit=options.limit,
                                    seed=options.seed, columns=_columns(options)):  # fmt: skip
+        label = f"{eval_set.name} {eval_set.lang or ''}".strip()
+        progress("sets", len(results), n_sets, set=label)
+        runner.report_rows(progress, "rows", set=label)
         layout_file = None
         if options.predictions and options.layout != "xl":
             layout_file = _layout_file(options, task, eval_set, runner.labels, ref.name, named, log)
@@ -374,6 +393,7 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
         log(f"{eval_set.name} {eval_set.lang}: {name} {_fmt(metrics.get(name))} (n={metrics['n']})")
         emit(result)
         results.append(result)
+        progress("sets", len(results), n_sets, set=label)
     if staged and options.predictions:
         from xl.tasks.xtreme import write_files
 

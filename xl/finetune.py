@@ -42,6 +42,7 @@ from xl.io.atomic import atomic_write, temp_dir_beside
 from xl.io.tables import table_format
 from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, resolve_model
 from xl.models.training import Dist, Prepared, RunState, Trainer
+from xl.progress import Progress, no_progress
 from xl.tasks.objects import STS, TRAINABLE, task_named
 
 Log = Callable[[str], None]
@@ -491,12 +492,13 @@ class RunDirectory:
 class FinetuneRun:
     """One ``xl finetune`` (see the module docstring)."""
 
-    def __init__(self, options: FinetuneOptions, log: Log = _quiet) -> None:
+    def __init__(self, options: FinetuneOptions, log: Log = _quiet, progress: Progress = no_progress) -> None:
         self.given = options  # as typed: the names said in messages
         self.options = absolute_paths(options)  # as recorded
         self.out = Path(self.options.output)
         self.dist = Dist.from_env()
         self.log = log if self.dist.main else _quiet  # one voice under torchrun: the main process's
+        self.progress = progress if self.dist.main else no_progress
         check_options(self.options, self.dist.world)
         self.directory = RunDirectory(self.out, self.options, self.dist.main)
 
@@ -530,7 +532,7 @@ class FinetuneRun:
     def run(self) -> dict[str, Any]:
         """Check, read, train, keep; the manifest written to ``DIR/xl-finetune.json``."""
         self.check_paths()
-        trainer = Trainer(self.options, self.dist, self.directory, self.log)
+        trainer = Trainer(self.options, self.dist, self.directory, self.log, self.progress)
         trainer.start()
         # The inputs first, each read once (hashed as it is read: pipes work) and validated, then the model
         # spec and its tokenizer: -o is not touched, nor a model loaded, before all of them are known good.
@@ -643,6 +645,9 @@ def _class_weights(train: Any, labels: list[Any], options: FinetuneOptions) -> d
     return {"mode": options.class_weight, "labels": labels, "counts": counts, "weights": train.class_weights}
 
 
-def finetune(options: FinetuneOptions, log: Log = _quiet) -> dict[str, Any]:
-    """Run ``xl finetune``; returns the manifest written to ``DIR/xl-finetune.json``."""
-    return FinetuneRun(options, log).run()
+def finetune(options: FinetuneOptions, log: Log = _quiet, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run ``xl finetune``; returns the manifest written to ``DIR/xl-finetune.json``. ``progress`` (see
+    :mod:`xl.progress`) hears ``train`` (step of total steps, with ``loss``, the mean over the last ``log_every``
+    steps, and ``examples_per_s``) after every step and ``dev`` (rows scored, with the ``step``) while the dev set
+    is scored."""
+    return FinetuneRun(options, log, progress).run()

@@ -28,6 +28,7 @@ from xl.errors import InputError, ModelError, UsageError
 from xl.io.atomic import absolute, path_exists, refuse_terminal_stdin
 from xl.io.manifest import base_manifest
 from xl.io.npy import read_matrix_with_manifest, write_matrix
+from xl.progress import Progress, counter, no_progress
 
 
 @dataclass
@@ -171,15 +172,18 @@ def _task_texts(spec: str, sample: int, seed: int) -> tuple[str, list[str]]:
     return name, texts
 
 
-def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, method: str = "textemb") -> int:
+def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, method: str = "textemb",
+                progress: Progress = no_progress) -> int:  # fmt: skip
     """Task embeddings, one row per task (Vu et al. 2020): ``textemb``, the mean sentence embedding of each
     task's inputs (``NAME=DATA``); ``taskemb``, the pooled Fisher diagonal of a model fine-tuned on the task
-    (``NAME=RUN_DIR`` or ``NAME=RUN_DIR@DATA``; see ``xl.models.fisher``)."""
+    (``NAME=RUN_DIR`` or ``NAME=RUN_DIR@DATA``; see ``xl.models.fisher``). ``progress`` (see :mod:`xl.progress`)
+    hears ``tasks`` (tasks done of all, with the ``task`` and ``model`` at work) and, within a task, ``rows``
+    (texts embedded, textemb) or ``examples`` (Fisher examples, taskemb)."""
     if not specs:
         raise UsageError("no tasks given", hint="e.g. xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en")
     output_format_for(output, options.output_format)  # a bad --format fails before any model is loaded
     if method == "taskemb":
-        return _embed_taskemb(specs, output, options)
+        return _embed_taskemb(specs, output, options, progress)
     if method != "textemb":
         raise UsageError(f"unknown --method {method!r}", hint="use textemb or taskemb")
     tasks = [_task_texts(spec, options.sample, options.seed) for spec in specs]
@@ -192,8 +196,13 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
 
     ref = resolve_model(options.model)
     encoder = Encoder(ref, device=options.device, dtype=options.dtype)
-    rows = [embed_texts(encoder, texts, EmbedOptions(model=options.model)).astype(np.float64).mean(axis=0)
-            for _, texts in tasks]  # fmt: skip
+    rows = []
+    for done, (name, texts) in enumerate(tasks):
+        progress("tasks", done, len(tasks), task=name, model=ref.name)
+        advance = counter(progress, "rows", len(texts), task=name)
+        rows.append(embed_texts(encoder, texts, EmbedOptions(model=options.model), progress=advance)
+                    .astype(np.float64).mean(axis=0))  # fmt: skip
+        progress("tasks", done + 1, len(tasks), task=name, model=ref.name)
     manifest = {**base_manifest("task-embeddings"), "method": "textemb", "labels": names, "model": ref.name,
                 "model_fingerprint": ref.fingerprint, "sample": options.sample, "seed": options.seed,
                 "inputs": {name: len(texts) for name, texts in tasks}, "tasks": list(specs)}  # fmt: skip
@@ -229,7 +238,8 @@ def fisher_source(ref: Any, data: str | None) -> tuple[str, str]:
 
 
 def task_fisher(ref: Any, *, data: str | None = None, sample: int = 200, seed: int = 0, device: str = "auto",
-                include_head: bool = False) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+                include_head: bool = False,
+                progress: Progress = no_progress) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
     """TaskEmb (Vu et al. 2020) of a fine-tuned run: the pooled Fisher diagonal ``(k,)`` float32 of its model on
     ``sample`` examples of ``data`` (default: the run's own training file), tokenized as the run was (its task,
     max length, labels), and a description (task, data, examples, parameter layout). See ``xl.models.fisher``."""
@@ -256,12 +266,14 @@ def task_fisher(ref: Any, *, data: str | None = None, sample: int = 200, seed: i
     examples = task.tokenize(records, tokenizer, schema=schema, prefix=ref.prefix,
                              max_length=resolve_max_length(None, ref, task.train_max_length, load_config(ref)),
                              doc_stride=int(head.get("doc_stride", 128)), labels=labels)  # fmt: skip
-    embedding, layout = fisher_diagonal(ref, task, examples, seed=seed, device=device, include_head=include_head)
+    advance = counter(progress, "examples", len(task.fisher_examples(examples)))
+    embedding, layout = fisher_diagonal(ref, task, examples, seed=seed, device=device, include_head=include_head,
+                                        progress=advance)  # fmt: skip
     return embedding, {"task": task.name, "data": absolute(path), "examples": len(task.fisher_examples(examples)),
                        "layout": layout}  # fmt: skip
 
 
-def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions) -> int:
+def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions, progress: Progress) -> int:
     from xl.models.registry import resolve_model
 
     jobs = []
@@ -274,9 +286,11 @@ def _embed_taskemb(specs: Sequence[str], output: str, options: TaskEmbedOptions)
         fisher_source(ref, data or None)
         jobs.append((name, run_dir, data, ref))
     names, rows, described = [], [], []
-    for name, run_dir, data, ref in jobs:
+    for done, (name, run_dir, data, ref) in enumerate(jobs):
+        progress("tasks", done, len(jobs), task=name, model=run_dir)
         vector, info = task_fisher(ref, data=data or None, sample=options.sample, seed=options.seed,
-                                   device=options.device)  # fmt: skip
+                                   device=options.device, progress=progress)  # fmt: skip
+        progress("tasks", done + 1, len(jobs), task=name, model=run_dir)
         if rows and vector.shape != rows[0].shape:
             raise InputError(f"{name}: its Fisher vector has {vector.size} values, the first task's {rows[0].size}",
                              hint="TaskEmb compares models of one architecture")  # fmt: skip

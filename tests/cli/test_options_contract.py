@@ -225,7 +225,7 @@ def test_fit_proj_old_spellings_give_the_same_map(tmp_path: Path) -> None:
 
 def test_eval_qa_normalize_is_the_old_name_of_answer_normalization(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
-    monkeypatch.setattr("xl.evaluate.evaluate", lambda options, emit, log: seen.append(options))
+    monkeypatch.setattr("xl.evaluate.evaluate", lambda options, emit, log, **_: seen.append(options))
     for args in (["--answer-normalization", "mlqa"], ["--normalize", "mlqa"], []):
         result = invoke("eval", "qa", "data.jsonl", *args)
         assert result.exit_code == 0, result.stderr
@@ -247,7 +247,7 @@ def test_model_install_force_is_the_old_name_of_overwrite(monkeypatch: pytest.Mo
 def test_flags_whose_default_is_on_are_shown_as_their_off_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--no-group-by-length`` / ``--no-naive`` are what --help shows; the default spelling still parses."""
     seen: list[Any] = []
-    monkeypatch.setattr("xl.finetune.finetune", lambda options, log: seen.append(options))
+    monkeypatch.setattr("xl.finetune.finetune", lambda options, log, **_: seen.append(options))
     base = ["finetune", "--task", "sts", "--train", "t.jsonl", "-o", "run"]
     for args in (["--no-group-by-length"], ["--group-by-length"], []):
         assert invoke(*base, *args).exit_code == 0

@@ -20,6 +20,7 @@ import typer
 
 from xl.errors import Interrupted, UsageError, XlError
 from xl.io.atomic import StdoutGuard, abort_open_outputs
+from xl.progress import Progress, Throttled, no_progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,20 +141,34 @@ def install_signal_handlers() -> None:
             signal.signal(sig, _terminate)
 
 
+def shows_progress(enabled: bool) -> bool:
+    """Whether progress is drawn: ``enabled`` (no ``-q``), stderr a terminal, and not a dumb one (clig.dev: no
+    animation off a terminal, so a log file or a pipe gets no bar and no carriage returns)."""
+    return enabled and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _rich_progress(*columns: Any) -> Any:
+    """A transient rich display on stderr. stdout is left alone (rich would otherwise route what is printed
+    there while the display is live to its console, stderr: a data product must not move); what is printed on
+    stderr meanwhile (log lines) goes above the display."""
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    return RichProgress(*columns, console=Console(stderr=True), transient=True, redirect_stdout=False)
+
+
 @contextlib.contextmanager
 def progress_bar(
     enabled: bool, description: str
 ) -> Iterator[tuple[Callable[[int], None], Callable[[int | None], None]]]:
-    """A rich progress bar on stderr when ``enabled`` and stderr is a terminal; else no-op callbacks."""
-    if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+    """A rich progress bar on stderr when :func:`shows_progress`; else no-op callbacks."""
+    if not shows_progress(enabled):
         yield (lambda _n: None), (lambda _t: None)
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:  # fmt: skip
+    with _rich_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn()) as bar:  # fmt: skip
         task = bar.add_task(description, total=None)
 
         def advance(n: int) -> None:
@@ -163,6 +178,70 @@ def progress_bar(
             bar.update(task, total=total)
 
         yield advance, set_total
+
+
+#: How the display names a stage of :mod:`xl.progress` (others: the stage's own name).
+STAGE_LABELS = {"train": "training steps", "dev": "dev scoring", "sets": "sets", "rows": "rows",
+                "tasks": "tasks", "read": "rows read", "fit": "fitting"}  # fmt: skip
+#: How the display shows a field of a report (others: ``name value``, floats to 4 significant digits).
+FIELD_FORMATS = {"loss": "loss {:.4f}", "examples_per_s": "{:.1f} ex/s", "step": "at step {}", "set": "{}",
+                 "task": "{}", "model": "{}", "what": "{}", "method": "{}", "epoch": "epoch {}"}  # fmt: skip
+
+
+def format_fields(fields: dict[str, Any]) -> str:
+    """The fields of one progress report as one short line, in the order given (None values left out)."""
+    parts = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        spec = FIELD_FORMATS.get(name)
+        if spec is None:
+            spec = f"{name} {{:.4g}}" if isinstance(value, float) else f"{name} {{}}"
+        parts.append(spec.format(value))
+    return "  ".join(parts)
+
+
+class StageDisplay:
+    """Renders :mod:`xl.progress` reports on a rich display: a line per live stage (its label, a bar, done/total,
+    its fields, the time left), drawn at once when a stage starts and ends and at rich's refresh rate between;
+    a finished stage's line goes (the log lines above say what it did)."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.tasks: dict[str, tuple[Any, int]] = {}  # stage -> (rich task id, done)
+
+    def __call__(self, stage: str, done: int, total: int | None, **fields: Any) -> None:
+        info = format_fields(fields)
+        known = self.tasks.get(stage)
+        if known is None:
+            task = self.bar.add_task(STAGE_LABELS.get(stage, stage), total=total, completed=done, info=info)
+        elif done < known[1]:  # a new round (the next set's rows): a fresh rate and time left
+            task = known[0]
+            self.bar.reset(task, total=total, completed=done, info=info)
+        else:
+            task = known[0]
+            self.bar.update(task, total=total, completed=done, info=info)
+        self.tasks[stage] = (task, done)
+        if total is not None and done >= total:
+            self.bar.refresh()  # its last state is drawn once, however short the stage was
+            self.bar.remove_task(task)
+            del self.tasks[stage]
+            self.bar.refresh()  # and the display forgets it (else a log line redraws the last frame under it)
+
+
+@contextlib.contextmanager
+def progress_display(enabled: bool) -> Iterator[Progress]:
+    """The :class:`xl.progress.Progress` callback a command passes to the library: a :class:`StageDisplay` (rate
+    limited by :class:`xl.progress.Throttled`) when :func:`shows_progress`, else :func:`xl.progress.no_progress`
+    (nothing at all is written). Never on stdout."""
+    if not shows_progress(enabled):
+        yield no_progress
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    with _rich_progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as bar:  # fmt: skip
+        yield Throttled(StageDisplay(bar))
 
 
 def parse_int_list(text: str, option: str) -> list[int]:

@@ -12,6 +12,7 @@ from xl.cli._common import (
     QuietOpt,
     deprecated_alias,
     handle_errors,
+    progress_display,
     refuse_ignored,
     resolve_output_format,
 )
@@ -89,7 +90,8 @@ def fit_proj_cli(
         dev_frac=dev_frac, dev_max=dev_max, seed=seed, src_lang=src_lang, tgt_lang=tgt_lang,
         lr=lr, epochs=epochs, batch_size=batch_size, patience=patience,
     )  # fmt: skip
-    fit_projection_files(src, tgt, output, options, log=messages.info)
+    with progress_display(not quiet) as progress:
+        fit_projection_files(src, tgt, output, options, log=messages.info, progress=progress)
 
 
 @handle_errors("apply-proj")

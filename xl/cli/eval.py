@@ -18,6 +18,7 @@ from xl.cli._common import (
     ReportFormat,
     deprecated_alias,
     handle_errors,
+    progress_display,
     refuse_ignored,
 )
 from xl.errors import UsageError
@@ -208,7 +209,8 @@ def _run_eval(task: str, output_format: str, quiet: bool, **kwargs: Any) -> None
             writer.write_objects([result])
 
     try:
-        evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info)
+        with progress_display(not quiet) as progress:
+            evaluate(EvalOptions(task=task, tags=tags, **kwargs), emit, log=messages.info, progress=progress)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -15,6 +15,7 @@ from xl.cli._common import (
     ModelOpt,
     QuietOpt,
     handle_errors,
+    progress_display,
     refuse_ignored,
 )
 from xl.errors import UsageError
@@ -145,4 +146,5 @@ def finetune_cli(
         columns=parse_columns(columns, task_named(task).fields()) or None,
     )  # fmt: skip
     messages = Messages("finetune", quiet)
-    finetune(options, log=messages.info)
+    with progress_display(not quiet) as progress:
+        finetune(options, log=messages.info, progress=progress)

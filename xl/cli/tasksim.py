@@ -19,6 +19,7 @@ from xl.cli._common import (
     QuietOpt,
     ReportFormatOpt,
     handle_errors,
+    progress_display,
     refuse_ignored,
     resolve_output_format,
 )
@@ -97,7 +98,8 @@ def embed_cli(
     count = sample or (1000 if method == "textemb" else 200)
     options = TaskEmbedOptions(model=model, sample=count, seed=seed, device=device, dtype=dtype,
                                output_format=output_format)  # fmt: skip
-    rows = embed_tasks(list(tasks or []), output, options, method)
+    with progress_display(not quiet) as progress:
+        rows = embed_tasks(list(tasks or []), output, options, method, progress)
     Messages("tasksim embed", quiet).info(f"{rows} task embeddings written")
 
 

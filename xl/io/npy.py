@@ -390,6 +390,26 @@ def matrix_manifest(path: str | Path) -> dict[str, Any] | None:
         return stream.manifest
 
 
+def matrix_rows(path: str | Path) -> int | None:
+    """The rows of the regular file at ``path`` when it holds exactly one 2-D NPY array (read from its header, in
+    microseconds, for a progress total); None otherwise (a pipe, a stream of several arrays or frames, not NPY)."""
+    try:
+        if not Path(path).is_file():
+            return None
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            data_bytes = os.fstat(handle.fileno()).st_size - handle.tell()
+    except (OSError, ValueError):
+        return None
+    if len(shape) != 2 or data_bytes != shape[0] * shape[1] * dtype.itemsize:
+        return None
+    return int(shape[0])
+
+
 def _map_rows(stream: BinaryIO, n: int, d: int, dtype: np.dtype[Any], chunk_rows: int) -> Iterator[NDArray[Any]] | None:
     """Row chunks of the (n, d) float32 C-order array starting at the stream's position, as read-only views
     of its regular file mapped into memory, with the stream moved past it; None where that is not possible

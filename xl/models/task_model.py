@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from xl.models.inference import (
     stdout_to_stderr,
 )
 from xl.models.registry import MODEL_MANIFEST, ModelRef
+from xl.progress import Progress, counter, no_progress
 
 if TYPE_CHECKING:
     import torch
@@ -188,6 +189,7 @@ class TaskInference:
         self.doc_stride = int(self.head.get("doc_stride", 128))
         self.autocast = autocast
         self.layers = layers
+        self._report: tuple[Progress, str, dict[str, Any]] = (no_progress, "rows", {})
 
     @classmethod
     def load(cls, ref: ModelRef, task: TaskObject, *, device: str = "auto", dtype: str = "auto",
@@ -229,6 +231,11 @@ class TaskInference:
                                   max_length=self.max_length, doc_stride=self.doc_stride, labels=self.labels,
                                   with_labels=False)  # fmt: skip
 
+    def report_rows(self, progress: Progress, stage: str, **fields: Any) -> None:
+        """From now on, report each :meth:`run` call's rows to ``progress`` as ``stage`` (rows done of the call's
+        rows, with ``fields``; a row remembered by :meth:`remember_outputs` counts as done at once)."""
+        self._report = (progress, stage, fields)
+
     def remember_outputs(self) -> None:
         """From now on, reuse the output of a token row that an earlier :meth:`run` call computed (``xl eval
         retrieval``: FLORES-200's English side is the same sentences for every language). Rows new to a call are
@@ -238,18 +245,20 @@ class TaskInference:
     def run(self, rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """The model's outputs on token id rows, one float32 array per row (:func:`run_batches`), in eval mode."""
         memo: dict[tuple[int, ...], np.ndarray] | None = getattr(self, "_memo", None)
+        progress, stage, fields = self._report
         if memo is None:
-            return self._run(rows)
+            return self._run(rows, counter(progress, stage, len(rows), **fields))
         keys = [tuple(row) for row in rows]
         new = [i for i, key in enumerate(keys) if key not in memo]
         outputs: list[np.ndarray | None] = [memo.get(key) for key in keys]
-        for i, output in zip(new, self._run([rows[i] for i in new]), strict=True):
+        advance = counter(progress, stage, len(rows), len(rows) - len(new), **fields)
+        for i, output in zip(new, self._run([rows[i] for i in new], advance), strict=True):
             outputs[i] = output
         for i in new:
             memo[keys[i]] = outputs[i]  # type: ignore[assignment]
         return outputs  # type: ignore[return-value]
 
-    def _run(self, rows: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def _run(self, rows: Sequence[Sequence[int]], advance: Callable[[int], None]) -> list[np.ndarray]:
         import torch
 
         context = (torch.autocast(str(self.device).split(":")[0], dtype=self.autocast)
@@ -258,7 +267,7 @@ class TaskInference:
         self.model.eval()
         try:
             with context:
-                return run_batches(self.model, rows, self.pad_id, self.device)
+                return run_batches(self.model, rows, self.pad_id, self.device, progress=advance)
         finally:
             self.model.train(was_training)
 

@@ -24,6 +24,7 @@ import math
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 
 from xl.errors import ModelError
 from xl.models.registry import ModelRef
+from xl.progress import Progress, no_progress
 
 if TYPE_CHECKING:
     import torch
@@ -183,11 +185,13 @@ def _untie(weights: dict[str, Any]) -> dict[str, Any]:
 class Trainer:
     """The loop of one run: device, model, optimizer, steps, dev scoring and checkpoints."""
 
-    def __init__(self, options: FinetuneOptions, dist: Dist, directory: RunDirectory, log: Log) -> None:
+    def __init__(self, options: FinetuneOptions, dist: Dist, directory: RunDirectory, log: Log,
+                 progress: Progress = no_progress) -> None:  # fmt: skip
         self.options = options
         self.dist = dist
         self.directory = directory
         self.log = log
+        self.progress = progress
 
     # ------------------------------------------------------------------ set-up
 
@@ -290,6 +294,8 @@ class Trainer:
         eval_steps = o.eval_steps or steps_per_epoch
         epoch = state.micro // n_micro
         self.loss_sum, self.loss_count = 0.0, 0
+        # the loss the display shows: the mean of the last log_every steps (a step's alone is too noisy to read)
+        recent: deque[float] = deque(maxlen=o.log_every)
         fault_step = int(os.environ.get("XL_FAULT_AFTER_STEP", "0") or 0)  # tests: die as if killed
         model = self._parallel()
         model.train()
@@ -298,11 +304,13 @@ class Trainer:
             index_in_epoch = state.micro - epoch * n_micro
             while index_in_epoch < len(batches) and state.step < total_steps:
                 group = batches[index_in_epoch : index_in_epoch + o.grad_accum]
-                self._step(model, group, state, optimizer, scheduler)
+                recent.append(self._step(model, group, state, optimizer, scheduler))
                 index_in_epoch += len(group)
                 state.micro += len(group)
                 state.step += 1
                 state.seconds = time.perf_counter() - started
+                self.progress("train", state.step, total_steps, loss=sum(recent) / len(recent),
+                              examples_per_s=state.examples / max(state.seconds, 1e-9))  # fmt: skip
                 if state.step % o.log_every == 0 or state.step == total_steps:
                     self._log_step(state, total_steps, n_micro, scheduler)
                 if dev is not None and state.step % eval_steps == 0 and state.step < total_steps:
@@ -339,12 +347,14 @@ class Trainer:
             self.log(f"{train.truncated} training inputs truncated to {self.prepared.max_length} tokens")
 
     def _step(self, model: torch.nn.Module, group: list[np.ndarray], state: RunState, optimizer: Any,
-              scheduler: Any) -> None:  # fmt: skip
-        """One optimizer step over the micro-batches of ``group``."""
+              scheduler: Any) -> float:  # fmt: skip
+        """One optimizer step over the micro-batches of ``group``; its loss (the mean over its micro-batches of
+        the global batch's mean loss)."""
         import torch
 
         o, task, train, scaler = self.options, self.prepared.task, self.prepared.train, self.scaler
         loss_name = self.head_info["loss"]
+        step_loss = 0.0
         for batch in group:
             share = np.array_split(batch, self.dist.world)[self.dist.rank]
             with torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype or torch.float32,
@@ -357,8 +367,10 @@ class Trainer:
             # the gradient is the mean over the global batch, whatever the number of processes.
             loss = loss_total * (self.dist.world / (len(batch) * len(group)))
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            self.loss_sum += self.dist.global_sum(loss_total.detach()) / len(batch)
+            batch_loss = self.dist.global_sum(loss_total.detach()) / len(batch)
+            self.loss_sum += batch_loss
             self.loss_count += 1
+            step_loss += batch_loss / len(group)
             state.examples += len(batch)
         if scaler is not None:
             scaler.unscale_(optimizer)
@@ -371,6 +383,7 @@ class Trainer:
             optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        return step_loss
 
     def _log_step(self, state: RunState, total_steps: int, n_micro: int, scheduler: Any) -> None:
         if self.dist.main:
@@ -388,6 +401,7 @@ class Trainer:
         """Score the dev set (the task's selection metric) and keep the model in ``DIR/best`` when it is the best."""
         if self.dist.main:
             assert self.prepared.dev is not None
+            self.scorer.report_rows(self.progress, "dev", step=state.step)
             metrics = self.prepared.task.dev_score(self.scorer.run, self.prepared.dev, self.prepared.labels)
             metric = metrics["selection_metric"]
             row = {"step": state.step, "dev": metrics}
