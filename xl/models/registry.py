@@ -1,11 +1,11 @@
 """Model specs, the offline default model, and the models installed under the xl home.
 
 A model spec is ``default`` (multilingual-e5-small rebuilt from a 4-bit copy, see
-``docs/default-model.md``), a local Hugging Face directory (an ``xl finetune`` output included; a
-sentence-transformers directory's pooling, normalisation, prompt and length are read by
-:mod:`xl.models.st_format`) or a hub id. Building the default model needs no torch: the E5S1 file is dequantised with numpy and written with
-``safetensors.numpy``; it is built in a temporary folder and renamed into place, so a half-built model is
-never visible under its final name.
+``docs/default-model.md``), a local Hugging Face directory (an ``xl finetune`` output included; what a
+sentence-transformers directory says of pooling, normalisation, prompt and length is read by
+:mod:`xl.models.st_format`) or a hub id. Building the default model needs no torch: the E5S1 file is
+dequantised with numpy and written with ``safetensors.numpy``; it is built in a temporary folder and renamed
+into place, so a half-built model is never visible under its final name.
 """
 
 from __future__ import annotations

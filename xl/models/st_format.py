@@ -68,8 +68,8 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{what} is not readable JSON ({exc})", source=str(path),
-                         hint="repair or remove it (sentence-transformers writes it with model.save(DIR))") from None  # fmt: skip
+        hint = "repair or remove it (sentence-transformers writes it with model.save(DIR))"
+        raise ModelError(f"{what} is not readable JSON ({exc})", source=str(path), hint=hint) from None
 
 
 def _refuse(message: str, path: Path) -> ModelError:
@@ -132,8 +132,9 @@ def _prefix(directory: Path) -> str | None:
     if name is None:
         return ""
     if not isinstance(prompts, dict) or not isinstance(prompts.get(name), str):
+        hint = f'add it to "prompts", or set default_prompt_name to one of {sorted(prompts or {})}'
         raise ModelError(f"default_prompt_name {name!r} names no prompt of {ST_MODEL_CONFIG}", source=str(path),
-                         hint=f"add it to \"prompts\", or set default_prompt_name to one of {sorted(prompts)}")  # fmt: skip
+                         hint=hint)  # fmt: skip
     return str(prompts[name])
 
 

@@ -79,10 +79,8 @@ def check_head_fits(ref: ModelRef, task: TaskObject, labels: Sequence[Any] | Non
     return head
 
 
-def make_task_model(
-    encoder: Any, task: TaskObject, *, n_labels: int = 0, pooling: str = "mean", dropout: float = 0.1,
-    normalize: bool = False,
-) -> torch.nn.Module:
+def make_task_model(encoder: Any, task: TaskObject, *, n_labels: int = 0, pooling: str = "mean",
+                    dropout: float = 0.1, normalize: bool = False) -> torch.nn.Module:  # fmt: skip
     """Wrap ``encoder`` with a fresh head for ``task`` (the head and the forward pass are the task's).
     ``normalize``: L2-normalise the pooled embeddings (a sentence-transformers model with a Normalize module)."""
     import torch
