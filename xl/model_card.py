@@ -77,6 +77,15 @@ def _languages(langs: list[str]) -> list[str]:
     return sorted(codes)
 
 
+def _base_name(base: Mapping[str, Any]) -> str:
+    """The base model as a card names it: a hub id as given, else the model's name (a directory without a
+    name of its own: its folder's name, not a path of this machine)."""
+    if base.get("path") is None:
+        return str(base.get("spec"))
+    name = str(base.get("name"))
+    return Path(name).name if name == base.get("path") or "/" in name else name
+
+
 def front_matter(manifest: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
     """The card's metadata (see the module docstring)."""
     task = str(manifest.get("task"))
@@ -90,7 +99,7 @@ def front_matter(manifest: Mapping[str, Any], info: Mapping[str, Any]) -> dict[s
                        "examples": dev.get("examples"), "lang": dev.get("lang")}  # fmt: skip
     hub_type, hub_name = _HUB_TASKS.get(task, (task, task))
     meta: dict[str, Any] = {
-        "base_model": base.get("spec") if base.get("path") is None else base.get("name"),
+        "base_model": _base_name(base),
         "library_name": "sentence-transformers",
         "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "xl", f"xl-{task}",
                  "cross-lingual-transfer"],
@@ -103,7 +112,7 @@ def front_matter(manifest: Mapping[str, Any], info: Mapping[str, Any]) -> dict[s
     metrics = _metrics(manifest)
     if metrics and dev:
         meta["model-index"] = [{
-            "name": str(info.get("name") or f"{base.get('name')}+{task}"),
+            "name": f"{_base_name(base)}+{task}",
             "results": [{"task": {"type": hub_type, "name": hub_name},
                          "dataset": {"name": data["dev"]["file"], "type": data["dev"]["file"], "split": "dev"},
                          "metrics": metrics}],
@@ -116,19 +125,21 @@ def render_card(manifest: Mapping[str, Any], info: Mapping[str, Any], directory:
     import yaml
 
     meta = front_matter(manifest, info)
-    head = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
     task, chosen = manifest.get("task"), manifest.get("chosen") or {}
-    base = (manifest.get("base_model") or {}).get("name")
+    base = _base_name(manifest.get("base_model") or {})
     kept = f"step {chosen.get('step')} of {manifest.get('steps')} ({chosen.get('by')})"
     metric = chosen.get("metric")
     score = f"; dev {chosen.get('metric_name')} {metric:.4f}" if isinstance(metric, (int, float)) else ""
     prefix = info.get("prefix") or ""
+    head = info.get("head") or {}
     where = shlex.quote(str(directory))
     lines = [
-        f"# {info.get('name') or directory.name}",
+        f"# {_base_name(manifest.get('base_model') or {})}+{task}",
         "",
         f"`{base}` fine-tuned by `xl finetune` for **{task}**: kept {kept}{score}.",
-        f"Pooling {info.get('pooling', 'mean')}, max length {(info.get('head') or {}).get('max_length')} tokens"
+        f"Pooling {info.get('pooling', 'mean')}" + (", L2-normalised" if head.get("normalize") else "")
+        + f", max length {head.get('max_length')} tokens"
         + (f", prefix `{prefix!r}`" if prefix else ", no prefix") + ".",
         "",
         "## How it was made",
@@ -161,4 +172,4 @@ def render_card(manifest: Mapping[str, Any], info: Mapping[str, Any], directory:
         "normalisation, prompt and max length xl uses.",
         "",
     ]  # fmt: skip
-    return f"---\n{head}---\n\n" + "\n".join(lines)
+    return f"---\n{front}---\n\n" + "\n".join(lines)

@@ -146,7 +146,7 @@ def test_the_model_card_is_front_matter_from_the_manifest(
     meta = _front_matter(run / "README.md")
     assert meta["library_name"] == "sentence-transformers" and meta["pipeline_tag"] == "sentence-similarity"
     assert "sentence-transformers" in meta["tags"] and "xl-sts" in meta["tags"]
-    assert meta["base_model"] == manifest["base_model"]["name"]
+    assert meta["base_model"] == Path(manifest["base_model"]["path"]).name  # a directory: its name, not a path
     assert meta["language"] == ["en"]
     assert meta["datasets"] == ["stsb-train.jsonl", "stsb-dev.jsonl"]
     for split in ("train", "dev"):
