@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
@@ -54,8 +54,8 @@ class EmbedOptions:
 
     model: str = "default"
     layers: list[int] = field(default_factory=lambda: [-1])
-    pooling: Pooling = "mean"
-    normalize: bool = False
+    pooling: Pooling | None = None  # None: the model's (a sentence-transformers directory's Pooling, else mean)
+    normalize: bool | None = None  # None: the model's (a Normalize module), else off
     prefix: str | None = None  # None: the model's default ("query: " for the default model)
     max_length: int | None = None  # None: the model's own (its training length, else 512)
     batch_size: int = 32
@@ -168,9 +168,13 @@ def embed_files(
     ref = resolve_model(options.model, log=log)
     encoder = Encoder(ref, layers=options.layers, device=options.device, dtype=options.dtype,
                       max_length=options.max_length)  # fmt: skip
+    # What the command line leaves open, the model's files say (xl.models.inference.model_pooling); recorded.
+    options = replace(options, pooling=options.pooling or encoder.pooling,
+                      normalize=encoder.normalize if options.normalize is None else options.normalize)  # fmt: skip
     prefix = ref.prefix if options.prefix is None else options.prefix
     log(f"model {ref.name} · {encoder.device} · {encoder.dtype_name} · layers {encoder.layers} · "
-        f"pooling {options.pooling} · prefix {prefix!r}")  # fmt: skip
+        f"pooling {options.pooling}{' · normalized' if options.normalize else ''} · prefix {prefix!r} · "
+        f"max length {encoder.max_length}")  # fmt: skip
     reports = []
     for path in inputs:
         job = _Job(path, output, several_inputs, output_format, input_format, text_field, errors, resume)

@@ -358,7 +358,7 @@ def _with_model(options: EvalOptions, ref: Any, emit: Callable[[dict[str, Any]],
     apply = None
     if task.embeds:
         identity = {"model_fingerprint": ref.fingerprint, "layer": runner.layers, "pooling": runner.pooling,
-                    "prefix": ref.prefix, "normalize": False}  # fmt: skip
+                    "prefix": ref.prefix, "normalize": runner.normalize}  # fmt: skip
         apply = _load_proj(options, identity)
     schema = task.schema_for(runner.pair)
     results: list[dict[str, Any]] = []

@@ -40,7 +40,9 @@ import xl
 from xl.errors import ModelError, OutputError, UsageError, XlError
 from xl.io.atomic import atomic_write, temp_dir_beside
 from xl.io.tables import table_format
-from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, resolve_model
+from xl.model_card import CARD, render_card
+from xl.models.registry import DEFAULT_ALIASES, MODEL_MANIFEST, ModelRef, read_model_info, resolve_model
+from xl.models.st_format import ST_ENTRIES
 from xl.models.training import Dist, Prepared, RunState, Trainer
 from xl.progress import Progress, no_progress
 from xl.tasks.objects import STS, TRAINABLE, task_named
@@ -53,10 +55,11 @@ RUN_STATE = "run.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 #: The run's own entries of DIR besides the model: what ``overwrite`` may remove.
-RUN_OWNED = (FINETUNE_MANIFEST, RUN_STATE, LOG_FILE, CHECKPOINTS, BEST)
-#: What ``save_task_model`` writes: the encoder (transformers; sharded when large), tokenizer, head, description.
+RUN_OWNED = (FINETUNE_MANIFEST, RUN_STATE, LOG_FILE, CHECKPOINTS, BEST, CARD)
+#: What ``save_task_model`` writes: the encoder (transformers; sharded when large), tokenizer, head, description,
+#: and sentence-transformers' module files (``ST_ENTRIES``: two of them folders).
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "generation_config.json",
-               "tokenizer.json", "xl-head.safetensors", MODEL_MANIFEST)  # fmt: skip
+               "tokenizer.json", "xl-head.safetensors", MODEL_MANIFEST, *ST_ENTRIES)  # fmt: skip
 _SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _OS_ERROR = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors, tokenizers) report an errno
 #: ``--class-weight``: none, or scikit-learn's balanced weights of the training labels.
@@ -427,9 +430,17 @@ class RunDirectory:
                     os.replace(path, out / path.name)
                     moved.append(path.name)
                 shutil.rmtree(best)
-        files = sorted({*moved, *(p.name for p in out.iterdir() if p.is_file() and p.name in MODEL_FILES),
+        files = sorted({*moved, *(p.name for p in out.iterdir() if p.name in MODEL_FILES),
                         *(p.name for p in out.iterdir() if _SHARD.fullmatch(p.name))})  # fmt: skip
         return chosen, files
+
+    def write_card(self, manifest: dict[str, Any]) -> None:
+        """``DIR/README.md``, the model card (:mod:`xl.model_card`), written before the manifest marks the run
+        finished: a finished run always has its card."""
+        target = self.out / CARD
+        card = render_card(manifest, read_model_info(self.out), self.out)
+        with self.writing(target, "the model card"):
+            _write_atomic(target, card.encode())
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """``DIR/xl-finetune.json`` (what marks the run finished); the checkpoints go."""
@@ -617,7 +628,8 @@ class FinetuneRun:
             "options": asdict(o),
             "base_model": _model_record(prepared.base_ref),
             "train": {"path": o.train, "sha256": inputs["train_sha"], "examples": len(train.records),
-                      "inputs": len(train.inputs), "truncated": train.truncated},
+                      "inputs": len(train.inputs), "truncated": train.truncated,
+                      "langs": sorted({str(r["lang"]) for r in train.records if r.get("lang")})},
             "dev": None if dev is None else {"path": o.dev, "sha256": inputs["dev_sha"], "examples": len(dev.records),
                                              "lang": o.dev_lang.lower()},
             "device": trainer.device,
@@ -631,8 +643,9 @@ class FinetuneRun:
             "evaluations": state.evaluations,
             "class_weights": None if train.class_weights is None else _class_weights(train, prepared.labels, o),
             "head": trainer.head_info,
-            "files": [*files, LOG_FILE, RUN_STATE, FINETUNE_MANIFEST],
+            "files": [*files, CARD, LOG_FILE, RUN_STATE, FINETUNE_MANIFEST],
         }  # fmt: skip
+        self.directory.write_card(manifest)
         self.directory.write_manifest(manifest)
         self.log(f"done: {state.step} steps in {state.seconds:.0f} s; kept step {chosen['step']} "
                  f"({chosen['by']}) in {self.out}")  # fmt: skip

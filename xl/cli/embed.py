@@ -22,6 +22,7 @@ from xl.cli._common import (
     refuse_ignored,
     resolve_output_format,
 )
+from xl.errors import UsageError
 
 
 @handle_errors("embed")
@@ -43,20 +44,33 @@ def embed_cli(
         ),
     ] = "-1",  # fmt: skip
     pooling: Annotated[
-        Literal["mean", "cls", "max"], typer.Option(help="mean (over the attention mask), cls or max.")
-    ] = "mean",
-    normalize: Annotated[bool, typer.Option("--normalize", help="L2-normalise each embedding.")] = False,
+        Literal["mean", "cls", "max"] | None,
+        typer.Option(
+            help="mean (over the attention mask), cls or max. Default: the model's (a sentence-transformers "
+            "directory's Pooling module), else mean."
+        ),
+    ] = None,  # fmt: skip
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize",
+            help="L2-normalise each embedding (also the default of a sentence-transformers model with a "
+            "Normalize module; --no-normalize turns that off).",
+        ),
+    ] = False,  # fmt: skip
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", hidden=True)] = False,
     prefix: Annotated[
         str | None,
         typer.Option(
-            help="Text put before each input; default from the model ('query: ' for the default model, none for XLM-R)."
+            help="Text put before each input; default from the model ('query: ' for the default model, a "
+            "sentence-transformers directory's default prompt, none for XLM-R)."
         ),
     ] = None,
     max_length: Annotated[
         int | None,
         typer.Option(
-            help="Longest input in tokens; longer ones are truncated (counted). Default: the length the "
-            "model was trained at (an xl finetune output), else 512."
+            help="Longest input in tokens; longer ones are truncated (counted). Default: the model's "
+            "(a sentence-transformers max_seq_length, the length an xl finetune output was trained at), else 512."
         ),
     ] = None,  # fmt: skip
     batch_size: BatchSizeOpt = 32,
@@ -102,7 +116,8 @@ def embed_cli(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Embed sentences with an XLM-R-family encoder (mean-pooled token states).
+    """Embed sentences with an XLM-R-family encoder (mean-pooled token states, or as a sentence-transformers
+    model directory says).
 
     Row i of the output is line/record i of the input. Writes one NPY matrix to a file (with a
     manifest beside it) or a stream of NPY arrays to a pipe.
@@ -119,6 +134,8 @@ def embed_cli(
     """
     from xl.embed import EmbedOptions, embed_files, parse_shard
 
+    if normalize and no_normalize:
+        raise UsageError("--normalize and --no-normalize contradict each other")
     if input_format == "text":
         refuse_ignored(ctx, ("field",), "with --input-format text (a line is the text)")
     output_format = resolve_output_format(output, output_format, ("npy", "jsonl"))  # type: ignore[assignment]
@@ -127,7 +144,7 @@ def embed_cli(
         model=model,
         layers=parse_int_list(layer, "--layer"),
         pooling=pooling,  # type: ignore[arg-type]
-        normalize=normalize,
+        normalize=True if normalize else False if no_normalize else None,  # None: as the model says
         prefix=prefix,
         max_length=max_length,
         batch_size=batch_size,

@@ -13,7 +13,8 @@ TextEmb and the Fisher all run through it.
   ``max_tokens`` padded tokens (:func:`xl.core.batching.plan_batches`), results back in input order; a batch that
   runs out of CUDA memory is halved and retried. On CUDA lengths are padded to a multiple of 8.
 - **Pooling** (:func:`pool`) follows sentence-transformers and e5: mean over the attention mask (special tokens
-  included), the first token (``cls``), or the max over the mask.
+  included), the first token (``cls``), or the max over the mask. What a model asks for when no option says
+  (:func:`model_pooling`): a sentence-transformers directory's modules, else its head or card, else mean.
 """
 
 from __future__ import annotations
@@ -196,14 +197,30 @@ def head_of(ref: ModelRef) -> dict[str, Any] | None:
 
 
 def resolve_max_length(requested: int | None, ref: ModelRef, default: int, config: Any = None) -> int:
-    """The one max-length rule: ``requested`` (``--max-length``) when given, else the length the model was
-    trained at (recorded in an ``xl finetune`` output's head), else ``default``; capped at the position table."""
+    """The one max-length rule: ``requested`` (``--max-length``) when given, else a sentence-transformers
+    directory's ``max_seq_length``, else the length the model was trained at (recorded in an ``xl finetune``
+    output's head; its ST files say the same), else ``default``; capped at the position table."""
     if requested is not None and requested < 2:
         raise UsageError(f"--max-length {requested} is too small", hint="use at least 2")
+    stated = ref.st.max_length if ref.st is not None else None
     trained = (head_of(ref) or {}).get("max_length")
-    length = int(requested or trained or default)
+    length = int(requested or stated or trained or default)
     limit = position_limit(config) if config is not None else None
     return min(length, limit) if limit is not None else length
+
+
+def model_pooling(ref: ModelRef) -> tuple[Pooling, bool]:
+    """How the model's token states are pooled and whether the result is L2-normalised, when no option says:
+    a sentence-transformers directory's Pooling and Normalize modules, else the head's (an ``xl finetune``
+    output), else the model's card (``xl-model.json``), else mean without normalisation."""
+    if ref.st is not None:
+        return ref.st.pooling, ref.st.normalize  # type: ignore[return-value]
+    head = head_of(ref) or {}
+    pooling = str(head.get("pooling") or ref.info.get("pooling") or "mean")
+    if pooling not in ("mean", "cls", "max"):
+        raise ModelError(f"the model's card names the pooling {pooling!r}", source=str(ref.path or ref.spec),
+                         hint="xl pools mean, cls or max")  # fmt: skip
+    return pooling, bool(head.get("normalize", False))  # type: ignore[return-value]
 
 
 def _dropout_overrides(dropout: float | None) -> dict[str, float]:
@@ -352,6 +369,7 @@ class Encoder:
         self.layers = [self.absolute_layer(layer) for layer in layers]
         self.top_layer = max(self.layers)
         self.max_length = resolve_max_length(max_length, ref, 512, config)
+        self.pooling, self.normalize = model_pooling(ref)  # the defaults of embed_ids
         self.model = load_encoder(ref, dtype=self.torch_dtype, top_layer=self.top_layer).to(self.device).eval()
         self.pad_id = pad_id_of(config)
 
@@ -372,14 +390,17 @@ class Encoder:
     def embed_ids(
         self,
         ids: Sequence[Sequence[int]],
-        pooling: Pooling = "mean",
-        normalize: bool = False,
+        pooling: Pooling | None = None,
+        normalize: bool | None = None,
         *,
         max_tokens: int = 8192,
         max_rows: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> dict[int, np.ndarray]:
-        """Pooled embeddings of token id rows: {layer: (n, hidden) float32}, in input order (:func:`run_batches`)."""
+        """Pooled embeddings of token id rows: {layer: (n, hidden) float32}, in input order (:func:`run_batches`).
+        ``pooling`` / ``normalize`` None: the model's (:func:`model_pooling`)."""
+        pooling = self.pooling if pooling is None else pooling
+        normalize = self.normalize if normalize is None else normalize
         rows = run_batches(lambda input_ids, mask: self._forward(input_ids, mask, pooling, normalize), ids,
                            self.pad_id, self.device, max_tokens=max_tokens, max_rows=max_rows,
                            progress=progress)  # fmt: skip

@@ -1,10 +1,11 @@
 """Model specs, the offline default model, and the models installed under the xl home.
 
 A model spec is ``default`` (multilingual-e5-small rebuilt from a 4-bit copy, see
-``docs/default-model.md``), a local Hugging Face directory (an ``xl finetune`` output included) or a hub
-id. Building the default model needs no torch: the E5S1 file is dequantised with numpy and written with
-``safetensors.numpy``; it is built in a temporary folder and renamed into place, so a half-built model is
-never visible under its final name.
+``docs/default-model.md``), a local Hugging Face directory (an ``xl finetune`` output included; what a
+sentence-transformers directory says of pooling, normalisation, prompt and length is read by
+:mod:`xl.models.st_format`) or a hub id. Building the default model needs no torch: the E5S1 file is
+dequantised with numpy and written with ``safetensors.numpy``; it is built in a temporary folder and renamed
+into place, so a half-built model is never visible under its final name.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import xl
 from xl.config import home_dir
 from xl.errors import ModelError
 from xl.models.e5s1 import E5S1File
+from xl.models.st_format import STSettings, read_st_settings
 
 DEFAULT_MODEL = "multilingual-e5-small-q4"
 DEFAULT_ALIASES = ("default", DEFAULT_MODEL)
@@ -371,6 +373,9 @@ class ModelRef:
     prefix: str
     fingerprint: str
     info: dict[str, Any]
+    #: What a sentence-transformers directory's module files say (pooling, normalisation, prompt, length); None
+    #: for a model without ``modules.json``. Its prompt is ``prefix`` already.
+    st: STSettings | None = None
 
 
 def _fingerprint(path: Path, info: dict[str, Any]) -> str:
@@ -422,10 +427,13 @@ def resolve_model(spec: str, *, build: bool = True, log: Log = _quiet) -> ModelR
     if not local.exists() and installed.is_dir() and "/" not in spec:
         local = installed
     if local.exists():
-        validate_model_dir(local)
+        config = validate_model_dir(local)
         info = read_model_info(local)
-        return ModelRef(spec, info.get("name", str(local)), local, info.get("prefix", ""),
-                        _fingerprint(local, info), info)  # fmt: skip
+        # A sentence-transformers directory's files win over xl-model.json: they are what other tools run.
+        hidden = config.get("hidden_size")
+        st = read_st_settings(local, hidden if isinstance(hidden, int) else None)
+        prefix = st.prefix if st is not None and st.prefix is not None else info.get("prefix", "")
+        return ModelRef(spec, info.get("name", str(local)), local, prefix, _fingerprint(local, info), info, st)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError("no such model directory", source=spec, hint="check the path, or pass --model default")
     return ModelRef(spec, spec, None, "", f"hub:{spec}", {})

@@ -7,7 +7,9 @@ default). What the head is, what the forward pass returns and what the loss is b
 
 A saved model is a plain transformers directory (``config.json``, ``model.safetensors``, ``tokenizer.json``)
 that ``xl embed`` and any transformers code load as the encoder, plus ``xl-head.safetensors`` (the head's
-weights; none for ``sts``) and the head's description under ``"head"`` in ``xl-model.json``.
+weights; none for ``sts``), the head's description under ``"head"`` in ``xl-model.json``, and
+sentence-transformers' module files (:mod:`xl.models.st_format`), so that ``SentenceTransformer(DIR)`` pools,
+normalises, prefixes and truncates as xl does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from xl.models.inference import (
     load_config,
     load_encoder,
     load_tokenizer,
+    model_pooling,
     pad_id_of,
     pool,
     resolve_device,
@@ -40,6 +43,7 @@ from xl.models.inference import (
     stdout_to_stderr,
 )
 from xl.models.registry import MODEL_MANIFEST, ModelRef
+from xl.models.st_format import write_st_files
 from xl.progress import Progress, counter, no_progress
 
 if TYPE_CHECKING:
@@ -76,10 +80,10 @@ def check_head_fits(ref: ModelRef, task: TaskObject, labels: Sequence[Any] | Non
     return head
 
 
-def make_task_model(
-    encoder: Any, task: TaskObject, *, n_labels: int = 0, pooling: str = "mean", dropout: float = 0.1
-) -> torch.nn.Module:
-    """Wrap ``encoder`` with a fresh head for ``task`` (the head and the forward pass are the task's)."""
+def make_task_model(encoder: Any, task: TaskObject, *, n_labels: int = 0, pooling: str = "mean",
+                    dropout: float = 0.1, normalize: bool = False) -> torch.nn.Module:  # fmt: skip
+    """Wrap ``encoder`` with a fresh head for ``task`` (the head and the forward pass are the task's).
+    ``normalize``: L2-normalise the pooled embeddings (a sentence-transformers model with a Normalize module)."""
     import torch
 
     class TaskModel(torch.nn.Module):
@@ -88,6 +92,7 @@ def make_task_model(
             self.encoder = encoder
             self.task = task
             self.pooling = pooling
+            self.normalize = normalize
             self.dropout = torch.nn.Dropout(dropout)
             self.head = task.build_head(int(encoder.config.hidden_size), n_labels)
 
@@ -95,8 +100,9 @@ def make_task_model(
             return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
         def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            """Pooled (b, hidden) float32 embeddings."""
-            return pool(self.states(input_ids, attention_mask), attention_mask, self.pooling)  # type: ignore[arg-type]
+            """Pooled (b, hidden) float32 embeddings (unit length when ``normalize``)."""
+            pooled = pool(self.states(input_ids, attention_mask), attention_mask, self.pooling)  # type: ignore[arg-type]
+            return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.task.outputs(self, input_ids, attention_mask)
@@ -129,6 +135,10 @@ def save_task_model(
             save_file(state, str(staging / HEAD_FILE))
         full_info = {**info, "head": head, "weights_sha256": sha256_file(staging / "model.safetensors")}
         (staging / MODEL_MANIFEST).write_text(json.dumps(full_info, indent=2, ensure_ascii=False) + "\n")
+        # sentence-transformers' module files: SentenceTransformer(DIR) then embeds as `xl embed --model DIR` does.
+        write_st_files(staging, hidden=int(encoder.config.hidden_size), pooling=str(head.get("pooling", "mean")),
+                       normalize=bool(head.get("normalize", False)), max_length=int(head["max_length"]),
+                       prefix=str(info.get("prefix") or ""))  # fmt: skip
         umask = os.umask(0)
         os.umask(umask)
         for path in [staging, *staging.iterdir()]:  # mkdtemp makes it private; give it the usual permissions
@@ -209,9 +219,10 @@ class TaskInference:
         dtype_name = resolve_dtype(dtype, device_name)
         config = load_config(ref)
         length = resolve_max_length(max_length, ref, task.default_max_length, config)
-        pooling = str(head.get("pooling") or ref.info.get("pooling") or "mean")
+        pooling, normalize = model_pooling(ref)
         encoder = load_encoder(ref, dtype=getattr(torch, dtype_name))
-        model = make_task_model(encoder, task, n_labels=len(head.get("labels") or []), pooling=pooling)
+        model = make_task_model(encoder, task, n_labels=len(head.get("labels") or []), pooling=pooling,
+                                normalize=normalize)  # fmt: skip
         if task.has_head:
             load_head(model, Path(ref.path or "."))
         model.to(device_name).eval()
@@ -224,6 +235,10 @@ class TaskInference:
     @property
     def pooling(self) -> str:
         return str(getattr(self.model, "pooling", "mean"))
+
+    @property
+    def normalize(self) -> bool:
+        return bool(getattr(self.model, "normalize", False))
 
     def tokenize(self, records: Sequence[Mapping[str, Any]], schema: str) -> TaskData:
         """The records as the model's inputs (no training targets)."""

@@ -219,15 +219,15 @@ class Trainer:
         """The model to train (the base encoder with the continued or a fresh head), and its description."""
         import torch
 
-        from xl.models.inference import load_encoder, pad_id_of
+        from xl.models.inference import load_encoder, model_pooling, pad_id_of
         from xl.models.task_model import TaskInference, load_head, make_task_model
 
         o, task, ref = self.options, prepared.task, prepared.base_ref
         self.prepared = prepared
-        pooling = str((prepared.head or {}).get("pooling") or ref.info.get("pooling") or "mean")
+        pooling, normalize = model_pooling(ref)  # a continued head's, a sentence-transformers model's, or mean
         torch.manual_seed(o.seed)
         encoder = load_encoder(ref, dropout=o.dropout)
-        model = make_task_model(encoder, task, n_labels=len(prepared.labels), pooling=pooling)
+        model = make_task_model(encoder, task, n_labels=len(prepared.labels), pooling=pooling, normalize=normalize)
         if prepared.head is not None and model.head is not None:
             load_head(model, ref.path or Path("."))
         if o.freeze_embeddings:
@@ -237,6 +237,8 @@ class Trainer:
         self.head_info = {"task": task.name, "pooling": pooling, "max_length": prepared.max_length,
                           "labels": prepared.labels or None, "pair": task.is_pair(prepared.schema),
                           "doc_stride": o.doc_stride, "loss": task.loss_name(o.loss)}  # fmt: skip
+        if normalize:  # only then: the heads of runs without it stay as they were
+            self.head_info["normalize"] = True
         self.info = {**info, "pooling": pooling}
         self.pad_id = pad_id_of(encoder.config)
         # The dev set is scored on the one inference stack, as `xl eval` scores the kept model.
