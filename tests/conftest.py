@@ -113,6 +113,23 @@ class XlResult:
 _PROCESS_ONLY_ENV = ("XL_FAULT_AFTER_STEP", "XL_FAULT_IN_CHECKPOINT")
 
 
+def write_jsonl(path: Path, records: Any) -> Path:
+    """Write ``records`` (an iterable of dicts) to ``path`` as UTF-8 JSON lines; returns ``path``."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def subset_records(dataset: str, split: str, lang: str | None, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` records of a registered data set drawn without replacement (seeded), in their file order."""
+    import numpy as np
+
+    from xl.tasks import convert
+
+    records = list(convert(dataset, split, lang))
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False))
+    return [records[i] for i in keep]
+
+
 def run_xl(
     *args: str,
     stdin: bytes | None = None,

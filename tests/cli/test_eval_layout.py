@@ -13,19 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import run_xl
-from xl.tasks import convert
-
-
-def _write(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def _subset(dataset: str, split: str, lang: str | None, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    records = list(convert(dataset, split, lang))
-    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False))
-    return [records[i] for i in keep]
+from tests.conftest import run_xl, subset_records, write_jsonl
 
 
 def _ok(result: Any) -> list[dict[str, Any]]:
@@ -55,19 +43,19 @@ def _files(folder: Path) -> dict[str, str]:
 def data(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
     del data_root  # skips when the real data are missing
     folder = tmp_path_factory.mktemp("layout-data")
-    xnli = _subset("xnli-de", "test", "de", 30)
-    pairs = _subset("tatoeba", "test", "de", 40)
+    xnli = subset_records("xnli-de", "test", "de", 30)
+    pairs = subset_records("tatoeba", "test", "de", 40)
     return {
-        "xnli-de": _write(folder / "xnli-de.jsonl", xnli),
-        "xnli-de-reversed": _write(folder / "xnli-de-reversed.jsonl", xnli[::-1]),
-        "kornli": _write(folder / "kornli.jsonl", _subset("kornli", "test", "ko", 12)),
-        "pawsx-train": _write(folder / "pawsx-train.jsonl", _subset("pawsx-de", "dev", "de", 16)),
-        "pawsx-de": _write(folder / "pawsx-de.jsonl", _subset("pawsx-de", "test", "de", 20)),
-        "qa-train": _write(folder / "qa-train.jsonl", _subset("xquad", "test", "en", 12)),
-        "qa-de": _write(folder / "qa-de.jsonl", _subset("xquad", "test", "de", 10)),
-        "qa-zh": _write(folder / "qa-zh.jsonl", _subset("xquad", "test", "zh", 8, seed=1)),
-        "pairs-de": _write(folder / "pairs-de.jsonl", pairs),
-        "pairs-de-reversed": _write(folder / "pairs-de-reversed.jsonl", pairs[::-1]),
+        "xnli-de": write_jsonl(folder / "xnli-de.jsonl", xnli),
+        "xnli-de-reversed": write_jsonl(folder / "xnli-de-reversed.jsonl", xnli[::-1]),
+        "kornli": write_jsonl(folder / "kornli.jsonl", subset_records("kornli", "test", "ko", 12)),
+        "pawsx-train": write_jsonl(folder / "pawsx-train.jsonl", subset_records("pawsx-de", "dev", "de", 16)),
+        "pawsx-de": write_jsonl(folder / "pawsx-de.jsonl", subset_records("pawsx-de", "test", "de", 20)),
+        "qa-train": write_jsonl(folder / "qa-train.jsonl", subset_records("xquad", "test", "en", 12)),
+        "qa-de": write_jsonl(folder / "qa-de.jsonl", subset_records("xquad", "test", "de", 10)),
+        "qa-zh": write_jsonl(folder / "qa-zh.jsonl", subset_records("xquad", "test", "zh", 8, seed=1)),
+        "pairs-de": write_jsonl(folder / "pairs-de.jsonl", pairs),
+        "pairs-de-reversed": write_jsonl(folder / "pairs-de-reversed.jsonl", pairs[::-1]),
     }
 
 

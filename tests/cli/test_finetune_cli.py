@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import run_xl
+from tests.conftest import run_xl, subset_records, write_jsonl
 from xl.tasks import convert
-
-
-def _write(path: Path, records: Iterable[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
-def _subset(dataset: str, split: str, lang: str | None, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    records = list(convert(dataset, split, lang))
-    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=min(n, len(records)), replace=False))
-    return [records[i] for i in keep]
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +25,13 @@ def task_files(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dic
     del data_root  # the fixture skips when the real data are missing
     folder = tmp_path_factory.mktemp("task-data")
     return {
-        "sts-train": _write(folder / "sts-train.jsonl", _subset("stsb", "train", "en", 240)),
-        "sts-dev": _write(folder / "sts-dev.jsonl", _subset("stsb", "dev", "en", 120)),
-        "sst2-train": _write(folder / "sst2-train.jsonl", _subset("sst2", "train", None, 320)),
-        "sst2-dev": _write(folder / "sst2-dev.jsonl", _subset("sst2", "dev", None, 200)),
-        "qa-train": _write(folder / "qa-train.jsonl", _subset("xquad", "test", "en", 40)),
-        "qa-de": _write(folder / "qa-de.jsonl", _subset("xquad", "test", "de", 30)),
-        "korsts": _write(folder / "korsts.jsonl", _subset("korsts", "test", "ko", 60)),
+        "sts-train": write_jsonl(folder / "sts-train.jsonl", subset_records("stsb", "train", "en", 240)),
+        "sts-dev": write_jsonl(folder / "sts-dev.jsonl", subset_records("stsb", "dev", "en", 120)),
+        "sst2-train": write_jsonl(folder / "sst2-train.jsonl", subset_records("sst2", "train", None, 320)),
+        "sst2-dev": write_jsonl(folder / "sst2-dev.jsonl", subset_records("sst2", "dev", None, 200)),
+        "qa-train": write_jsonl(folder / "qa-train.jsonl", subset_records("xquad", "test", "en", 40)),
+        "qa-de": write_jsonl(folder / "qa-de.jsonl", subset_records("xquad", "test", "de", 30)),
+        "korsts": write_jsonl(folder / "korsts.jsonl", subset_records("korsts", "test", "ko", 60)),
     }
 
 
@@ -237,7 +225,7 @@ def test_qa_trains_and_evaluates_with_predictions(task_files: dict[str, Path], t
 
 def test_a_balanced_class_weight_run_records_its_weights(tiny_model_path: Path, tmp_path: Path) -> None:
     # 9 of label 0, 3 of label 1: balanced weights 12 / (2 × 9) and 12 / (2 × 3)
-    train = _write(tmp_path / "imbalanced.jsonl", [{"text": f"a film, take {i}", "label": int(i >= 9)}
+    train = write_jsonl(tmp_path / "imbalanced.jsonl", [{"text": f"a film, take {i}", "label": int(i >= 9)}
                                                    for i in range(12)])  # fmt: skip
     base = ["--task", "classify", "--model", str(tiny_model_path), "--train", str(train), "--max-steps", "2",
             "--batch-size", "12", "--lr", "1e-3", "--dtype", "float32"]  # fmt: skip
@@ -327,20 +315,22 @@ def test_bad_training_data_is_one_line_naming_record_and_field(
 ) -> None:
     out = tmp_path / "out"
     base = ["--model", str(tiny_model_path), "-o", str(out), "--max-steps", "1"]
-    missing = _write(tmp_path / "missing.jsonl", [{"text1": "a", "text2": "b", "score": 1}, {"text1": "a", "score": 2}])
+    missing = write_jsonl(
+        tmp_path / "missing.jsonl", [{"text1": "a", "text2": "b", "score": 1}, {"text1": "a", "score": 2}]
+    )
     _error(_finetune("--task", "sts", "--train", str(missing), *base), 1, "missing.jsonl:2", "text2")
-    high = _write(tmp_path / "high.jsonl", [{"text1": "a", "text2": "b", "score": 5.5}])
+    high = write_jsonl(tmp_path / "high.jsonl", [{"text1": "a", "text2": "b", "score": 5.5}])
     _error(_finetune("--task", "sts", "--train", str(high), *base), 1, "high.jsonl:1", "score")
-    empty = _write(tmp_path / "empty.jsonl", [])
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
     _error(_finetune("--task", "sts", "--train", str(empty), *base), 1, "empty.jsonl", "empty input")
-    bad_label = _write(tmp_path / "dev.jsonl", [{"text": "fine", "label": 1}, {"text": "odd", "label": 7}])
+    bad_label = write_jsonl(tmp_path / "dev.jsonl", [{"text": "fine", "label": 1}, {"text": "odd", "label": 7}])
     _error(_finetune("--task", "classify", "--train", str(task_files["sst2-train"]), "--dev", str(bad_label), *base),
            1, "dev.jsonl:2", "label")  # fmt: skip
     _error(_finetune("--task", "sts", "--train", str(task_files["sts-train"]), "--dev", str(task_files["sst2-dev"]),
                      *base), 1, "sst2-dev.jsonl:1", "classification")  # fmt: skip
     qa = json.loads(task_files["qa-train"].read_text().splitlines()[0])
     qa["answers"] = {"text": ["not in the context at all"], "answer_start": [3]}
-    moved = _write(tmp_path / "qa.jsonl", [qa])
+    moved = write_jsonl(tmp_path / "qa.jsonl", [qa])
     _error(_finetune("--task", "qa", "--train", str(moved), *base), 1, "qa.jsonl:1", "answer")
     assert not out.exists()
 
@@ -393,11 +383,11 @@ def align_files(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> di
     return {
         # FLORES dev en-de without every fifth line, and those 199 lines held back: an article's sentences are
         # consecutive, so held-back pairs share words with pairs trained on, and none of them is trained on
-        "train": _write(folder / "align-train.jsonl", [r for i, r in enumerate(de) if i % 5 != 2]),
-        "held": _write(folder / "align-held.jsonl", [r for i, r in enumerate(de) if i % 5 == 2]),
+        "train": write_jsonl(folder / "align-train.jsonl", [r for i, r in enumerate(de) if i % 5 != 2]),
+        "held": write_jsonl(folder / "align-held.jsonl", [r for i, r in enumerate(de) if i % 5 == 2]),
         # two languages in one file, as the study trains: 8 of 9 English sentences twice (shared English sides).
         # 17 pairs make micro-batches of 8, 8 and 1: under two processes one holds no pair of the last
-        "mixed": _write(folder / "align-mixed.jsonl", de[:9] + fr[:8]),
+        "mixed": write_jsonl(folder / "align-mixed.jsonl", de[:9] + fr[:8]),
     }
 
 
@@ -479,16 +469,16 @@ def test_bad_align_data_is_one_line_and_writes_nothing(
     out = tmp_path / "out"
     base = ["--task", "align", "--model", str(tiny_model_path), "-o", str(out), "--max-steps", "1"]
     pairs = [json.loads(line) for line in align_files["mixed"].read_text(encoding="utf-8").splitlines()]
-    twice = _write(tmp_path / "twice.jsonl", [*pairs[:5], pairs[1], pairs[3], pairs[1]])
+    twice = write_jsonl(tmp_path / "twice.jsonl", [*pairs[:5], pairs[1], pairs[3], pairs[1]])
     stderr = _error(_finetune(*base, "--train", str(twice)), 1, "twice.jsonl:6: 3 duplicate pairs",
                     "line 6 repeats line 2, line 7 repeats line 4, line 8 repeats line 2",
                     "hint: in-batch negatives")  # fmt: skip
     assert "share their English side" not in stderr  # refused before any note
-    empty = _write(tmp_path / "empty.jsonl", [pairs[0], {**pairs[1], "text2": "  "}])
+    empty = write_jsonl(tmp_path / "empty.jsonl", [pairs[0], {**pairs[1], "text2": "  "}])
     _error(_finetune(*base, "--train", str(empty)), 1, 'empty.jsonl:2: field "text2" is empty')
     _error(_finetune(*base, "--train", str(task_files["sts-train"])), 1, "sts-train.jsonl:1", "looks like sts data",
            "--task sts")  # fmt: skip
-    nli = _write(tmp_path / "nli.jsonl", [{"text1": "a", "text2": "b", "label": "neutral"}])
+    nli = write_jsonl(tmp_path / "nli.jsonl", [{"text1": "a", "text2": "b", "label": "neutral"}])
     _error(_finetune(*base, "--train", str(nli)), 1, "nli.jsonl:1", "pair-classification", "--task classify")
     _error(_finetune(*base, "--train", str(align_files["mixed"]), "--dev", str(empty)), 1, "empty.jsonl:2")
     _error(_finetune(*base, "--train", str(align_files["mixed"]), "--loss", "cosent"), 2, "--loss")

@@ -14,7 +14,6 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import run_xl
+from tests.conftest import run_xl, write_jsonl
 from xl.tasks import convert
 
 # One error line, exit code, no traceback, nothing on stdout.
@@ -41,11 +40,6 @@ def _error(result: subprocess.CompletedProcess[bytes], code: int, *needles: str)
 def _ok(result: subprocess.CompletedProcess[bytes]) -> str:
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     return result.stderr.decode()
-
-
-def _write(path: Path, records: Iterable[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def _manifest(run: Path) -> dict[str, Any]:
@@ -71,8 +65,8 @@ def sts(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, 
     dev = list(convert("stsb", "dev", "en"))
     pick = np.random.default_rng(0)
     return {
-        "train": _write(folder / "train.jsonl", [train[i] for i in np.sort(pick.choice(len(train), 240, False))]),
-        "dev": _write(folder / "dev.jsonl", [dev[i] for i in np.sort(pick.choice(len(dev), 60, False))]),
+        "train": write_jsonl(folder / "train.jsonl", [train[i] for i in np.sort(pick.choice(len(train), 240, False))]),
+        "dev": write_jsonl(folder / "dev.jsonl", [dev[i] for i in np.sort(pick.choice(len(dev), 60, False))]),
     }
 
 
@@ -250,7 +244,7 @@ def test_every_input_is_read_once_fifo_process_substitution_and_stdin(
 def test_a_non_english_dev_set_must_be_named_and_is_recorded(
     sts: dict[str, Path], tiny_model_path: Path, tmp_path: Path
 ) -> None:
-    polish = _write(tmp_path / "dev-pl.jsonl",
+    polish = write_jsonl(tmp_path / "dev-pl.jsonl",
                     [{**json.loads(line), "lang": "pl"} for line in sts["dev"].read_text().splitlines()])  # fmt: skip
     out = tmp_path / "run"
     stderr = _error(run_xl(*_args(tiny_model_path, sts["train"], "--dev", str(polish), "-o", str(out))), 1,
@@ -265,7 +259,7 @@ def test_a_non_english_dev_set_must_be_named_and_is_recorded(
     assert "pl dev set" in manifest["chosen"]["by"] and manifest["chosen"]["dev"] == str(polish)
     # no "lang" counts as English
     records = [json.loads(line) for line in sts["dev"].read_text().splitlines()]
-    bare = _write(tmp_path / "dev-bare.jsonl", [{k: v for k, v in r.items() if k != "lang"} for r in records])
+    bare = write_jsonl(tmp_path / "dev-bare.jsonl", [{k: v for k, v in r.items() if k != "lang"} for r in records])
     _ok(run_xl(*_args(tiny_model_path, sts["train"], "--dev", str(bare), "-o", str(tmp_path / "bare"),
                       "--max-steps", "1")))  # fmt: skip
     assert _manifest(tmp_path / "bare")["chosen"]["by"].startswith("best on the English dev set")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_xl_process
+from tests.conftest import REPO, run_xl_process, write_jsonl
 from xl.progress import Throttled, counter, no_progress
 from xl.tasks import convert
 
@@ -85,20 +85,15 @@ def assert_no_display(stderr: bytes) -> None:
         assert bar_char not in stderr.decode("utf-8", "replace")
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def sts_files(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
     del data_root  # skips without the real data
     folder = tmp_path_factory.mktemp("progress-data")
     return {
-        "train": _write_jsonl(folder / "train.jsonl", list(convert("stsb", "train", "en"))[:48]),
-        "dev": _write_jsonl(folder / "dev.jsonl", list(convert("stsb", "dev", "en"))[:24]),
-        "ko": _write_jsonl(folder / "ko.jsonl", list(convert("korsts", "test", "ko"))[:40]),
-        "de": _write_jsonl(folder / "de.jsonl", list(convert("stsb-multi-mt", "test", "de"))[:30]),
+        "train": write_jsonl(folder / "train.jsonl", list(convert("stsb", "train", "en"))[:48]),
+        "dev": write_jsonl(folder / "dev.jsonl", list(convert("stsb", "dev", "en"))[:24]),
+        "ko": write_jsonl(folder / "ko.jsonl", list(convert("korsts", "test", "ko"))[:40]),
+        "de": write_jsonl(folder / "de.jsonl", list(convert("stsb-multi-mt", "test", "de"))[:30]),
     }
 
 

@@ -17,24 +17,19 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import run_xl
+from tests.conftest import run_xl, write_jsonl
 from xl.tasks import convert
 
 TEXTS = ["A man is playing a guitar.", "Ein Mann spielt Gitarre.", "",
          "A rather long sentence that goes on and on, " * 6 + "and is cut at the model's length."]  # fmt: skip
 
 
-def _write(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def sts_files(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
     del data_root  # skips without the real data
     folder = tmp_path_factory.mktemp("st-sts")
-    return {"train": _write(folder / "stsb-train.jsonl", list(convert("stsb", "train", "en"))[:48]),
-            "dev": _write(folder / "stsb-dev.jsonl", list(convert("stsb", "dev", "en"))[:40])}  # fmt: skip
+    return {"train": write_jsonl(folder / "stsb-train.jsonl", list(convert("stsb", "train", "en"))[:48]),
+            "dev": write_jsonl(folder / "stsb-dev.jsonl", list(convert("stsb", "dev", "en"))[:40])}  # fmt: skip
 
 
 @pytest.fixture()
