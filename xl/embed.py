@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from xl.errors import UsageError, failure_reason
+from xl.errors import InputError, UsageError, failure_reason
 from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
@@ -80,11 +80,83 @@ class EmbedReport:
     outputs: list[str]
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``K/N`` with 1 ≤ K ≤ N (1-based, like ``split -n K/N``)."""
+#: The launcher variables ``--shard auto`` reads, named in its error message.
+SHARD_LAUNCHERS = "a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN, _MAX) or torchrun (RANK, WORLD_SIZE)"
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    value = env[name].strip()
+    if not value.lstrip("-").isdigit():
+        raise UsageError(f"--shard auto: {name}={env[name]!r} is not an integer",
+                         hint="fix the launcher's environment, or pass --shard K/N")  # fmt: skip
+    return int(value)
+
+
+def _slurm_array_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """Shard (K, N) of a Slurm job array task: array indices need not start at 0 or 1 (``--array=5-12``) and may
+    step (``--array=0-30:10``), so K and N come from the index's place in MIN..MAX by STEP, not from the index."""
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return None
+    missing = [f"SLURM_ARRAY_TASK_{n}" for n in ("MIN", "MAX") if f"SLURM_ARRAY_TASK_{n}" not in env]
+    if missing:
+        raise UsageError(f"--shard auto: SLURM_ARRAY_TASK_ID is set but {', '.join(missing)} is not",
+                         hint="run under sbatch --array=A-B, or pass --shard K/N")  # fmt: skip
+    task, low, high = (_env_int(env, f"SLURM_ARRAY_TASK_{n}") for n in ("ID", "MIN", "MAX"))
+    step = _env_int(env, "SLURM_ARRAY_TASK_STEP") if "SLURM_ARRAY_TASK_STEP" in env else 1
+    if step < 1 or not low <= task <= high or (task - low) % step:
+        raise UsageError(f"--shard auto: array task {task} is not in {low}-{high}:{step}",
+                         hint="fix the launcher's environment, or pass --shard K/N")  # fmt: skip
+    parts = (high - low) // step + 1
+    if "SLURM_ARRAY_TASK_COUNT" in env and _env_int(env, "SLURM_ARRAY_TASK_COUNT") != parts:
+        # a list such as --array=1,4,9 gives MIN/MAX but not a contiguous range: shards would be lost
+        raise UsageError(f"--shard auto: the array has {env['SLURM_ARRAY_TASK_COUNT']} tasks, not the {parts} "
+                         f"of {low}-{high}:{step}", hint="use a range (--array=A-B), or pass --shard K/N")  # fmt: skip
+    return (task - low) // step + 1, parts
+
+
+def _torchrun_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """Shard (K, N) of a torchrun / torch.distributed process: RANK is 0-based among WORLD_SIZE."""
+    if "RANK" not in env and "WORLD_SIZE" not in env:
+        return None
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        raise UsageError("--shard auto: RANK and WORLD_SIZE must both be set",
+                         hint="launch with torchrun, or pass --shard K/N")  # fmt: skip
+    rank, world = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    if not 0 <= rank < world:
+        raise UsageError(f"--shard auto: RANK={rank} is not in 0..WORLD_SIZE-1 ({world})",
+                         hint="fix the launcher's environment, or pass --shard K/N")  # fmt: skip
+    return rank + 1, world
+
+
+def shard_from_env(env: Mapping[str, str]) -> tuple[tuple[int, int], str]:
+    """``--shard auto``: the shard (K, N), 1-based, that the launcher's environment gives, and which launcher.
+
+    Slurm job arrays (``sbatch --array``) and torchrun (``RANK``/``WORLD_SIZE``) are read; when both are set
+    they must agree (one job array of single-process tasks, or one torchrun job), else the run is refused
+    rather than guessing which split the user meant. GNU parallel gives no total, so its recipes pass
+    ``--shard {#}/N`` explicitly (``examples/scale/parallel.sh``)."""
+    found = {name: shard for name, shard in (("Slurm array", _slurm_array_shard(env)),
+                                             ("torchrun", _torchrun_shard(env))) if shard is not None}  # fmt: skip
+    if not found:
+        raise UsageError("--shard auto found no launcher in the environment",
+                         hint=f"run it in {SHARD_LAUNCHERS}, or pass --shard K/N")  # fmt: skip
+    if len(set(found.values())) > 1:
+        said = "; ".join(f"{name} says {k}/{n}" for name, (k, n) in found.items())
+        raise UsageError(f"--shard auto: the launchers disagree ({said})", hint="pass --shard K/N")
+    return next(iter(found.values())), " and ".join(found)
+
+
+def parse_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``K/N`` with 1 ≤ K ≤ N (1-based, like ``split -n K/N``), or ``auto`` (:func:`shard_from_env` of ``env``,
+    by default the process environment)."""
+    if text == "auto":
+        return shard_from_env(os.environ if env is None else env)[0]
     k_text, _, n_text = text.partition("/")
     if not (k_text.isdigit() and n_text.isdigit()) or not 1 <= int(k_text) <= int(n_text):
-        raise UsageError(f"--shard {text!r} is not K/N with 1 ≤ K ≤ N", hint="e.g. --shard 1/4 … --shard 4/4")
+        raise UsageError(
+            f"--shard {text!r} is not K/N with 1 ≤ K ≤ N",
+            hint="e.g. --shard 1/4 … --shard 4/4, or --shard auto under Slurm or torchrun",
+        )
     return int(k_text), int(n_text)
 
 
@@ -428,3 +500,81 @@ def _run(
         for _ in all_records:  # read to the end so the input hash covers the whole file
             pass
     return rows, truncated
+
+
+#: Manifest fields every shard of one ``xl embed --shard`` run shares: shards that differ in one of them are not
+#: parts of one matrix (another model, layer, pooling, precision or input), so :func:`merge_shards` refuses them.
+#: Paths (``model``, ``input``) and ``device`` may differ between the machines of a cluster and are not compared.
+SHARD_IDENTITY = ("kind", "model_fingerprint", "layer", "pooling", "prefix", "max_length", "normalize",
+                  "dtype_compute", "nfc", "input_format", "field", "input_sha256", "dims", "dtype")  # fmt: skip
+
+
+def _shard_of(path: str, manifest: dict[str, Any]) -> tuple[int, int]:
+    text = manifest.get("shard")
+    if not isinstance(text, str):
+        raise InputError("not a shard: its manifest names no --shard", source=path,
+                         hint="merge the outputs of xl embed --shard K/N (or --shard auto)")  # fmt: skip
+    k_text, _, n_text = text.partition("/")
+    return int(k_text), int(n_text)
+
+
+def merge_shards(paths: Sequence[str], output: str, log: Callable[[str], None] = lambda _m: None) -> int:
+    """Write the shards of one ``xl embed --shard`` run (NPY files with their manifests) as one (n, d) float32
+    NPY ``output`` that ``np.load`` reads (atomic; ``-`` for stdout), rows in shard order whatever the order of
+    ``paths``; returns n. Every shard 1..N must be there once, their manifests must agree on
+    :data:`SHARD_IDENTITY`, and each must start at the row where the one before it ends (``row_offset``); else
+    :class:`~xl.errors.InputError` before anything is written. Streaming consumers need no merge:
+    ``cat shard-*.npy | xl apply-proj …`` reads concatenated NPY files as one stream (without these checks)."""
+    from xl.io.npy import MatrixStream, matrix_manifest, matrix_rows
+
+    if not paths:
+        raise UsageError("give the shard files to merge", hint="xl merge shard-*.npy -o all.npy")
+    if "-" in paths:
+        raise UsageError("xl merge reads shard files: their manifests say which rows each holds",
+                         hint="cat shard-*.npy | xl apply-proj … reads shards piped as one stream")  # fmt: skip
+    shards: dict[int, tuple[str, dict[str, Any]]] = {}
+    parts: int | None = None
+    for path in paths:
+        check_input_path(path, "shard")
+        manifest = matrix_manifest(path)
+        if manifest is None:
+            raise InputError("no manifest beside it or in it", source=path,
+                             hint="merge files written by xl embed --shard K/N -o FILE (with FILE.json)")  # fmt: skip
+        k, n = _shard_of(path, manifest)
+        if parts is not None and n != parts:
+            raise InputError(f"shard {k}/{n} of another split than {shards[min(shards)][0]} (of {parts})",
+                             source=path, hint="merge the shards of one run")  # fmt: skip
+        if k in shards:
+            raise InputError(f"shard {k}/{n} given twice ({shards[k][0]} and {path})", hint="give each shard once")
+        parts, shards[k] = n, (path, manifest)
+    assert parts is not None
+    missing = [f"{k}/{parts}" for k in range(1, parts + 1) if k not in shards]
+    if missing:
+        raise InputError(f"shard {', '.join(missing)} missing", hint=f"give all {parts} shards of the run")
+    first_path, first = shards[1]
+    rows = 0
+    for k in range(1, parts + 1):
+        path, manifest = shards[k]
+        for key in SHARD_IDENTITY:
+            if manifest.get(key) != first.get(key):
+                raise InputError(f"{key} is {manifest.get(key)!r} here but {first.get(key)!r} in {first_path}",
+                                 source=path, hint="merge the shards of one run only")  # fmt: skip
+        if manifest.get("row_offset") != rows:
+            raise InputError(f"shard {k}/{parts} starts at row {manifest.get('row_offset')}, but the shards before "
+                             f"it hold {rows} rows (a gap or an overlap)", source=path,
+                             hint="merge the shards of one run, each complete")  # fmt: skip
+        held = matrix_rows(path)
+        if held is not None and held != manifest.get("rows"):
+            raise InputError(f"holds {held} rows, its manifest says {manifest.get('rows')}", source=path,
+                             hint="the file was changed after it was written; make the shard again")  # fmt: skip
+        rows += int(manifest.get("rows") or 0)
+    merged = {**first, **base_manifest(str(first.get("kind", "embeddings"))), "shard": None, "row_offset": 0,
+              "merged_shards": [absolute(shards[k][0]) for k in range(1, parts + 1)],
+              "truncated": sum(int(shards[k][1].get("truncated") or 0) for k in shards)}  # fmt: skip
+    with MatrixWriter(output, int(first["dims"]), merged) as writer:
+        for k in range(1, parts + 1):
+            with MatrixStream(shards[k][0]) as stream:
+                for chunk in stream.chunks():
+                    writer.write(chunk)
+    log(f"merged {parts} shards, {rows} rows, into {output if output != '-' else 'stdout'}")
+    return rows

@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -438,7 +438,8 @@ class RunDirectory:
         """``DIR/README.md``, the model card (:mod:`xl.model_card`), written before the manifest marks the run
         finished: a finished run always has its card."""
         target = self.out / CARD
-        card = render_card(manifest, read_model_info(self.out), self.out)
+        defaults = {f.name: f.default for f in fields(FinetuneOptions)}
+        card = render_card(manifest, read_model_info(self.out), self.out, defaults)
         with self.writing(target, "the model card"):
             _write_atomic(target, card.encode())
 

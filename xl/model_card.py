@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,10 @@ _HUB_TASKS = {
 _NOT_SHOWN = {"resume", "overwrite"}
 
 
-def command_line(options: Mapping[str, Any]) -> str:
-    """The ``xl finetune`` command of the recorded options: each one that differs from its default, by its
-    flag (paths as recorded: absolute)."""
-    from xl.finetune import FinetuneOptions
-
-    defaults = {f.name: f.default for f in fields(FinetuneOptions)}
+def command_line(options: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """The ``xl finetune`` command of the recorded options: each one that differs from its default
+    (``defaults``: option name → default, from ``xl.finetune.FinetuneOptions``), by its flag (paths as recorded:
+    absolute)."""
     words = ["xl", "finetune"]
     for name in ("task", "train", "dev", "output", "model", "init"):
         value = options.get(name)
@@ -120,7 +117,8 @@ def front_matter(manifest: Mapping[str, Any], info: Mapping[str, Any]) -> dict[s
     return meta
 
 
-def render_card(manifest: Mapping[str, Any], info: Mapping[str, Any], directory: Path) -> str:
+def render_card(manifest: Mapping[str, Any], info: Mapping[str, Any], directory: Path,
+                option_defaults: Mapping[str, Any]) -> str:  # fmt: skip
     """The whole ``README.md``: front matter and body."""
     import yaml
 
@@ -145,7 +143,7 @@ def render_card(manifest: Mapping[str, Any], info: Mapping[str, Any], directory:
         "## How it was made",
         "",
         "```bash",
-        command_line(manifest.get("options") or {}),
+        command_line(manifest.get("options") or {}, option_defaults),
         "```",
         "",
         f"xl {manifest.get('xl_version')}, {manifest.get('device')} / {manifest.get('dtype')}, "

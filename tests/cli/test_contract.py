@@ -33,6 +33,7 @@ GARBAGE: dict[tuple[str, ...], tuple[list[str], bytes | None]] = {
     ("embed",): (["{garbage}", "--model", "{tiny}"], None),
     ("fit-proj",): (["--src", "{garbage}", "--tgt", "{garbage}", "-o", "{out}"], None),
     ("apply-proj",): (["{garbage}", "{garbage}", "-o", "{out}"], None),
+    ("merge",): (["{garbage}", "{garbage}", "-o", "{out}"], None),
     ("eval", "retrieval"): (["--src", "{garbage}", "--tgt", "{garbage}"], None),
     ("eval", "sts"): (["--model", "{tiny}", "{garbage}"], None),
     ("eval", "classify"): (["--model", "{tiny}", "{garbage}"], None),  # a model without a head: refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -30,12 +31,14 @@ def text_file(tmp_path: Path) -> Path:
     return path
 
 
-def _assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int, *needles: str) -> str:
+def _assert_one_line_error(
+    result: subprocess.CompletedProcess[bytes], code: int, *needles: str, command: str = "embed"
+) -> str:
     stderr = result.stderr.decode()
     assert result.returncode == code, stderr
     assert result.stdout == b""
     assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("xl embed: error:")]
+    lines = [line for line in stderr.splitlines() if line.startswith(f"xl {command}: error:")]
     assert len(lines) == 1, stderr
     for needle in needles:
         assert needle in stderr, stderr
@@ -226,6 +229,72 @@ def test_shards_concatenate_to_the_whole(tiny_model_path: Path, text_file: Path,
     assert json.loads((tmp_path / "s2.npy.json").read_text())["row_offset"] == 14
     bad = run_xl("embed", str(text_file), "--shard", "0/3", *args)
     _assert_one_line_error(bad, 2, "K/N")
+
+
+def test_merged_shards_equal_the_whole_run_and_bad_shards_are_refused(
+    tiny_model_path: Path, text_file: Path, tmp_path: Path
+) -> None:
+    args = ("--model", str(tiny_model_path), "--dtype", "float32", "-q")
+    assert run_xl("embed", str(text_file), "-o", str(tmp_path / "all.npy"), *args).returncode == 0
+    for k in (1, 2, 3):
+        part = run_xl("embed", str(text_file), "--shard", f"{k}/3", "-o", str(tmp_path / f"s{k}.npy"), *args)
+        assert part.returncode == 0, part.stderr.decode()
+    whole = np.load(tmp_path / "all.npy")
+    shards = [str(tmp_path / f"s{k}.npy") for k in (3, 1, 2)]  # any order: the manifests say which rows
+    merged = run_xl("merge", *shards, "-o", str(tmp_path / "merged.npy"))
+    assert merged.returncode == 0, merged.stderr.decode()
+    parts = np.concatenate([np.load(tmp_path / f"s{k}.npy") for k in (1, 2, 3)])
+    np.testing.assert_array_equal(np.load(tmp_path / "merged.npy"), parts)  # the shards' bytes, in shard order
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)  # batches differ: float rounding only
+    manifest = json.loads((tmp_path / "merged.npy.json").read_text())
+    assert manifest["shard"] is None and manifest["rows"] == len(whole) and len(manifest["merged_shards"]) == 3
+    assert manifest["model_fingerprint"] == json.loads((tmp_path / "all.npy.json").read_text())["model_fingerprint"]
+    # concatenated shard files read as one stream by every NPY reader (cat shard-*.npy | xl …)
+    cat = b"".join((tmp_path / f"s{k}.npy").read_bytes() for k in (1, 2, 3))
+    np.testing.assert_array_equal(read_matrix(io.BytesIO(cat)), parts)
+
+    def refused(*paths: str, needle: str) -> None:
+        (tmp_path / "out.npy").write_bytes(b"previous")
+        result = run_xl("merge", *paths, "-o", str(tmp_path / "out.npy"))
+        _assert_one_line_error(result, 1, needle, command="merge")
+        assert (tmp_path / "out.npy").read_bytes() == b"previous"
+
+    s1, s2, s3 = (str(tmp_path / f"s{k}.npy") for k in (1, 2, 3))
+    refused(s1, s3, needle="shard 2/3 missing")
+    refused(s1, s2, s2, s3, needle="given twice")
+    for key, value in (("layer", 1), ("dtype", "bfloat16"), ("model_fingerprint", "other"), ("row_offset", 13)):
+        edited = tmp_path / f"edited-{key}.npy"
+        edited.write_bytes((tmp_path / "s2.npy").read_bytes())
+        info = json.loads((tmp_path / "s2.npy.json").read_text())
+        (tmp_path / f"edited-{key}.npy.json").write_text(json.dumps(info | {key: value}))
+        refused(s1, str(edited), s3, needle="a gap or an overlap" if key == "row_offset" else f"{key} is")
+    bare = tmp_path / "bare.npy"
+    np.save(bare, whole[:3])
+    refused(s1, str(bare), s3, needle="no manifest")
+    usage = run_xl("merge", "-", "-o", str(tmp_path / "x.npy"))
+    _assert_one_line_error(usage, 2, "reads shard files", command="merge")
+
+
+def test_shard_auto_reads_the_launcher(
+    tiny_model_path: Path, text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"):
+        monkeypatch.delenv(name, raising=False)
+    args = ("--model", str(tiny_model_path), "--dtype", "float32")
+    explicit = run_xl("embed", str(text_file), "--shard", "2/3", "-o", str(tmp_path / "k.npy"), "-q", *args)
+    assert explicit.returncode == 0, explicit.stderr.decode()
+    slurm = {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "7"}
+    auto = run_xl("embed", str(text_file), "--shard", "auto", "-o", str(tmp_path / "a.npy"), *args, env=slurm)
+    assert auto.returncode == 0, auto.stderr.decode()
+    assert "shard 2/3 (from the Slurm array environment)" in auto.stderr.decode()
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "k.npy").read_bytes()
+    assert json.loads((tmp_path / "a.npy.json").read_text())["shard"] == "2/3"
+    torchrun = run_xl("embed", str(text_file), "--shard", "auto", *args, env={"RANK": "1", "WORLD_SIZE": "3"})
+    assert torchrun.returncode == 0, torchrun.stderr.decode()
+    np.testing.assert_array_equal(read_matrix(io.BytesIO(torchrun.stdout)), np.load(tmp_path / "k.npy"))
+    none = run_xl("embed", str(text_file), "--shard", "auto", "-o", str(tmp_path / "none.npy"), *args)
+    _assert_one_line_error(none, 2, "--shard auto found no launcher", "RANK")
+    assert not (tmp_path / "none.npy").exists()
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Layer of each sub-package (higher imports lower); every other ``xl/NAME.py`` is a command family's module.
-LAYERS = {"errors": 0, "config": 0, "core": 0, "io": 1, "models": 2, "tasks": 3, "cli": 5, "__main__": 6}
+#: ``xl.progress`` is a callback protocol that every layer may report to, like ``xl.errors``: it imports nothing of xl.
+LAYERS = {"errors": 0, "config": 0, "progress": 0, "core": 0, "io": 1, "models": 2, "tasks": 3, "cli": 5, "__main__": 6}
 FAMILY = 4
 
 

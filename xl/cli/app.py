@@ -75,6 +75,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit-proj": ("align", "fit_proj_cli"),
     "apply-proj": ("align", "apply_proj_cli"),
     "finetune": ("finetune", "finetune_cli"),
+    "merge": ("embed", "merge_cli"),
 }
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "eval": (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 import typer
@@ -82,7 +83,11 @@ def embed_cli(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     shard: Annotated[
-        str | None, typer.Option(help="K/N: embed only the K-th of N contiguous row ranges (1-based).")
+        str | None,
+        typer.Option(
+            help="K/N: embed only the K-th of N contiguous row ranges (1-based); auto: K and N from a Slurm job "
+            "array or torchrun (RANK, WORLD_SIZE)."
+        ),
     ] = None,
     input_format: Annotated[
         Literal["auto", "text", "jsonl", "csv", "tsv", "parquet", "hf-dataset"],
@@ -132,7 +137,7 @@ def embed_cli(
 
         xl embed big.txt -o big.npy --resume
     """
-    from xl.embed import EmbedOptions, embed_files, parse_shard
+    from xl.embed import EmbedOptions, embed_files, parse_shard, shard_from_env
 
     if normalize and no_normalize:
         raise UsageError("--normalize and --no-normalize contradict each other")
@@ -140,6 +145,10 @@ def embed_cli(
         refuse_ignored(ctx, ("field",), "with --input-format text (a line is the text)")
     output_format = resolve_output_format(output, output_format, ("npy", "jsonl"))  # type: ignore[assignment]
     messages = Messages("embed", quiet, verbose)
+    if shard == "auto":
+        (k, n), launcher = shard_from_env(os.environ)
+        messages.info(f"shard {k}/{n} (from the {launcher} environment)")
+        shard = f"{k}/{n}"
     options = EmbedOptions(
         model=model,
         layers=parse_int_list(layer, "--layer"),
@@ -169,3 +178,26 @@ def embed_cli(
     rows, seconds = sum(r.rows for r in reports), sum(r.seconds for r in reports)
     rate = rows / seconds if seconds > 0 else 0.0
     messages.info(f"{rows} rows in {seconds:.1f} s ({rate:.0f}/s)")
+
+
+@handle_errors("merge")
+def merge_cli(
+    shards: Annotated[list[str], typer.Argument(help="The NPY files of one xl embed --shard run, any order.")],
+    output: OutputOpt = "-",
+    quiet: QuietOpt = False,
+) -> None:
+    """Merge the shards of one `xl embed --shard` run into one NPY matrix that np.load reads.
+
+    Rows come in shard order, whatever the order of the files. Every shard must be there once, made by the same
+    model, layer, pooling and dtype from the same input, each starting where the one before ends (their
+    manifests say); else nothing is written. The merged file's manifest lists the shards.
+
+    Examples:
+
+        xl merge shard-*.npy -o all.npy
+
+        xl merge emb/big.*.npy > big.npy
+    """
+    from xl.embed import merge_shards
+
+    merge_shards(shards, output, log=Messages("merge", quiet, False).info)
