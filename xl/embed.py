@@ -511,11 +511,11 @@ SHARD_IDENTITY = ("kind", "model_fingerprint", "layer", "pooling", "prefix", "ma
 
 def _shard_of(path: str, manifest: dict[str, Any]) -> tuple[int, int]:
     text = manifest.get("shard")
-    if not isinstance(text, str):
-        raise InputError("not a shard: its manifest names no --shard", source=path,
-                         hint="merge the outputs of xl embed --shard K/N (or --shard auto)")  # fmt: skip
-    k_text, _, n_text = text.partition("/")
-    return int(k_text), int(n_text)
+    if isinstance(text, str) and text != "auto":  # a manifest records the resolved K/N, never "auto"
+        with contextlib.suppress(UsageError):
+            return parse_shard(text)
+    raise InputError(f"not a shard: its manifest's shard is {text!r}", source=path,
+                     hint="merge the outputs of xl embed --shard K/N (or --shard auto)")  # fmt: skip
 
 
 def merge_shards(paths: Sequence[str], output: str, log: Callable[[str], None] = lambda _m: None) -> int:

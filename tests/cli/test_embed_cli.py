@@ -268,6 +268,12 @@ def test_merged_shards_equal_the_whole_run_and_bad_shards_are_refused(
         info = json.loads((tmp_path / "s2.npy.json").read_text())
         (tmp_path / f"edited-{key}.npy.json").write_text(json.dumps(info | {key: value}))
         refused(s1, str(edited), s3, needle="a gap or an overlap" if key == "row_offset" else f"{key} is")
+    refused(s1, str(tmp_path / "all.npy"), s3, needle="not a shard")  # an unsharded run's matrix
+    other = tmp_path / "other-split.npy"
+    other.write_bytes((tmp_path / "s2.npy").read_bytes())
+    info = json.loads((tmp_path / "s2.npy.json").read_text())
+    (tmp_path / "other-split.npy.json").write_text(json.dumps(info | {"shard": "2/4"}))
+    refused(s1, str(other), s3, needle="of another split")
     bare = tmp_path / "bare.npy"
     np.save(bare, whole[:3])
     refused(s1, str(bare), s3, needle="no manifest")

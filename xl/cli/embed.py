@@ -145,10 +145,10 @@ def embed_cli(
         refuse_ignored(ctx, ("field",), "with --input-format text (a line is the text)")
     output_format = resolve_output_format(output, output_format, ("npy", "jsonl"))  # type: ignore[assignment]
     messages = Messages("embed", quiet, verbose)
+    parsed_shard = parse_shard(shard) if shard and shard != "auto" else None
     if shard == "auto":
-        (k, n), launcher = shard_from_env(os.environ)
-        messages.info(f"shard {k}/{n} (from the {launcher} environment)")
-        shard = f"{k}/{n}"
+        parsed_shard, launcher = shard_from_env(os.environ)
+        messages.info(f"shard {parsed_shard[0]}/{parsed_shard[1]} (from the {launcher} environment)")
     options = EmbedOptions(
         model=model,
         layers=parse_int_list(layer, "--layer"),
@@ -161,7 +161,7 @@ def embed_cli(
         window=window,
         device=device,
         dtype=dtype,
-        shard=parse_shard(shard) if shard else None,
+        shard=parsed_shard,
     )
     with progress_bar(not quiet, "embedding") as (advance, set_total):
         reports = embed_files(
