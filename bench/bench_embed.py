@@ -1,10 +1,12 @@
 """``make bench-embed``: xl embed against sentence-transformers on the default model, same run, same machine.
 
 Speed: 2,000 FLORES-200 dev sentences in 8 scripts (250 each), batch size 32 everywhere, the model
-loaded before the clock starts, each variant in its own process (so peak RSS is its own):
-``xl`` with default settings, ``xl --dtype float32``, sentence-transformers ``encode`` in fp32 (its
-defaults) and sentence-transformers with bf16 weights. Printed: sentences/s, ratios to the peers, min row
-cosine to the fp32 reference (sentence-transformers fp32), peak RSS.
+loaded before the clock starts, each variant in its own process (so peak RSS is its own), ``--rounds`` times
+interleaved (the median counts): ``xl`` with default settings, ``xl`` with plain ``nn.Linear`` layers
+(``XL_PACKED_LINEARS=0``, what :mod:`xl.models.packed` gains), ``xl --dtype float32``, sentence-transformers
+``encode`` in fp32 (its defaults) and sentence-transformers with bf16 weights. Printed: sentences/s, ratios to the
+peers, min row cosine to the fp32 reference (sentence-transformers fp32), peak RSS. Then the paired comparison
+(:data:`PAIRED`): xl, xl unpacked and OpenVINO taking turns in one process, ``--paired-rounds`` times.
 
 Other CPU runtimes (``pip install -e '.[bench]'``; each skipped with a note when its package is missing, and
 on ``--device cuda``): the default model exported once with ``torch.onnx.export`` (input_ids + attention_mask ->
@@ -56,6 +58,8 @@ LANGS = ("eng_Latn", "rus_Cyrl", "zho_Hans", "arb_Arab", "hin_Deva", "kor_Hang",
 PER_LANG = 250
 QUICK_PER_LANG = 8
 BATCH = 32
+ROUNDS = 3
+PAIRED_ROUNDS = 18
 #: The other CPU runtimes: variant -> (name in the tables, the packages it needs).
 PEERS = {
     "ort-fp32": ("ONNX Runtime fp32", ("onnxruntime",)),
@@ -72,6 +76,8 @@ device = os.environ.get("XL_BENCH_DEVICE", "cpu")
 warmup = int(os.environ.get("XL_BENCH_WARMUP", 2 * BATCH))  # sentences encoded before the clock starts
 texts = open(sentences_path, encoding="utf-8").read().split("\n")[:-1]
 shapes = []  # (rows, padded length) of every batch of the timed run: the FLOP count
+if variant == "xl-unpacked":
+    os.environ["XL_PACKED_LINEARS"] = "0"  # plain nn.Linear layers: what the packing gains, in the same run
 def record(module, args, output):
     shapes.append(list(output.shape[:2]))
 if variant.startswith("xl"):
@@ -81,62 +87,20 @@ if variant.startswith("xl"):
     encoder = Encoder(resolve_model("default"), dtype="float32" if variant == "xl-fp32" else "auto", device=device)
     dtype = encoder.dtype_name
     encoder.model.embeddings.register_forward_hook(record)
+    dtype += f" ({encoder.packed_linears} packed)" if encoder.packed_linears else ""
     embed_texts(encoder, texts[:warmup], EmbedOptions(batch_size=BATCH))  # warm-up (CUDA kernel set-up)
     shapes.clear()
     start = time.perf_counter()
     X = embed_texts(encoder, texts, EmbedOptions(batch_size=BATCH))
 elif variant in ("ort-fp32", "ort-int8", "openvino"):
-    from types import SimpleNamespace
-    from xl.core.batching import plan_batches
-    from xl.embed import EmbedOptions
-    from xl.models.inference import cpu_supports_bf16, load_tokenizer, pad_id_of, resolve_max_length, tokenize_texts
-    from xl.models.registry import resolve_model
-    ref = resolve_model("default")
-    config = SimpleNamespace(**json.loads((ref.path / "config.json").read_text()))
-    tokenizer = load_tokenizer(str(ref.path))
-    max_length, pad_id, options = resolve_max_length(None, ref, 512, config), pad_id_of(config), EmbedOptions()
-    threads = len(os.sched_getaffinity(0))
-    if variant.startswith("ort"):
-        import onnxruntime as ort
-        ort_options = ort.SessionOptions()
-        ort_options.intra_op_num_threads, ort_options.inter_op_num_threads = threads, 1
-        runtime = ort.InferenceSession(sys.argv[4], ort_options, providers=["CPUExecutionProvider"])
-        dtype = "int8" if variant == "ort-int8" else "float32"
-        def forward(input_ids, mask):
-            return runtime.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})[0]
-    else:
-        import openvino as ov
-        core = ov.Core()
-        precision = "bf16" if cpu_supports_bf16() else "f32"
-        compiled = core.compile_model(core.read_model(sys.argv[4]), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                      "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-        request = compiled.create_infer_request()
-        dtype = "bfloat16" if precision == "bf16" else "float32"
-        def forward(input_ids, mask):
-            return request.infer({"input_ids": input_ids, "attention_mask": mask})[compiled.output(0)]
-    def encode(texts):
-        # xl embed's windows, tokens, batches and mean pooling (xl.models.inference.pool), in numpy
-        out = np.zeros((len(texts), int(config.hidden_size)), np.float32)
-        for first in range(0, len(texts), options.window):
-            ids = tokenize_texts(tokenizer, texts[first:first + options.window], prefix=ref.prefix,
-                                 max_length=max_length).ids
-            for batch in plan_batches([len(row) for row in ids], max_tokens=options.max_tokens, max_rows=BATCH):
-                longest = max(len(ids[i]) for i in batch)
-                input_ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
-                mask = np.zeros((len(batch), longest), dtype=np.int64)
-                for row, i in enumerate(batch):
-                    input_ids[row, :len(ids[i])] = ids[i]
-                    mask[row, :len(ids[i])] = 1
-                states = np.asarray(forward(input_ids, mask), dtype=np.float32)
-                weights = mask[:, :, None].astype(np.float32)
-                pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
-                out[[first + i for i in batch]] = pooled
-                shapes.append([len(batch), longest])
-        return out
-    encode(texts[:warmup])  # warm-up, as for xl
+    from bench._peers import PeerEncoder, peer_forward
+    forward, dtype = peer_forward(variant, sys.argv[4])
+    peer = PeerEncoder(forward, BATCH)
+    peer.encode(texts[:warmup])  # warm-up, as for xl
+    shapes = peer.shapes
     shapes.clear()
     start = time.perf_counter()
-    X = encode(texts)
+    X = peer.encode(texts)
 else:
     import torch
     from sentence_transformers import SentenceTransformer, models
@@ -164,6 +128,38 @@ else:
 seconds = time.perf_counter() - start
 np.save(out_path, X.astype(np.float32))
 print(json.dumps({"variant": variant, "seconds": seconds, "dtype": dtype, "shapes": shapes}))
+""".replace("BATCH", str(BATCH))
+
+
+#: xl (packed), xl with plain nn.Linear layers and OpenVINO in one process, taking turns on the same
+#: sentences (argv[1], every 4th), the order rotated each round: a paired comparison that the machine's drift
+#: (±30% over minutes on a shared host) cannot bias, as it can runs in separate processes minutes apart.
+PAIRED = r"""
+import json, os, sys, time
+import numpy as np
+from bench._peers import PeerEncoder, peer_forward
+from xl.embed import EmbedOptions, embed_texts
+from xl.models.inference import Encoder
+from xl.models.registry import resolve_model
+sentences_path, onnx_path, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+texts = open(sentences_path, encoding="utf-8").read().split("\n")[:-1][::4]
+packed = Encoder(resolve_model("default"), device="cpu")
+os.environ["XL_PACKED_LINEARS"] = "0"
+plain = Encoder(resolve_model("default"), device="cpu")
+peer = PeerEncoder(peer_forward("openvino", onnx_path)[0], BATCH)
+runs = {"xl": lambda: embed_texts(packed, texts, EmbedOptions(batch_size=BATCH)),
+        "xl-unpacked": lambda: embed_texts(plain, texts, EmbedOptions(batch_size=BATCH)),
+        "openvino": lambda: peer.encode(texts)}
+names = list(runs)
+for name in names:
+    runs[name]()  # warm-up
+seconds = {name: [] for name in names}
+for r in range(rounds):
+    for name in names[r % 3:] + names[:r % 3]:
+        start = time.perf_counter()
+        runs[name]()
+        seconds[name].append(time.perf_counter() - start)
+print(json.dumps({"sentences": len(texts), "packed_linears": packed.packed_linears, "seconds": seconds}))
 """.replace("BATCH", str(BATCH))
 
 
@@ -276,14 +272,14 @@ def _min_cosine(X: np.ndarray, R: np.ndarray) -> float:
 
 
 NAMES = {"xl": "`xl embed` (defaults)", "xl-fp32": "`xl embed --dtype float32`",
+         "xl-unpacked": "`XL_PACKED_LINEARS=0 xl embed`",
          "st-fp32": "sentence-transformers fp32", "st-bf16": "sentence-transformers bf16",
          **{variant: name for variant, (name, _) in PEERS.items()}}  # fmt: skip
 
 
-def _run_peers(
-    sentences: Path, tmp: Path, fingerprint: str, device: str, notes: list[str]
-) -> list[tuple[str, dict[str, Any], np.ndarray]]:
-    """The other CPU runtimes whose packages are installed (a note for each one that is not run)."""
+def _peer_runs(tmp: Path, fingerprint: str, device: str, notes: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """The other CPU runtimes whose packages are installed, with their model file (a note for each one that is
+    not run)."""
     if device != "cpu":
         notes.append(f"not run on --device {device}: {', '.join(name for name, _ in PEERS.values())} (CPU peers)")
         return []
@@ -297,12 +293,56 @@ def _run_peers(
     if not wanted:
         return []
     onnx_path, int8_path = _onnx_files(fingerprint, tmp, "ort-int8" in wanted)
+    return [(variant, (str(int8_path if variant == "ort-int8" else onnx_path),)) for variant in wanted]
+
+
+def _rounds(
+    runs: list[tuple[str, tuple[str, ...]]], sentences: Path, tmp: Path, rounds: int
+) -> list[tuple[str, dict[str, Any], np.ndarray]]:
+    """Every run ``rounds`` times, interleaved (run 1 of each, then run 2 of each, ...), each in its own process:
+    on a shared machine the speed of one run drifts by ±30% over minutes, and interleaving spreads that drift
+    over all of them. Kept per run: the median seconds (its rounds' spread beside it), the largest peak RSS, the
+    last round's embeddings and batch shapes."""
+    timings: dict[str, list[dict[str, Any]]] = {variant: [] for variant, _ in runs}
+    for _ in range(rounds):
+        for variant, extra in runs:
+            timings[variant].append(_run_variant(variant, sentences, tmp / f"{variant}.npy", tmp, *extra))
     done = []
-    for variant in wanted:
-        model = int8_path if variant == "ort-int8" else onnx_path
-        row = _run_variant(variant, sentences, tmp / f"{variant}.npy", tmp, str(model))
+    for variant, rows in timings.items():
+        seconds = sorted(float(r["seconds"]) for r in rows)
+        row = {
+            **rows[-1],
+            "seconds": float(np.median(seconds)),
+            "seconds_min": seconds[0],
+            "seconds_max": seconds[-1],
+            "rounds": len(rows),
+            "peak_rss_mb": max(float(r["peak_rss_mb"]) for r in rows),
+        }
         done.append((variant, row, np.load(tmp / f"{variant}.npy")))
     return done
+
+
+def _paired(sentences: Path, onnx_path: str, tmp: Path, rounds: int) -> tuple[dict[str, Any], list[str]]:
+    """The paired comparison (:data:`PAIRED`): per round, xl's speed over OpenVINO's and over xl's own with plain
+    linear layers; the median and quartiles of those per-round ratios."""
+    measured = run_measured([sys.executable, "-c", PAIRED, str(sentences), onnx_path, str(rounds)], tmp)
+    raw = json.loads(measured["stdout"].strip().splitlines()[-1])
+    xl = np.array(raw["seconds"]["xl"])
+    result: dict[str, Any] = {"rounds": rounds, "sentences": raw["sentences"], "packed_linears": raw["packed_linears"]}
+    lines = [
+        "",
+        f"Paired, in one process (xl, xl with plain linear layers and OpenVINO taking turns on {raw['sentences']} of "
+        f"the sentences, {rounds} rounds, the order rotated each round): xl's speed over",
+    ]
+    for other, label in (("openvino", "OpenVINO"), ("xl-unpacked", "xl's own with plain `nn.Linear` layers")):
+        ratios = np.array(raw["seconds"][other]) / xl
+        q1, median, q3 = (float(x) for x in np.percentile(ratios, [25, 50, 75]))
+        result[other] = {"median": median, "quartiles": [q1, q3], "sentences_per_s": float(
+            raw["sentences"] / np.median(raw["seconds"][other]))}  # fmt: skip
+        lines.append(f"- {label}: {median:.2f}× (quartiles {q1:.2f}–{q3:.2f})")
+    result["xl_sentences_per_s"] = float(raw["sentences"] / np.median(xl))
+    print(json.dumps({"paired": result}), file=sys.stderr)
+    return result, lines
 
 
 def _runtime_table(results: list[dict[str, Any]], per_token: float, notes: list[str]) -> list[str]:
@@ -312,18 +352,25 @@ def _runtime_table(results: list[dict[str, Any]], per_token: float, notes: list[
         f"All runs against xl on the same sentences, each in its own process; the other runtimes on xl's token "
         f"batches and mean pooling, {threads} threads. GFLOP/s: the padded tokens of every batch × "
         f"{per_token / 1e6:.1f} MFLOP (2 × non-embedding weights) plus attention (4 · layers · L² · hidden per "
-        "sentence padded to L), over the timed seconds.",
+        f"sentence padded to L), over the timed seconds. Sentences/s: the median of {results[0]['rounds']} "
+        "interleaved runs, their range beside it.",
         "",
-        "| run | dtype | sentences/s | × xl defaults | min cosine to xl fp32 | mean cosine to xl fp32 | GFLOP/s "
-        "| peak RSS (MB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run | dtype | sentences/s | range | × xl defaults | min cosine to xl fp32 | mean cosine to xl fp32 "
+        "| GFLOP/s | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        low, high = r["sentences_per_s_range"]
         lines.append(
-            f"| {NAMES[r['variant']]} | {r['dtype']} | {r['sentences_per_s']:.0f} | {r['x_xl']:.2f} | "
-            f"{r['min_cosine_to_xl_fp32']:.5f} | {r['mean_cosine_to_xl_fp32']:.5f} | {r['gflop_per_s']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} |"
+            f"| {NAMES[r['variant']]} | {r['dtype']} | {r['sentences_per_s']:.0f} | {low:.0f}–{high:.0f} | "
+            f"{r['x_xl']:.2f} | {r['min_cosine_to_xl_fp32']:.5f} | {r['mean_cosine_to_xl_fp32']:.5f} | "
+            f"{r['gflop_per_s']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
+    by = {r["variant"]: r for r in results}
+    if "openvino" in by:
+        ratio = by["xl"]["sentences_per_s"] / by["openvino"]["sentences_per_s"]
+        lines += ["", f"`xl embed` (defaults) over OpenVINO: {ratio:.2f}× at min cosine "
+                  f"{by['xl']['min_cosine_to_xl_fp32']:.5f} to xl fp32 (target ≥ 1.25× at ≥ 0.9999)."]  # fmt: skip
     return lines + ([""] + [f"- {note}" for note in notes] if notes else [])
 
 
@@ -333,11 +380,21 @@ def main() -> None:
     parser.add_argument("--per-lang", type=int, default=PER_LANG, help=f"sentences per script (default {PER_LANG})")
     parser.add_argument("--speed-only", action="store_true", help="skip the streaming-memory runs")
     parser.add_argument("--no-readme", action="store_true", help="print only; leave README.md alone")
+    parser.add_argument("--paired-rounds", type=int, default=PAIRED_ROUNDS, help="rounds of the paired comparison "
+                        f"of xl and OpenVINO in one process (default {PAIRED_ROUNDS}; 0: none)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"interleaved runs of each variant; the median "
+                        f"counts (default {ROUNDS})")  # fmt: skip
     quick = f"check that every run works: --per-lang {QUICK_PER_LANG} --speed-only --no-readme"
     parser.add_argument("--quick", action="store_true", help=quick)
     args = parser.parse_args()
     if args.quick:
-        args.per_lang, args.speed_only, args.no_readme = QUICK_PER_LANG, True, True
+        args.per_lang, args.speed_only, args.no_readme, args.rounds, args.paired_rounds = (
+            QUICK_PER_LANG,
+            True,
+            True,
+            1,
+            3,
+        )
         os.environ["XL_BENCH_WARMUP"] = str(QUICK_PER_LANG)
     os.environ["XL_BENCH_DEVICE"] = args.device
     root = data_dir()
@@ -354,12 +411,16 @@ def main() -> None:
         sentences = tmp / "sentences.txt"
         sentences.write_text("\n".join(texts) + "\n", encoding="utf-8")
         outputs: dict[str, np.ndarray] = {}
-        runs = [(v, _run_variant(v, sentences, tmp / f"{v}.npy", tmp)) for v in ("st-fp32", "st-bf16", "xl-fp32", "xl")]
-        runs = [(v, row, np.load(tmp / f"{v}.npy")) for v, row in runs]
-        runs += _run_peers(sentences, tmp, ref.fingerprint, args.device, notes)
+        own: list[tuple[str, tuple[str, ...]]] = [(v, ()) for v in ("st-fp32", "st-bf16", "xl-fp32", "xl-unpacked",
+                                                                    "xl")]  # fmt: skip
+        peers = _peer_runs(tmp, ref.fingerprint, args.device, notes)
+        runs = _rounds(own + peers, sentences, tmp, args.rounds)
+        onnx = dict(peers).get("openvino")
+        paired = _paired(sentences, onnx[0], tmp, args.paired_rounds) if onnx and args.paired_rounds else None
         for variant, row, X in runs:
             outputs[variant] = X
             row["sentences_per_s"] = len(texts) / float(row["seconds"])
+            row["sentences_per_s_range"] = [len(texts) / float(row[key]) for key in ("seconds_max", "seconds_min")]
             shapes = row.pop("shapes")
             row["padded_tokens"] = sum(rows * length for rows, length in shapes)
             row["gflop_per_s"] = _flops(shapes, config) / float(row["seconds"]) / 1e9
@@ -376,9 +437,11 @@ def main() -> None:
             cosines = _cosines(outputs[str(r["variant"])], outputs["xl-fp32"])
             r["min_cosine_to_xl_fp32"], r["mean_cosine_to_xl_fp32"] = float(cosines.min()), float(cosines.mean())
             r["x_xl"] = float(r["sentences_per_s"]) / float(by["xl"]["sentences_per_s"])
-        order = ["xl", "xl-fp32", *PEERS, "st-fp32", "st-bf16"]
+        order = ["xl", "xl-unpacked", "xl-fp32", *PEERS, "st-fp32", "st-bf16"]
         runtime_lines = _runtime_table(sorted(results, key=lambda r: order.index(r["variant"])),
                                        _per_token_flops(config), notes)  # fmt: skip
+        if paired is not None:
+            runtime_lines += paired[1]
 
         if args.speed_only:
             print("\n".join(runtime_lines))

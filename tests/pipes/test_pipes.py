@@ -18,11 +18,6 @@ def _shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.Complete
                           timeout=timeout, env=env, check=False)  # fmt: skip
 
 
-def _big_file(path: Path, n: int) -> Path:
-    path.write_text("".join(f"this is sentence number {i} of a long input\n" for i in range(n)))
-    return path
-
-
 def test_embed_into_python_through_a_pipe(tiny_model_path: Path, tmp_path: Path) -> None:
     (tmp_path / "en.txt").write_text("one\ntwo\nthree\n")
     reader = "import sys; from xl.io.npy import read_matrix; X = read_matrix(sys.stdin.buffer); print(X.shape)"
@@ -40,11 +35,14 @@ def test_stdin_and_redirect_give_a_loadable_file(tiny_model_path: Path, tmp_path
 
 
 def test_closed_pipe_exits_quietly(tiny_model_path: Path, tmp_path: Path) -> None:
-    _big_file(tmp_path / "big.txt", 4_000)  # 512 kB of rows: more than a pipe holds
-    result = _shell(f"xl embed big.txt --model {tiny_model_path} --batch-size 8 | head -c 10 > /dev/null",
-                    tmp_path)  # fmt: skip
+    """The input never ends (`yes`), so the run can only end by noticing that `head` has closed its stdout; windows
+    of 64 rows, so the first rows reach the pipe after 64 sentences. xl's own exit status is read (PIPESTATUS):
+    `yes` itself ends by SIGPIPE once xl has gone."""
+    result = _shell(f"yes 'this is a sentence of an endless input' | xl embed - --model {tiny_model_path} "
+                    "--batch-size 8 --window 64 | head -c 10 > /dev/null; echo \"xl exit ${PIPESTATUS[1]}\"",
+                    tmp_path, timeout=120)  # fmt: skip
     stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
+    assert result.stdout.decode().strip() == "xl exit 0", stderr
     assert "Traceback" not in stderr and "error" not in stderr.lower()
 
 
