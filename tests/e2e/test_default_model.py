@@ -48,8 +48,9 @@ def test_results_do_not_depend_on_batching_window_or_order(default_model_path: P
     """fp32: row cosine ≥ 0.99999 across batch sizes, token budgets and windows."""
     fp32 = Encoder(resolve_model("default"), dtype="float32")
     texts: list[str] = []
+    # 72 sentences (two windows of 40 in the first setting): the batch-1 reference is most of the test's time
     for lang in ("eng_Latn", "kor_Hang", "zho_Hans", "arb_Arab", "hin_Deva", "rus_Cyrl"):
-        texts += _lines(data_root / "flores200" / "dev" / f"{lang}.dev")[:25]
+        texts += _lines(data_root / "flores200" / "dev" / f"{lang}.dev")[:12]
     reference = embed_texts(fp32, texts, EmbedOptions(batch_size=1, window=len(texts)))
     for batch_size, max_tokens, window in ((7, 100_000, 40), (32, 512, 150), (64, 8192, 4096)):
         got = embed_texts(fp32, texts, EmbedOptions(batch_size=batch_size, max_tokens=max_tokens, window=window))
