@@ -24,10 +24,10 @@ def peer_forward(variant: str, model_path: str) -> tuple[Forward, str]:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        runner = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 
         def run_ort(input_ids: np.ndarray, mask: np.ndarray) -> Any:
-            return session.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            return runner.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})[0]
 
         return run_ort, "int8" if variant == "ort-int8" else "float32"
     import openvino as ov
