@@ -32,11 +32,10 @@ for lang in en $LANGS; do
   head -n "$TEST_N" "$DATA/flores200/devtest/$code.devtest" > "$OUT/text/$lang.devtest.txt"
 done
 
-step "embed the fitting sentences (one model load for all inputs)"
-inputs=()
+step "embed the fitting sentences and the English test side (one model load for all inputs)"
+inputs=("$OUT/text/en.devtest.txt")
 for lang in en $LANGS; do inputs+=("$OUT/text/$lang.dev.txt"); done
 xl embed "${inputs[@]}" --model "$MODEL" -o "$OUT/emb/{stem}.npy" -q
-xl embed "$OUT/text/en.devtest.txt" --model "$MODEL" -q > "$OUT/emb/en.devtest.npy"
 
 step "fit a map xx -> en on dev; retrieval on devtest before and after it"
 for lang in $LANGS; do

@@ -144,7 +144,8 @@ def run_xl(
     separately, ``env`` and ``cwd`` applied for the run only. ``stdout=FILE`` sends stdout to that open file
     instead (a regular-file stdout, as with ``>`` or ``>>``).
 
-    The run leaves nothing behind: the environment, the working directory, the signal handlers it installs,
+    ``sys.argv`` is ``["xl", *ARGS]`` during the run, as in a process (manifests record it as the command). The
+    run leaves nothing behind: ``sys.argv``, the environment, the working directory, the signal handlers it installs,
     the logging configuration and the registry of open outputs are put back as they were. An exception that
     escapes the command is rendered on stderr as the interpreter would (a traceback) with exit code 1.
 
@@ -206,6 +207,7 @@ def _run_in_process(
 
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()
+    saved_argv = sys.argv
     saved_signals = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     root = logging.getLogger()
     saved_logging = (root.level, list(root.handlers), logging.root.manager.disable)
@@ -224,6 +226,7 @@ def _run_in_process(
                 sys.stdout = file_stdout
             if cwd is not None:
                 os.chdir(cwd)
+            sys.argv = ["xl", *args]  # what a process's manifests record as its command
             try:
                 main(args)
             except SystemExit as exc:
@@ -246,6 +249,7 @@ def _run_in_process(
             stdout_bytes, stderr_bytes = out.getvalue(), err.getvalue()
     finally:
         typer.main.get_command = build  # type: ignore[assignment]
+        sys.argv = saved_argv
         if file_stdout is not None:
             with contextlib.suppress(Exception):
                 file_stdout.close()

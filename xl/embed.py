@@ -25,7 +25,7 @@ from xl.errors import InputError, UsageError, failure_reason
 from xl.io.atomic import absolute, atomic_write, check_input_path, is_regular_file, spool
 from xl.io.jsonl import JsonlWriter
 from xl.io.manifest import base_manifest
-from xl.io.npy import MatrixWriter, forget_stale_stdout_manifest
+from xl.io.npy import MatrixWriter, forget_stale_stdout_manifest, refuse_terminal_stdout
 from xl.io.records import (
     DecodeErrors,
     InputFormat,
@@ -233,6 +233,7 @@ def embed_files(
     if resume and (output == "-" or output_format != "npy"):
         raise UsageError("--resume needs an NPY output file", hint="pass -o FILE.npy")
     if output == "-" and output_format == "npy":
+        refuse_terminal_stdout(output)  # now, not after the model has loaded
         forget_stale_stdout_manifest()
     for path in inputs:
         # a bad line of a file is found now, not after the model has loaded (streams are checked as they come)

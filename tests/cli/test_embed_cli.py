@@ -210,6 +210,9 @@ def test_terminal_stdin_and_stdout_are_refused(tiny_model_path: Path, text_file:
                                  str(tiny_model_path)], stdout=follower, stderr=subprocess.PIPE,
                                 timeout=120, check=False)  # fmt: skip
         assert to_tty.returncode == 2 and "terminal" in to_tty.stderr.decode()
+        # refused before the model loads (its "model …" line), not seconds later
+        for stderr in (result.stderr, to_tty.stderr):
+            assert b"xl embed: model" not in stderr and b"torch" not in stderr, stderr
     finally:
         os.close(leader)
         os.close(follower)

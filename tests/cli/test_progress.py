@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_xl_process, write_jsonl
+from tests.conftest import REPO, run_xl, write_jsonl
 from xl.progress import Throttled, counter, no_progress
 from xl.tasks import convert
 
@@ -67,8 +67,9 @@ def run_on_tty(*args: str, timeout: float = 300) -> tuple[int, bytes, bytes]:
 
 
 def run_off_tty(*args: str) -> tuple[int, bytes, bytes]:
-    """The same command with stdout and stderr on pipes."""
-    result = run_xl_process(*args, env=_env())
+    """The same command with stdout and stderr on streams that are not a terminal, as on pipes (run in this
+    process: what a terminal changes is tested by :func:`run_on_tty`, which needs the real process)."""
+    result = run_xl(*args, env={"TERM": "xterm-256color", "COLUMNS": "160", "XL_DEBUG": "0"})
     return result.returncode, result.stdout, result.stderr
 
 

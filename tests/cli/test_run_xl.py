@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,11 @@ def test_binary_stdout_stdin_and_exit_codes_match_a_real_process(tmp_path: Path)
     stdin = (tmp_path / "x.npy").read_bytes()
     here, there = run_xl(*args, stdin=stdin, cwd=tmp_path), run_xl_process(*args, stdin=stdin, cwd=tmp_path)
     assert here.exit_code == there.exit_code == 0 and here.stderr == there.stderr == b""
-    # the same stream (its provenance frame differs only in the time and the process it names)
+    # the same stream, its provenance frame (the command included) differing only in the time it was made
     assert here.stdout_bytes.count(b"\x93NUMPY") == there.stdout_bytes.count(b"\x93NUMPY") >= 1
+    created = re.compile(rb'"created": ?"[^"]*"')
+    assert b'"command":"xl apply-proj W.npy - --force -q"' in here.stdout
+    assert created.sub(b"", here.stdout) == created.sub(b"", there.stdout)
     for stream in (here.stdout, there.stdout):
         np.testing.assert_array_equal(read_matrix(io.BytesIO(stream)), np.load(tmp_path / "x.npy"))
     for bad in (("apply-proj", "W.npy", "missing.npy"), ("apply-proj", "--no-such-option")):
@@ -41,12 +46,14 @@ def test_binary_stdout_stdin_and_exit_codes_match_a_real_process(tmp_path: Path)
 
 def test_a_run_leaves_environment_directory_signals_and_open_outputs_as_they_were(tmp_path: Path) -> None:
     _matrix(tmp_path)
-    before = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP))
+    before = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP),
+              list(sys.argv))  # fmt: skip
     result = run_xl("apply-proj", "W.npy", "x.npy", "--force", "-o", "out.npy", cwd=tmp_path,
                     env={"XL_DEBUG": "0", "XL_SOMETHING": "1"})  # fmt: skip
     assert result.returncode == 0, result.stderr_text
     assert (tmp_path / "out.npy").is_file()
-    after = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP))
+    after = (dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP),
+             list(sys.argv))  # fmt: skip
     assert after == before and not list(atomic._OPEN)
 
 

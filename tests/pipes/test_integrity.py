@@ -195,16 +195,30 @@ def test_a_csv_without_the_text_column_is_refused_before_the_model_loads(tiny_mo
 # --------------------------------------------------------------------------------------------- pipes
 
 
-def _fit_map(tmp_path: Path, model: Path, extra: str = "") -> None:
-    """W.npy fitted on en.txt embedded through a pipe (xl embed | xl fit-proj --src -) against xx.npy. Procrustes:
-    mean-pooled LayerNorm outputs of the tiny random model are nearly collinear (their columns sum to about 0),
-    which least squares rightly refuses on some CPUs' arithmetic."""
+def _stream(tmp_path: Path, model: Path, *args: str) -> bytes:
+    """``xl embed ARGS --model MODEL -q`` with stdout on a stream, run in this process (no torch import of its
+    own): the bytes that ``xl embed … |`` sends down a pipe, for the consumer at the other end to be a real
+    process reading a real pipe."""
+    result = run_xl("embed", *args, "--model", str(model), "-q", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith(b"\x93NUMPY"), result.stderr_text
+    return result.stdout
+
+
+def _fit_map(tmp_path: Path, model: Path, extra: str = "", piped: bool = True) -> None:
+    """W.npy fitted on en.txt against xx.npy (embedded in this process); with ``piped``, en.txt is embedded by a
+    real process through a real pipe (xl embed | xl fit-proj --src -). Procrustes: mean-pooled LayerNorm outputs
+    of the tiny random model are nearly collinear (their columns sum to about 0), which least squares rightly
+    refuses on some CPUs' arithmetic."""
     _sentences(tmp_path / "en.txt", 40)
     _sentences(tmp_path / "xx.txt", 40)
-    assert _shell(f"xl embed xx.txt --model {model} -q {extra} -o xx.npy", tmp_path).returncode == 0
-    result = _shell(f"xl embed en.txt --model {model} -q {extra} | xl fit-proj --src - --tgt xx.npy -o W.npy -q "
-                    "--method procrustes",
-                    tmp_path)  # fmt: skip
+    flags = extra.split()
+    made = run_xl("embed", "xx.txt", "--model", str(model), "-q", *flags, "-o", "xx.npy", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr_text
+    fit = "xl fit-proj --src - --tgt xx.npy -o W.npy -q --method procrustes"
+    if piped:
+        result = _shell(f"xl embed en.txt --model {model} -q {extra} | {fit}", tmp_path)
+    else:
+        result = _shell(fit, tmp_path, input=_stream(tmp_path, model, "en.txt", *flags))
     assert result.returncode == 0, result.stderr.decode()
 
 
@@ -214,29 +228,30 @@ def test_provenance_travels_through_the_pipe(tiny_model_path: Path, tmp_path: Pa
     src = manifest["src_embeddings"]
     assert src["model_fingerprint"] and src["layer"] == 2 and src["input"].endswith("en.txt")
     assert Path(manifest["tgt"]).is_absolute()
+    # what `xl embed en.txt |` sends down a pipe, at the map's layer and at another one
+    same_layer = _stream(tmp_path, tiny_model_path, "en.txt")
+    other_layer = _stream(tmp_path, tiny_model_path, "en.txt", "--layer", "1")
     # the same model and layer through a pipe: applied, and the output on a pipe carries its provenance
-    ok = _shell(f"xl embed en.txt --model {tiny_model_path} -q | xl apply-proj W.npy -q > mapped.npy", tmp_path)
+    ok = _shell("xl apply-proj W.npy -q > mapped.npy", tmp_path, input=same_layer)
     assert ok.returncode == 0, ok.stderr.decode()
     mapped = json.loads((tmp_path / "mapped.npy.json").read_text())
     assert mapped["projected_with"] == str(tmp_path / "W.npy") and mapped["model_fingerprint"]
     assert np.load(tmp_path / "mapped.npy").shape == (40, 32)
     # another layer through a pipe: refused with a hint; --force applies it
-    bad = _shell(f"xl embed en.txt --model {tiny_model_path} --layer 1 -q | xl apply-proj W.npy -q > o.npy", tmp_path)
+    bad = _shell("xl apply-proj W.npy -q > o.npy", tmp_path, input=other_layer)
     assert bad.returncode == 1
     assert "layer" in _one_error_line(bad.stderr, "apply-proj") and "--force" in bad.stderr.decode()
-    forced = _shell(f"xl embed en.txt --model {tiny_model_path} --layer 1 -q | xl apply-proj W.npy --force -q"
-                    " > o.npy", tmp_path)  # fmt: skip
+    forced = _shell("xl apply-proj W.npy --force -q > o.npy", tmp_path, input=other_layer)
     assert forced.returncode == 0, forced.stderr.decode()
     # applying a map twice is refused: the input's provenance says it is mapped already
     twice = _shell("xl apply-proj W.npy mapped.npy -o twice.npy", tmp_path)
     assert twice.returncode == 1 and "already mapped" in _one_error_line(twice.stderr, "apply-proj")
-    piped_twice = _shell(f"xl embed en.txt --model {tiny_model_path} -q | xl apply-proj W.npy | xl apply-proj W.npy"
-                         " > t.npy", tmp_path)  # fmt: skip
+    piped_twice = _shell("xl apply-proj W.npy | xl apply-proj W.npy > t.npy", tmp_path, input=same_layer)
     assert piped_twice.returncode == 1 and "already mapped" in piped_twice.stderr.decode()
 
 
 def test_a_map_without_its_manifest_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
-    _fit_map(tmp_path, tiny_model_path, "--normalize")
+    _fit_map(tmp_path, tiny_model_path, "--normalize", piped=False)
     (tmp_path / "bare").mkdir()
     shutil.copy(tmp_path / "W.npy", tmp_path / "bare" / "W.npy")
     result = _shell("xl apply-proj bare/W.npy xx.npy -o out.npy", tmp_path)
@@ -253,10 +268,11 @@ def test_eval_retrieval_records_what_it_compared_and_warns_across_models(tiny_mo
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
     _sentences(tmp_path / "en.txt", 30)
-    assert _shell(f"xl embed en.txt --model {tiny_model_path} -q -o a.npy", tmp_path).returncode == 0
-    assert _shell(f"xl embed en.txt --model {other} -q -o b.npy", tmp_path).returncode == 0
-    same = _shell(f"xl embed en.txt --model {tiny_model_path} -q | xl eval retrieval --src - --tgt a.npy"
-                  " --bootstrap 10", tmp_path)  # fmt: skip
+    for model, name in ((tiny_model_path, "a.npy"), (other, "b.npy")):
+        made = run_xl("embed", "en.txt", "--model", str(model), "-q", "-o", name, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr_text
+    same = _shell("xl eval retrieval --src - --tgt a.npy --bootstrap 10", tmp_path,
+                  input=_stream(tmp_path, tiny_model_path, "en.txt"))  # fmt: skip
     assert same.returncode == 0, same.stderr.decode()
     result = json.loads(same.stdout)
     assert result["src_embeddings"]["model_fingerprint"] == result["tgt_embeddings"]["model_fingerprint"]
@@ -277,7 +293,8 @@ def test_a_failing_producer_fails_the_consumer(tiny_model_path: Path, tmp_path: 
     assert "xl embed: error:" in stderr and "xl apply-proj: error:" in stderr and "producer" in stderr
     assert (tmp_path / "out.npy").stat().st_size == 0
     # what a foreign reader of the stream sees: it ends in an array whose data never comes
-    raw = _shell(f"xl embed - --model {tiny_model_path} --window 16 -q < in.txt", tmp_path).stdout
+    raw = run_xl("embed", "-", "--model", str(tiny_model_path), "--window", "16", "-q",
+                 stdin=(tmp_path / "in.txt").read_bytes()).stdout  # fmt: skip
     arrays, stream = [], io.BytesIO(raw)
     with pytest.raises((ValueError, EOFError)):
         while True:
@@ -315,7 +332,8 @@ def test_a_plain_numpy_stream_still_reads(tmp_path: Path) -> None:
 
 def test_fifo_and_process_substitution_inputs(tiny_model_path: Path, tmp_path: Path) -> None:
     _sentences(tmp_path / "in.txt", 20)
-    assert _shell(f"xl embed in.txt --model {tiny_model_path} -q -o ref.npy", tmp_path).returncode == 0
+    reference = run_xl("embed", "in.txt", "--model", str(tiny_model_path), "-q", "-o", "ref.npy", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr_text
     os.mkfifo(tmp_path / "fifo")
     result = _shell(f"(cat in.txt > fifo &); xl embed fifo --model {tiny_model_path} -q -o f.npy", tmp_path,
                     timeout=120)  # fmt: skip

@@ -145,3 +145,27 @@ def test_encoder_packs_in_bf16_on_the_cpu_and_can_be_told_not_to(
     cosine = lambda A, B: (A * B).sum(1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)  # noqa: E731
     assert cosine(X, R).min() > 0.999 and cosine(Y, R).min() > 0.999
     assert not np.array_equal(X, Y)  # the packed path really ran
+
+
+def test_every_eval_packs_in_bf16_on_the_cpu(tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``xl eval`` (TaskInference.load) runs the packed layers too, with the scores of the plain model."""
+    from xl.models.registry import resolve_model
+    from xl.models.task_model import TaskInference
+    from xl.tasks.objects import task_named
+
+    task = task_named("sts")
+    records = [{"text1": "a short sentence", "text2": "ein kurzer Satz", "score": 3.0},
+               {"text1": "the cat sat", "text2": "고양이가 앉았다", "score": 2.0}]  # fmt: skip
+
+    def similarities(runner: Any) -> np.ndarray:
+        predictions, _ = runner.predict(runner.tokenize(records, "sts"))
+        return np.asarray(predictions, dtype=np.float64)
+
+    fast = TaskInference.load(resolve_model(str(tiny_model_path)), task, device="cpu", dtype="bfloat16")
+    if fast.packed_linears == 0:
+        pytest.skip("this PyTorch/CPU has no oneDNN bf16 inner product")
+    assert fast.packed_linears == 2 * LINEARS_PER_LAYER
+    monkeypatch.setenv("XL_PACKED_LINEARS", "0")
+    plain = TaskInference.load(resolve_model(str(tiny_model_path)), task, device="cpu", dtype="bfloat16")
+    assert plain.packed_linears == 0
+    np.testing.assert_allclose(similarities(fast), similarities(plain), atol=2e-2)

@@ -528,6 +528,16 @@ def forget_stale_stdout_manifest() -> None:
         manifest_path(path).unlink(missing_ok=True)
 
 
+def refuse_terminal_stdout(target: str | Path) -> None:
+    """UsageError when ``target`` is ``-`` and stdout is a terminal (binary NPY would garble it): what
+    :class:`MatrixWriter` checks, for a command to check before it loads a model."""
+    if str(target) == "-" and sys.stdout.isatty():
+        raise UsageError(
+            "refusing to write binary NPY to a terminal",
+            hint="redirect it (> out.npy), pipe it on (| xl apply-proj …) or pass -o FILE",
+        )
+
+
 class MatrixWriter:
     """Write (k, d) float32 row chunks as NPY to a file (atomic) or to stdout.
 
@@ -551,11 +561,7 @@ class MatrixWriter:
         self.manifest = manifest
         self._wrote_any = False
         self._closed = False
-        if str(target) == "-" and sys.stdout.isatty():
-            raise UsageError(
-                "refusing to write binary NPY to a terminal",
-                hint="redirect it (> out.npy), pipe it on (| xl apply-proj …) or pass -o FILE",
-            )
+        refuse_terminal_stdout(target)
         if partial is not None and str(target) == "-":
             raise UsageError("a resumable output needs a file", hint="pass -o FILE")
         self._out = OutputTarget(target, kind="npy", partial=partial)

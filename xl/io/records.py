@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from xl.errors import InputError
-from xl.io.atomic import is_regular_file, open_input
+from xl.io.atomic import is_regular_file, open_input, refuse_terminal_stdin
 
 InputFormat = Literal["auto", "text", "jsonl", "csv", "tsv", "parquet", "hf-dataset"]
 #: the formats read as tables (:mod:`xl.io.tables`): ``--field`` names the column of the text
@@ -58,12 +58,14 @@ class Record:
     obj: dict[str, Any] | None = None
 
 
+#: The hint of a record input that cannot be read (a terminal on stdin).
+RECORDS_HINT = "pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)"
+
+
 def open_text_input(path: str | Path) -> tuple[BinaryIO, str]:
     """Open a record stream (``-`` is stdin); see :func:`xl.io.atomic.open_input`."""
     try:
-        stream, name = open_input(
-            path, "records", "pass a file (xl embed sentences.txt) or pipe text in (cat sentences.txt | xl embed)"
-        )
+        stream, name = open_input(path, "records", RECORDS_HINT)
     except OSError as exc:
         raise InputError(f"cannot open the input ({exc.strerror or exc})", source=str(path)) from None
     return stream, name  # type: ignore[return-value]
@@ -126,7 +128,11 @@ def check_records(
     a command finds a bad line before it loads a model rather than hours into a run. Stdin, a FIFO or a
     process substitution is left unread (read once, as it streams). Text is checked in 4 MiB blocks (about
     half a second per 100 MB here); a file that fails is read again line by line, for the line number. JSONL
-    is parsed line by line (about 5 s per million records)."""
+    is parsed line by line (about 5 s per million records). A terminal on stdin (``-``) is refused now too, not
+    after the model has loaded."""
+    if str(path) == "-":
+        refuse_terminal_stdin("records", RECORDS_HINT)
+        return
     if table_input(path, input_format) is not None:
         with RecordReader(path, input_format=input_format, field=field, errors=errors) as reader:
             reader.table_records()

@@ -376,11 +376,9 @@ class Encoder:
         self.pad_id = pad_id_of(config)
         #: linear layers packed for oneDNN (bf16 on the CPU; :mod:`xl.models.packed`), 0 when none;
         #: XL_PACKED_LINEARS=0 keeps plain nn.Linear layers (to measure the difference)
-        self.packed_linears = 0
-        if self.device == "cpu" and os.environ.get("XL_PACKED_LINEARS", "1") != "0":
-            from xl.models.packed import pack_linears
+        from xl.models.packed import pack_for_inference
 
-            self.packed_linears = pack_linears(self.model)
+        self.packed_linears = pack_for_inference(self.model, self.device)
 
     def absolute_layer(self, layer: int) -> int:
         """Map ``-1`` -> L, ``-L-1`` -> 0; refuse layers the model does not have."""

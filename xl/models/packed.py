@@ -15,6 +15,7 @@ ops or disagrees, the model is left as it was (:func:`pack_linears` returns 0).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -105,3 +106,11 @@ def pack_linears(model: Any) -> int:
         if drops_activation:
             parent.intermediate_act_fn = torch.nn.Identity()
     return len(plan)
+
+
+def pack_for_inference(model: Any, device: str) -> int:
+    """:func:`pack_linears` for a model about to run inference on ``device``, unless ``XL_PACKED_LINEARS=0``
+    (to measure the difference): what ``xl embed``, TextEmb and every ``xl eval`` run. Returns the count."""
+    if device != "cpu" or os.environ.get("XL_PACKED_LINEARS", "1") == "0":
+        return 0
+    return pack_linears(model)

@@ -199,6 +199,8 @@ class TaskInference:
         self.doc_stride = int(self.head.get("doc_stride", 128))
         self.autocast = autocast
         self.layers = layers
+        #: linear layers packed for oneDNN (:func:`xl.models.packed.pack_for_inference`; 0: none)
+        self.packed_linears = 0
         self._report: tuple[Progress, str, dict[str, Any]] = (no_progress, "rows", {})
 
     @classmethod
@@ -226,11 +228,18 @@ class TaskInference:
         if task.has_head:
             load_head(model, Path(ref.path or "."))
         model.to(device_name).eval()
+        # bf16 on the CPU: the encoder's linear layers packed for oneDNN, as for xl embed (a loaded model is
+        # only run; finetune's scorer wraps the model it trains and is never packed)
+        from xl.models.packed import pack_for_inference
+
+        packed = pack_for_inference(encoder, device_name)
         with stdout_to_stderr():
             tokenizer = from_pretrained(load_tokenizer, ref)
-        return cls(model, tokenizer, task, device=device_name, dtype_name=dtype_name, pad_id=pad_id_of(config),
-                   max_length=length, prefix=ref.prefix, head={**head, "pooling": pooling},
-                   layers=int(config.num_hidden_layers))  # fmt: skip
+        inference = cls(model, tokenizer, task, device=device_name, dtype_name=dtype_name, pad_id=pad_id_of(config),
+                        max_length=length, prefix=ref.prefix, head={**head, "pooling": pooling},
+                        layers=int(config.num_hidden_layers))  # fmt: skip
+        inference.packed_linears = packed
+        return inference
 
     @property
     def pooling(self) -> str:
