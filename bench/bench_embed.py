@@ -388,13 +388,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=quick)
     args = parser.parse_args()
     if args.quick:
-        args.per_lang, args.speed_only, args.no_readme, args.rounds, args.paired_rounds = (
-            QUICK_PER_LANG,
-            True,
-            True,
-            1,
-            3,
-        )
+        args.per_lang, args.rounds, args.paired_rounds = QUICK_PER_LANG, 1, 3
+        args.speed_only = args.no_readme = True
         os.environ["XL_BENCH_WARMUP"] = str(QUICK_PER_LANG)
     os.environ["XL_BENCH_DEVICE"] = args.device
     root = data_dir()

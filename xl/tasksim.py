@@ -27,7 +27,7 @@ from xl.core.tasksim import (
 from xl.errors import InputError, ModelError, UsageError
 from xl.io.atomic import absolute, path_exists, refuse_terminal_stdin
 from xl.io.manifest import base_manifest
-from xl.io.npy import read_matrix_with_manifest, write_matrix
+from xl.io.npy import read_matrix_with_manifest, refuse_terminal_stdout, write_matrix
 from xl.progress import Progress, counter, no_progress
 
 
@@ -181,7 +181,9 @@ def embed_tasks(specs: Sequence[str], output: str, options: TaskEmbedOptions, me
     (texts embedded, textemb) or ``examples`` (Fisher examples, taskemb)."""
     if not specs:
         raise UsageError("no tasks given", hint="e.g. xl tasksim embed sst2=sst2:train:en stsb=stsb:train:en")
-    output_format_for(output, options.output_format)  # a bad --format fails before any model is loaded
+    # a bad --format, or binary NPY for a terminal, fails before any model is loaded
+    if output_format_for(output, options.output_format) == "npy":
+        refuse_terminal_stdout(output)
     if method == "taskemb":
         return _embed_taskemb(specs, output, options, progress)
     if method != "textemb":

@@ -12,8 +12,9 @@ TextEmb and the Fisher all run through it.
 - **Batches** (:func:`run_batches`): rows sorted by length into batches of at most ``max_rows`` rows and
   ``max_tokens`` padded tokens (:func:`xl.core.batching.plan_batches`), results back in input order; a batch that
   runs out of CUDA memory is halved and retried. On CUDA lengths are padded to a multiple of 8.
-- **Kernels**: in bfloat16 on the CPU, :class:`Encoder` packs the transformer layers' linear weights once for
-  oneDNN and fuses the feed-forward GELU into its product (:mod:`xl.models.packed`).
+- **Kernels**: in bfloat16 on the CPU, :class:`Encoder` and :meth:`xl.models.task_model.TaskInference.load`
+  pack the transformer layers' linear weights once for oneDNN and fuse the feed-forward GELU into its product
+  (:func:`xl.models.packed.pack_for_inference`).
 - **Pooling** (:func:`pool`) follows sentence-transformers and e5: mean over the attention mask (special tokens
   included), the first token (``cls``), or the max over the mask. What a model asks for when no option says
   (:func:`model_pooling`): a sentence-transformers directory's modules, else its head or card, else mean.
@@ -374,10 +375,10 @@ class Encoder:
         self.pooling, self.normalize = model_pooling(ref)  # the defaults of embed_ids
         self.model = load_encoder(ref, dtype=self.torch_dtype, top_layer=self.top_layer).to(self.device).eval()
         self.pad_id = pad_id_of(config)
-        #: linear layers packed for oneDNN (bf16 on the CPU; :mod:`xl.models.packed`), 0 when none;
-        #: XL_PACKED_LINEARS=0 keeps plain nn.Linear layers (to measure the difference)
         from xl.models.packed import pack_for_inference
 
+        #: linear layers packed for oneDNN (bf16 on the CPU; :mod:`xl.models.packed`), 0 when none;
+        #: XL_PACKED_LINEARS=0 keeps plain nn.Linear layers (to measure the difference)
         self.packed_linears = pack_for_inference(self.model, self.device)
 
     def absolute_layer(self, layer: int) -> int:
