@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xl.cli.app import main
+from xl.cli.app import run
 
 if __name__ == "__main__":
-    main()
+    run()

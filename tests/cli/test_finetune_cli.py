@@ -165,14 +165,23 @@ def test_two_process_ddp_matches_one_process(
     task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path
 ) -> None:
     common = ["--task", "sts", "--model", str(tiny_model_path), "--train", str(task_files["sts-train"]),
-              "--max-steps", "4", "--batch-size", "8", "--lr", "1e-4", "--dropout", "0", "--dtype", "float32",
-              "--device", "cpu", "--log-every", "1"]  # fmt: skip
+              "--dev", str(task_files["sts-dev"]), "--eval-steps", "2", "--max-steps", "4", "--batch-size", "8",
+              "--lr", "1e-4", "--dropout", "0", "--dtype", "float32", "--device", "cpu",
+              "--log-every", "1"]  # fmt: skip
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _one_and_two_processes(common, single, ddp)
+    stderr = _one_and_two_processes(common, single, ddp).stderr.decode()
     manifest = json.loads((ddp / "xl-finetune.json").read_text())
     assert manifest["processes"] == 2 and manifest["examples_seen"] == 32
+    # the starting model is scored, and the run announced, once (by rank 0), not once per process
+    assert stderr.count("dev at step 0 (the starting model)") == 1 and stderr.count("training examples") == 1
+    one = json.loads((single / "xl-finetune.json").read_text())
+    assert [e["step"] for e in manifest["evaluations"]] == [e["step"] for e in one["evaluations"]] == [0, 2, 4]
+    assert [e["dev"]["spearman"] for e in manifest["evaluations"]] == pytest.approx(
+        [e["dev"]["spearman"] for e in one["evaluations"]], abs=1e-4)  # fmt: skip
+    assert manifest["chosen"]["step"] == one["chosen"]["step"]
     _assert_same_weights(single, ddp)
-    assert [r["loss"] for r in _log(single)] == pytest.approx([r["loss"] for r in _log(ddp)], rel=1e-4)
+    losses = [[r["loss"] for r in _log(run) if "loss" in r] for run in (single, ddp)]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -298,21 +298,6 @@ def test_step_0_is_scored_and_kept_when_training_only_makes_the_model_worse(
     _same_weights(broken / "model.safetensors", tiny_model_path / "model.safetensors")
 
 
-@pytest.mark.slow
-def test_step_0_under_ddp_is_scored_and_logged_once(sts: dict[str, Path], tiny_model_path: Path,
-                                                    tmp_path: Path) -> None:  # fmt: skip
-    run = tmp_path / "ddp"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "xl",
-         *_args(tiny_model_path, sts["train"], "--dev", str(sts["dev"]), "--max-steps", "2", "--eval-steps", "1",
-                "--device", "cpu", "--dtype", "float32", "-o", str(run))],
-        capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, check=False,
-    )  # fmt: skip
-    stderr = _ok(result)
-    assert stderr.count("dev at step 0 (the starting model)") == 1 and stderr.count("training examples") == 1
-    assert [e["step"] for e in _manifest(run)["evaluations"]] == [0, 1, 2]
-
-
 # --------------------------------------------------------------------------------------------- paths
 
 

@@ -72,3 +72,58 @@ def test_pairs_are_encoded_together_and_truncated(tokenizer) -> None:  # type: i
     first = result.ids[0]
     assert first[0] == 0 and first[-1] == 2 and first.count(2) == 3  # <s> A </s></s> B </s>
     assert len(result.ids[1]) == 32 and result.truncated == 1
+
+
+def _word_tokenizer_json(words: list[str]) -> str:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()  # type: ignore[assignment]
+    return tokenizer.to_str()
+
+
+def test_a_tokenizer_file_loaded_again_is_built_once_keyed_by_its_bytes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xl.models import inference
+
+    a, b, c = (tmp_path / name for name in ("a", "b", "c"))
+    for folder, words in ((a, ["alpha", "beta"]), (b, ["alpha", "beta"]), (c, ["beta", "alpha"])):
+        folder.mkdir()
+        (folder / "tokenizer.json").write_text(_word_tokenizer_json(words), encoding="utf-8")
+    first = inference.load_tokenizer(str(a))
+    assert inference.load_tokenizer(str(b)) is first  # another directory, the same bytes (a run's copy)
+    other = inference.load_tokenizer(str(c))
+    assert other is not first and other.encode("alpha beta").ids == [2, 1] != first.encode("alpha beta").ids
+    # the file is read each time: a rewritten tokenizer.json is never served from what it was
+    (a / "tokenizer.json").write_text(_word_tokenizer_json(["beta", "alpha"]), encoding="utf-8")
+    assert inference.load_tokenizer(str(a)) is other
+    # a bounded number are kept: two more files push the first one out
+    for index, words in enumerate((["gamma"], ["delta"])):
+        (tmp_path / f"d{index}").mkdir()
+        (tmp_path / f"d{index}" / "tokenizer.json").write_text(_word_tokenizer_json(words), encoding="utf-8")
+        inference.load_tokenizer(str(tmp_path / f"d{index}"))
+    assert len(inference._TOKENIZERS) == inference._TOKENIZERS_KEPT
+    assert inference.load_tokenizer(str(b)) is not first
+
+
+def test_a_shared_tokenizer_carries_no_truncation_from_one_caller_to_the_next(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every caller sets its own truncation: a QA feature pass (stride, only_second) or a short max length
+    before gives the same ids as a tokenizer fresh from the file."""
+    from tokenizers import Tokenizer
+
+    from xl.models import inference
+    from xl.models.registry import TOKENIZER_SOURCE, fetch_member
+
+    data, _ = fetch_member(TOKENIZER_SOURCE)
+    (tmp_path / "tokenizer.json").write_bytes(data)
+    shared = inference.load_tokenizer(str(tmp_path))
+    texts = ["ein ziemlich langer Satz über das Wetter in Seoul " * 8, "kurz"]
+    fresh = inference.tokenize_texts(Tokenizer.from_str(data.decode()), texts, prefix="", max_length=64)
+    inference.tokenize_texts(shared, texts, prefix="", max_length=8)
+    qa_features(shared, [_record("Alpha beta gamma delta epsilon." * 40, "gamma")], max_length=64, doc_stride=16)
+    inference.tokenize_pairs(shared, texts, texts, prefix="", max_length=16)
+    again = inference.load_tokenizer(str(tmp_path))
+    assert again is shared and again.truncation is None and again.padding is None
+    assert inference.tokenize_texts(again, texts, prefix="", max_length=64) == fresh
+    assert fresh.truncated == 1 and len(fresh.ids[0]) == 64
