@@ -462,7 +462,7 @@ def pool(states: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
 
 #: Tokenizers built from a ``tokenizer.json``, keyed by the file's length and SHA-1, newest last. Building the
 #: XLM-R tokenizer (250,002 pieces, 17 MB) takes ~0.8 s and freeing it ~0.35 s, while hashing its file takes
-#: ~0.03 s; a process that loads models more than once (a Python session that embeds, fine-tunes and evaluates;
+#: ~0.03 s; a process that loads models more than once (a notebook or script that embeds, fine-tunes and evaluates;
 #: the test suite, which runs commands in process) builds it once, also from a run directory's copy of the file.
 #: Sharing one object is safe because every caller sets truncation and padding before it encodes
 #: (:func:`tokenize_texts`, :func:`tokenize_pairs`, :func:`xl.tasks.features.qa_features`).
