@@ -108,18 +108,22 @@ def check_specs(specs: Sequence[str]) -> None:
             )
 
 
-def check_files(options: EvalOptions) -> None:
+def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> None:
     """Read and validate every data file (JSONL, SQuAD JSON or a table) before the model loads, so that a bad
-    record or a missing column fails in a second, not after the load. Each file is read again when it is
-    scored (stdin is read once, then); the head's labels and, for classify, whether the model takes pairs are
-    checked then, since they come from the model."""
+    record or a missing column fails in a second, not after the load. With the model's ``head`` (its
+    ``xl-model.json``, read without the weights), a file is also checked against the head's labels and whether
+    it takes pairs (classify). Each file is read again when it is scored (stdin is read once, then, and checked
+    against the head there)."""
     from xl.tasks.data import read_task_input
 
     task, columns = task_named(options.task), _columns(options)
+    schema = labels = None
+    if head is not None:  # a task without pairs or labels has one schema and no label set whatever the head
+        schema, labels = task.schema_for(bool(head.get("pair", False))), head.get("labels") or None
     for spec in options.data:
         path = _path_of(spec)
         if path != "-" and path_exists(path):
-            read_task_input(path, "evaluation", task, columns=columns)
+            read_task_input(path, "evaluation", task, schema=schema, labels=labels, columns=columns)
 
 
 def count_eval_sets(specs: Sequence[str]) -> int:
@@ -224,9 +228,13 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     check_files(options)
     if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
+    from xl.models.inference import head_of
     from xl.models.registry import resolve_model
 
     ref = resolve_model(options.model, log=log)
+    head = head_of(ref)
+    if head is not None and (head.get("labels") or head.get("pair")):
+        check_files(options, head)  # the head's labels and input kind, still before the weights load
     results = _with_model(options, ref, emit, log, progress)
     if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))

@@ -316,6 +316,25 @@ def test_eval_classify_matches_its_predictions(task_files: dict[str, Path], tiny
     assert b"| accuracy | macro_f1 |" in table.stdout
 
 
+def test_eval_classify_checks_the_heads_labels_before_the_weights_load(
+    task_files: dict[str, Path], tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xl.models.task_model import TaskInference
+
+    run = tmp_path / "cls"
+    _ok(_finetune("--task", "classify", "--model", str(tiny_model_path), "--train", str(task_files["sst2-train"]),
+                  "-o", str(run), "--max-steps", "1"))  # fmt: skip
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the weights were loaded before the data was checked against the head")
+
+    monkeypatch.setattr(TaskInference, "load", never)
+    seven = write_jsonl(tmp_path / "seven.jsonl", [{"text": "fine", "label": 1}, {"text": "odd", "label": 7}])
+    _error(run_xl("eval", "classify", "--model", str(run), str(seven)), 1, "seven.jsonl:2", "label set", "0, 1")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"text1": "a", "text2": "b", "label": 1}])
+    _error(run_xl("eval", "classify", "--model", str(run), str(pairs)), 1, "pairs.jsonl:1", "text")
+
+
 # --------------------------------------------------------------------------------------------- bad input
 
 
