@@ -29,6 +29,8 @@ kept = Teardown()
 atexit.register(lambda: (marks / "atexit").write_text("ran"))
 if "torch" in sys.argv:
     sys.modules["torch"] = types.ModuleType("torch")
+if "ddp" in sys.argv:  # a torch.distributed process group still open
+    sys.modules["torch"].distributed = types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True)
 if "thread" in sys.argv:
     def late():
         time.sleep(0.5)
@@ -59,8 +61,8 @@ def test_with_a_model_stack_the_teardown_is_skipped_and_nothing_else(tmp_path: P
 
 @pytest.mark.parametrize(
     ("flags", "code", "expected"),
-    [((), "0", 0), (("torch", "thread"), "0", 0), (("torch",), "text", 1)],
-    ids=["numpy-only", "a-thread-still-running", "a-message-not-a-code"],
+    [((), "0", 0), (("torch", "thread"), "0", 0), (("torch", "ddp"), "0", 0), (("torch",), "text", 1)],
+    ids=["numpy-only", "a-thread-still-running", "a-process-group-open", "a-message-not-a-code"],
 )
 def test_where_the_shortcut_could_lose_something_the_exit_is_the_normal_one(
     tmp_path: Path, flags: tuple[str, ...], code: str, expected: int
@@ -72,6 +74,17 @@ def test_where_the_shortcut_could_lose_something_the_exit_is_the_normal_one(
         assert "thread" in marks  # waited for, as the interpreter does
     if code == "text":
         assert done.stderr == b"said\ntext\n"
+
+
+def test_a_flush_that_fails_otherwise_is_reported_as_the_interpreter_reports_it(tmp_path: Path) -> None:
+    """stdout on a full disk (/dev/full): the normal exit, whose final flush fails loudly with exit 120."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-c", _SCRIPT, str(marks), "0", "torch"], cwd=REPO, stdout=full,
+                              stderr=subprocess.PIPE, timeout=60, check=False, env=_ENV)  # fmt: skip
+    assert done.returncode == 120 and b"No space left on device" in done.stderr
+    assert {"atexit", "teardown"} <= {p.name for p in marks.iterdir()}
 
 
 def test_a_reader_that_left_before_the_last_flush_is_a_quiet_exit(tmp_path: Path) -> None:

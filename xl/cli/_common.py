@@ -57,11 +57,13 @@ def render_error(command: str, exc: XlError) -> None:
         err(f"  hint: {exc.hint}")
 
 
-def _silence_stdout() -> None:
-    """After a closed pipe, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+def silence(stream: Any = None) -> None:
+    """After a closed pipe, point ``stream`` (stdout by default) at /dev/null so that a later flush, the
+    interpreter's final one included, stays quiet."""
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
+        os.close(devnull)
 
 
 def _fail_outputs(guard: StdoutGuard, reason: str) -> None:
@@ -89,7 +91,7 @@ def handle_errors(command: str) -> Callable[[F], F]:
                 raise typer.Exit(exc.exit_code) from None
             except BrokenPipeError:
                 abort_open_outputs("the reader closed the pipe")
-                _silence_stdout()
+                silence()
                 raise typer.Exit(0) from None
             except Interrupted as exc:
                 _fail_outputs(guard, f"terminated by {exc.name}")
@@ -102,7 +104,7 @@ def handle_errors(command: str) -> Callable[[F], F]:
             except OSError as exc:
                 if exc.errno == errno.EPIPE:
                     abort_open_outputs("the reader closed the pipe")
-                    _silence_stdout()
+                    silence()
                     raise typer.Exit(0) from None
                 _fail_outputs(guard, str(exc))
                 if debug():

@@ -8,7 +8,6 @@ at module level (``xl --help`` stays fast; a test checks it).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import importlib
 import os
@@ -21,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 import xl
-from xl.cli._common import err, install_signal_handlers
+from xl.cli._common import err, install_signal_handlers, silence
 
 
 def _task_as_subcommand(argv: list[str]) -> list[str]:
@@ -218,8 +217,7 @@ def exit_process(code: object) -> NoReturn:
             if stream is not None:
                 stream.flush()
         except BrokenPipeError:  # the reader left: quiet, as everywhere in xl
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+            silence(stream)
         except (OSError, ValueError):
             raise SystemExit(code) from None
     os._exit(code or 0)
