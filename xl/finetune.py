@@ -150,6 +150,9 @@ def check_options(o: FinetuneOptions, world: int = 1) -> None:
         raise UsageError("--lr must be positive")
     if o.resume and o.overwrite:
         raise UsageError("--resume and --overwrite contradict each other")
+    if world > 1 and re.fullmatch(r"cuda:\d+", o.device):
+        raise UsageError(f"--device {o.device} under torchrun would put every process on one GPU",
+                         hint="use --device auto or cuda: each process takes cuda:$LOCAL_RANK")  # fmt: skip
     if o.batch_size % world:
         raise UsageError(f"--batch-size {o.batch_size} is not divisible by the {world} processes",
                          hint="each process takes an equal share of every batch")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from xl.embed import parse_shard, shard_from_env, shard_range
@@ -68,3 +70,59 @@ def test_a_missing_or_inconsistent_environment_is_refused(env: dict[str, str], n
 
 def test_an_explicit_shard_does_not_read_the_environment() -> None:
     assert parse_shard("2/5", {"RANK": "0", "WORLD_SIZE": "2"}) == (2, 5)
+
+
+def _gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    """Pretend ``count`` CUDA devices are visible."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+TORCHRUN_RANK_2 = {"RANK": "6", "WORLD_SIZE": "8", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4"}
+
+
+@pytest.mark.parametrize(
+    ("device", "env", "gpus", "resolved"),
+    [
+        ("auto", TORCHRUN_RANK_2, 4, "cuda:2"),  # each process of a node takes its own GPU
+        ("cuda", TORCHRUN_RANK_2, 4, "cuda:2"),
+        ("auto", TORCHRUN_RANK_2 | {"LOCAL_RANK": "5"}, 4, "cuda:1"),  # more processes than GPUs: shared in turn
+        ("auto", TORCHRUN_RANK_2, 1, "cuda"),  # CUDA_VISIBLE_DEVICES already gave it one
+        ("cuda:1", TORCHRUN_RANK_2, 4, "cuda:1"),  # an explicit index is the user's choice
+        ("auto", {}, 4, "cuda"),  # no launcher
+        ("auto", {"LOCAL_RANK": "2", "WORLD_SIZE": "1"}, 4, "cuda"),  # a one-process job
+        ("auto", {"LOCAL_RANK": "x", "WORLD_SIZE": "4"}, 4, "cuda"),
+        ("auto", TORCHRUN_RANK_2, 0, "cpu"),
+        ("cpu", TORCHRUN_RANK_2, 4, "cpu"),
+    ],
+)
+def test_torchrun_processes_each_take_their_own_gpu(
+    device: str, env: dict[str, str], gpus: int, resolved: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xl.models.inference import resolve_device
+
+    _gpus(monkeypatch, gpus)
+    assert resolve_device(device, env) == resolved
+
+
+def test_the_torchrun_device_is_read_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xl.models.inference import resolve_device
+
+    _gpus(monkeypatch, 2)
+    for name, value in (TORCHRUN_RANK_2 | {"LOCAL_RANK": "1"}).items():
+        monkeypatch.setenv(name, value)
+    assert resolve_device("auto") == "cuda:1"
+    with pytest.raises(UsageError, match="cuda:3"):
+        resolve_device("cuda:3")
+
+
+def test_finetune_under_torchrun_refuses_one_gpu_for_every_process() -> None:
+    from xl.finetune import FinetuneOptions, check_options
+
+    options = FinetuneOptions(task="sts", train="train.jsonl", output="run", device="cuda:1")
+    check_options(options, world=1)  # one process: the user's GPU
+    with pytest.raises(UsageError, match="every process on one GPU"):
+        check_options(options, world=2)
+    check_options(dataclasses.replace(options, device="cuda"), world=2)

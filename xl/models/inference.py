@@ -26,7 +26,7 @@ import contextlib
 import os
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -107,17 +107,26 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; validate ``cuda[:N]``."""
+def resolve_device(device: str, env: Mapping[str, str] | None = None) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; validate ``cuda[:N]``.
+
+    Under torchrun (``WORLD_SIZE`` > 1 and ``LOCAL_RANK`` set in ``env``, default ``os.environ``), ``auto`` and a bare
+    ``cuda`` pick this process's own GPU, ``cuda:{LOCAL_RANK mod the visible device count}``: without it every
+    process of a node would share GPU 0. One visible device (``CUDA_VISIBLE_DEVICES`` set per process) stays
+    ``cuda``; an explicit ``cuda:N`` is kept as given."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        device = "cuda"
     if device == "cpu":
         return device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UsageError(f"--device {device}: no CUDA device is available", hint="use --device cpu or auto")
+        if device == "cuda":
+            return _local_cuda_device(os.environ if env is None else env, torch.cuda.device_count())
         index = device.partition(":")[2]
         if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
             raise UsageError(
@@ -126,6 +135,17 @@ def resolve_device(device: str) -> str:
             )
         return device
     raise UsageError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+
+
+def _local_cuda_device(env: Mapping[str, str], count: int) -> str:
+    """``cuda:K`` for the torchrun process of local rank K (mod ``count``), else ``cuda``."""
+    try:
+        world, local_rank = int(env.get("WORLD_SIZE", "1")), int(env["LOCAL_RANK"])
+    except (KeyError, ValueError):
+        return "cuda"
+    if world <= 1 or count <= 1 or local_rank < 0:
+        return "cuda"
+    return f"cuda:{local_rank % count}"
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

@@ -207,10 +207,9 @@ class Trainer:
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if torch.cuda.is_available() and self.options.device != "cpu"
                                         else "gloo")  # fmt: skip
-        device = resolve_device(self.options.device)
-        if self.dist.world > 1 and device.startswith("cuda"):
-            device = f"cuda:{self.dist.local_rank}"
-            torch.cuda.set_device(device)
+        device = resolve_device(self.options.device)  # under torchrun: this process's own GPU
+        if self.dist.world > 1 and device.startswith("cuda:"):
+            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
         self.device = device
         self.dtype_name = resolve_dtype(self.options.dtype, device)
         self.autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.dtype_name)
