@@ -81,6 +81,7 @@ def test_eval_refuses_an_unknown_data_set_before_it_resolves_the_model(tmp_path:
     [
         ("bad.jsonl", b'{"text1": "a", "text2": "b"}\n', "bad.jsonl:1: record looks like align data"),
         ("bad.csv", b"sentence1,sentence2,label\na,b,3.0\n", "no column for the field 'text1'"),
+        ("emb.jsonl", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", "emb.jsonl:1: an NPY array where JSON Lines"),
     ],
 )
 def test_eval_refuses_a_bad_data_file_before_it_resolves_the_model(

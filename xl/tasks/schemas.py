@@ -536,6 +536,11 @@ def iter_jsonl(stream: Iterable[bytes], *, source: str) -> Iterator[Record]:
         line = raw.rstrip(b"\r\n")
         if n == 1:
             line = line.removeprefix(_BOM)
+            if line.startswith(b"\x93NUMPY"):
+                raise InputError("an NPY array where JSON Lines records were expected", source=source, line=n,
+                                 expected="one JSON object per line", found="the NPY magic \\x93NUMPY",
+                                 hint="this input takes JSONL records; NPY embeddings go to options that read matrices "
+                                 "(e.g. eval retrieval --src/--tgt)")  # fmt: skip
         if not line.strip():
             raise InputError(
                 "blank line in a JSONL file",
