@@ -108,22 +108,27 @@ def check_specs(specs: Sequence[str]) -> None:
             )
 
 
-def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> None:
+def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> dict[str, str | None]:
     """Read and validate every data file (JSONL, SQuAD JSON or a table) before the model loads, so that a bad
     record or a missing column fails in a second, not after the load. With the model's ``head`` (its
     ``xl-model.json``, read without the weights), a file is also checked against the head's labels and whether
     it takes pairs (classify). Each file is read again when it is scored (stdin is read once, then, and checked
-    against the head there)."""
+    against the head there). Returns each file spec's language as :func:`iter_eval_sets` will give it (the
+    ``LANG=`` of the spec, else the first record's ``lang``; canonical spelling)."""
     from xl.tasks.data import read_task_input
 
     task, columns = task_named(options.task), _columns(options)
     schema = labels = None
     if head is not None:  # a task without pairs or labels has one schema and no label set whatever the head
         schema, labels = task.schema_for(bool(head.get("pair", False))), head.get("labels") or None
+    langs: dict[str, str | None] = {}
     for spec in options.data:
         path = _path_of(spec)
         if path != "-" and path_exists(path):
-            read_task_input(path, "evaluation", task, schema=schema, labels=labels, columns=columns)
+            _, records, _ = read_task_input(path, "evaluation", task, schema=schema, labels=labels, columns=columns)
+            lang = spec.partition("=")[0] if path != spec else (records[0].get("lang") if records else None)
+            langs[spec] = _canonical(lang)
+    return langs
 
 
 def count_eval_sets(specs: Sequence[str]) -> int:
@@ -225,7 +230,7 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
     check_specs(options.data)  # before the model loads, not after
-    check_files(options)
+    langs = check_files(options)
     if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.inference import head_of
@@ -235,6 +240,8 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     head = head_of(ref)
     if head is not None and (head.get("labels") or head.get("pair")):
         check_files(options, head)  # the head's labels and input kind, still before the weights load
+    if options.predictions and options.layout != "xl":
+        _check_layout_files(options, langs, head, ref.name)
     results = _with_model(options, ref, emit, log, progress)
     if len(results) > 1 and options.summary:
         emit(_summary(options.task, results, options.tags))
@@ -258,6 +265,39 @@ def _check_layout(options: EvalOptions) -> None:
     if options.limit is not None:
         raise UsageError(f"--limit scores a subset, and a --layout {options.layout} file holds every record in order",
                          hint="drop --limit, or write xl's own files (--layout xl)")  # fmt: skip
+
+
+def _check_layout_files(options: EvalOptions, langs: Mapping[str, str | None], head: Mapping[str, Any] | None,
+                        model: str) -> None:  # fmt: skip
+    """Refuse, before the weights load, two data sets that would be written as one benchmark file, a set whose
+    file cannot be named, and a head whose labels the task folder does not spell: what :func:`_layout_file`
+    checks again as each set comes up. ``langs``: each file spec's language (:func:`check_files`). Known here:
+    the files, and the languages a dataset spec names; stdin and a dataset spec without languages are known
+    only when they are read."""
+    from xl.tasks import xtreme
+
+    task = task_named(options.task)
+    named: dict[str, str] = {}
+    for spec in options.data:
+        path = _path_of(spec)
+        if spec in langs:
+            sets = [(None, None, langs[spec], path)]
+        elif path != "-" and not path_exists(path) and path.count(":") >= 2:
+            dataset, _, rest = path.partition(":")
+            split, _, codes = rest.partition(":")
+            sets = [(dataset, split or "test", _canonical(one), f"{dataset}:{split or 'test'}:{_canonical(one)}")
+                    for one in codes.split(",") if one]  # fmt: skip
+        else:
+            continue
+        for dataset, split, lang, source in sets:
+            folder = xtreme.task_of(options.layout, dataset, options.xtreme_task)
+            target = xtreme.layout_file(folder, split, task.result_lang(lang), source)
+            if target.path in named:
+                raise UsageError(f"{source} and {named[target.path]} would both be written as {target.path}",
+                                 hint="give each language of a task folder once")  # fmt: skip
+            named[target.path] = source
+            if head is not None and head.get("labels"):
+                xtreme.check_labels(folder, head["labels"], model)
 
 
 def _columns(options: EvalOptions) -> dict[str, str]:

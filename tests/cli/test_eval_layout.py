@@ -5,8 +5,10 @@ languages kept, all files or none, and every refusal one line before the model l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +122,11 @@ def test_a_pawsx_head_writes_xtreme_and_is_refused_for_xnli(
                "--layout", "xtreme", "--xtreme-task", "pawsx", "--bootstrap", "0"))  # fmt: skip
     lines = (out / "pawsx/test-de.tsv").read_text().splitlines()
     assert len(lines) == 20 and set(lines) <= {"0", "1"}
-    # a head that predicts 0/1 cannot write XNLI's file: refused, nothing written
+    # a head that predicts 0/1 cannot write XNLI's file: refused before the weights load, nothing written
     before = _files(out)
-    refused = run_xl("eval", "classify", "--model", str(model), f"de={data['pawsx-de']}", "--predictions", str(out),
-                     "--layout", "xtreme-r", "--xtreme-task", "xnli")  # fmt: skip
+    with _weights_never_load():
+        refused = run_xl("eval", "classify", "--model", str(model), f"de={data['pawsx-de']}", "--predictions",
+                         str(out), "--layout", "xtreme-r", "--xtreme-task", "xnli")  # fmt: skip
     _refused(refused, 1, "xnli does not spell", "entailment")
     assert _files(out) == before
 
@@ -188,17 +191,48 @@ def test_xtreme_r_retrieval_writes_tatoeba_rows_and_keeps_other_files(
     assert reversed_rows == [39 - k for k in de[::-1]]
 
 
-def test_a_failed_run_writes_no_file_and_keeps_the_old_ones(
+@contextlib.contextmanager
+def _weights_never_load() -> Iterator[None]:
+    """Make the in-process run fail loudly if it gets as far as loading the model's weights."""
+    from xl.models.task_model import TaskInference
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the weights were loaded before the layout was checked")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskInference, "load", never)
+        yield
+
+
+def test_two_sets_of_one_file_are_refused_before_the_weights_load(
     tiny_model_path: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "submission"
     (out / "tatoeba").mkdir(parents=True)
     (out / "tatoeba/test-de.tsv").write_text("old\n")
-    # the third set is German too: refused when it comes up, after two sets were scored and their result lines
-    # printed (then ended as unreadable, as every failed xl eval ends them); no prediction file is written
-    result = run_xl("eval", "retrieval", "--model", str(tiny_model_path), "tatoeba:test:ta", f"de={data['pairs-de']}",
-                    f"deu={data['pairs-de-reversed']}", "--predictions", str(out), "--layout", "xtreme-r",
-                    "--xtreme-task", "tatoeba", "--bootstrap", "0")  # fmt: skip
+    common = ["--predictions", str(out), "--layout", "xtreme-r", "--xtreme-task", "tatoeba", "--bootstrap", "0"]
+    # the third set is German too (a file's LANG= prefix, another spelling), or a dataset's language is a file's
+    # (the file's language from its records): refused before the model loads, no result line, no file
+    for sets in (["tatoeba:test:ta", f"de={data['pairs-de']}", f"deu={data['pairs-de-reversed']}"],
+                 [str(data["pairs-de"]), "tatoeba:test:ta,deu"]):  # fmt: skip
+        with _weights_never_load():
+            result = run_xl("eval", "retrieval", "--model", str(tiny_model_path), *sets, *common)
+        _refused(result, 2, "would both be written as tatoeba/test-de.tsv")
+        assert _files(out) == {"tatoeba/test-de.tsv": "old\n"}
+
+
+def test_a_set_found_twice_only_when_read_fails_late_and_writes_no_file(
+    tiny_model_path: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "submission"
+    (out / "tatoeba").mkdir(parents=True)
+    (out / "tatoeba/test-de.tsv").write_text("old\n")
+    # stdin's language is known once it is read: the clash is found when it comes up, after the first set was
+    # scored and its result line printed (then ended as unreadable, as every failed xl eval ends them); no
+    # prediction file is written
+    result = run_xl("eval", "retrieval", "--model", str(tiny_model_path), f"de={data['pairs-de']}", "-",
+                    "--predictions", str(out), "--layout", "xtreme-r", "--xtreme-task", "tatoeba", "--bootstrap", "0",
+                    stdin=data["pairs-de-reversed"].read_bytes())  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr_text, result.stderr_text
     errors = [line for line in result.stderr_text.splitlines() if ": error: " in line]
     assert len(errors) == 1 and "would both be written as tatoeba/test-de.tsv" in errors[0], result.stderr_text
