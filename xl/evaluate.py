@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import xl
-from xl.errors import InputError, ShapeError, UsageError
+from xl.errors import InputError, ModelError, ShapeError, UsageError
 from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
 from xl.progress import Progress, no_progress
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
@@ -112,9 +112,10 @@ def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> 
     """Read and validate every data file (JSONL, SQuAD JSON or a table) before the model loads, so that a bad
     record or a missing column fails in a second, not after the load. With the model's ``head`` (its
     ``xl-model.json``, read without the weights), a file is also checked against the head's labels and whether
-    it takes pairs (classify). Each file is read again when it is scored (stdin is read once, then, and checked
-    against the head there). Returns each file spec's language as :func:`iter_eval_sets` will give it (the
-    ``LANG=`` of the spec, else the first record's ``lang``; canonical spelling)."""
+    it takes pairs (classify). Each file is read again when it is scored; what can be read only once (stdin, a
+    FIFO, ``<(process substitution)``) is read then, and checked against the head there. Returns each regular
+    file spec's language as :func:`iter_eval_sets` will give it (the ``LANG=`` of the spec, else the first
+    record's ``lang``; canonical spelling)."""
     from xl.tasks.data import read_task_input
 
     task, columns = task_named(options.task), _columns(options)
@@ -124,7 +125,7 @@ def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> 
     langs: dict[str, str | None] = {}
     for spec in options.data:
         path = _path_of(spec)
-        if path != "-" and path_exists(path):
+        if path != "-" and Path(path).is_file():  # a regular file: a pipe's bytes would be gone
             _, records, _ = read_task_input(path, "evaluation", task, schema=schema, labels=labels, columns=columns)
             lang = spec.partition("=")[0] if path != spec else (records[0].get("lang") if records else None)
             langs[spec] = _canonical(lang)
@@ -230,16 +231,25 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
     check_specs(options.data)  # before the model loads, not after
-    langs = check_files(options)
     if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.inference import head_of
     from xl.models.registry import resolve_model
 
-    ref = resolve_model(options.model, log=log)
-    head = head_of(ref)
-    if head is not None and (head.get("labels") or head.get("pair")):
-        check_files(options, head)  # the head's labels and input kind, still before the weights load
+    # Each file is checked once before the weights load, against the model's head (its labels and input kind)
+    # when the model resolves without building; otherwise the model-free checks come first, since building the
+    # default model takes a while and a missing model should not hide a bad file.
+    try:
+        ref = resolve_model(options.model, build=False)
+    except ModelError:
+        langs = check_files(options)
+        ref = resolve_model(options.model, log=log)
+        head = head_of(ref)
+        if head is not None and (head.get("labels") or head.get("pair")):
+            check_files(options, head)
+    else:
+        head = head_of(ref)
+        langs = check_files(options, head)
     if options.predictions and options.layout != "xl":
         _check_layout_files(options, langs, head, ref.name)
     results = _with_model(options, ref, emit, log, progress)

@@ -348,6 +348,25 @@ def test_fifo_and_process_substitution_inputs(tiny_model_path: Path, tmp_path: P
     assert retrieval.returncode == 0 and json.loads(retrieval.stdout)["n"] == 20, retrieval.stderr.decode()
 
 
+def test_eval_reads_a_process_substitution_once(tiny_model_path: Path, tmp_path: Path) -> None:
+    # eval checks a regular file before the model loads and reads it again to score it; a pipe's bytes can be
+    # read once, so they are checked as they are scored: the same scores as the file, not an empty input
+    rows = [{"text1": f"sentence {i} of a test", "text2": f"another sentence {i * 7 % 11}", "score": float(i % 5)}
+            for i in range(12)]  # fmt: skip
+    (tmp_path / "sts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    common = f"--model {tiny_model_path} --dtype float32 --bootstrap 0 --no-summary"
+    from_file = run_xl("eval", "sts", "sts.jsonl", *common.split(), cwd=tmp_path)
+    assert from_file.returncode == 0, from_file.stderr_text
+    piped = _shell(f"xl eval sts <(cat sts.jsonl) en=<(cat sts.jsonl) {common}", tmp_path)
+    assert piped.returncode == 0, piped.stderr.decode()
+    expected = json.loads(from_file.stdout_text)
+    lines = piped.stdout.decode().splitlines()
+    assert len(lines) == 2, piped.stderr.decode()
+    for line in lines:
+        result = json.loads(line)
+        assert result["n"] == 12 and result["spearman"] == pytest.approx(expected["spearman"], abs=1e-9)
+
+
 # --------------------------------------------------------------------------------------------- faults
 
 
