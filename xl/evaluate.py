@@ -29,10 +29,13 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 #: Fields of every result line; a --tag may not reuse them.
+_METRICS = "spearman pearson accuracy macro_f1 exact_match f1 en2xx_accuracy xx2en_accuracy".split()
+# every field a result or summary line has (a metric's interval and its mean over sets included): a --tag of one
+# of these would be overwritten, so it is refused
 RESERVED_FIELDS = frozenset(
     ("task data lang n model model_path model_fingerprint max_length proj source xl_version device dtype summary "
-     "sets langs embeddings missing normalization per_label reason spearman pearson accuracy macro_f1 exact_match "
-     "f1 en2xx_accuracy xx2en_accuracy").split()
+     "sets langs embeddings missing normalization per_label reason").split()
+    + _METRICS + [f"{m}_ci" for m in _METRICS] + [f"mean_{m}" for m in _METRICS]
 )  # fmt: skip
 
 
@@ -125,7 +128,7 @@ def check_files(options: EvalOptions, head: Mapping[str, Any] | None = None) -> 
     langs: dict[str, str | None] = {}
     for spec in options.data:
         path = _path_of(spec)
-        if path != "-" and Path(path).is_file():  # a regular file: a pipe's bytes would be gone
+        if path != "-" and path_exists(path) and Path(path).is_file():  # a pipe's bytes would be gone
             _, records, _ = read_task_input(path, "evaluation", task, schema=schema, labels=labels, columns=columns)
             lang = spec.partition("=")[0] if path != spec else (records[0].get("lang") if records else None)
             langs[spec] = _canonical(lang)

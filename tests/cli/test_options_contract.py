@@ -340,3 +340,6 @@ def test_eval_retrieval_bootstrap_0_limit_quiet_and_tags(tmp_path: Path) -> None
 def test_eval_sts_refuses_a_tag_that_clashes_with_a_result_field_before_any_work() -> None:
     for command in ("sts", "classify", "qa"):
         _refused(invoke("eval", command, "no-such-data.jsonl", "--tag", "lang=ko"), "--tag lang=", "result field")
+    # a metric's interval (--bootstrap) and its mean on the summary line are fields too
+    for field in ("spearman_ci", "mean_spearman", "f1_ci", "mean_accuracy"):
+        _refused(invoke("eval", "sts", "no-such-data.jsonl", "--tag", f"{field}=1"), f"--tag {field}=", "result field")
