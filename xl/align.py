@@ -328,7 +328,8 @@ def load_projection(path: str, *, force: bool = False) -> tuple[Projection, dict
     if manifest is None or "projection" not in manifest:
         if not force:
             raise ManifestError(
-                "this map has no manifest (W.npy.json): its preprocessing and provenance are unknown",
+                f"this map has no manifest{f' ({Path(path).name}.json)' if path != '-' else ''}: its "
+                "preprocessing and provenance are unknown",
                 source=path,
                 hint=f"copy {path}.json along with the map, or pass --force to apply W as a plain linear map",
             )

@@ -253,12 +253,13 @@ def test_provenance_travels_through_the_pipe(tiny_model_path: Path, tmp_path: Pa
 def test_a_map_without_its_manifest_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
     _fit_map(tmp_path, tiny_model_path, "--normalize", piped=False)
     (tmp_path / "bare").mkdir()
-    shutil.copy(tmp_path / "W.npy", tmp_path / "bare" / "W.npy")
-    result = _shell("xl apply-proj bare/W.npy xx.npy -o out.npy", tmp_path)
+    shutil.copy(tmp_path / "W.npy", tmp_path / "bare" / "map.npy")
+    result = _shell("xl apply-proj bare/map.npy xx.npy -o out.npy", tmp_path)
     assert result.returncode == 1
-    assert "manifest" in _one_error_line(result.stderr, "apply-proj") and "--force" in result.stderr.decode()
-    assert _shell("xl apply-proj bare/W.npy xx.npy -o out.npy --force -q", tmp_path).returncode == 0
-    retrieval = _shell("xl eval retrieval --src xx.npy --tgt xx.npy --proj bare/W.npy", tmp_path)
+    assert "no manifest (map.npy.json)" in _one_error_line(result.stderr, "apply-proj"), result.stderr.decode()
+    assert "--force" in result.stderr.decode()
+    assert _shell("xl apply-proj bare/map.npy xx.npy -o out.npy --force -q", tmp_path).returncode == 0
+    retrieval = _shell("xl eval retrieval --src xx.npy --tgt xx.npy --proj bare/map.npy", tmp_path)
     assert retrieval.returncode == 1 and "manifest" in retrieval.stderr.decode()
 
 
