@@ -287,9 +287,8 @@ def _check_layout_files(options: EvalOptions, langs: Mapping[str, str | None], h
     checks again as each set comes up. ``langs``: each file spec's language (:func:`check_files`). Known here:
     the files, and the languages a dataset spec names; stdin and a dataset spec without languages are known
     only when they are read."""
-    from xl.tasks import xtreme
-
     task = task_named(options.task)
+    labels = list((head or {}).get("labels") or [])
     named: dict[str, str] = {}
     for spec in options.data:
         path = _path_of(spec)
@@ -303,14 +302,7 @@ def _check_layout_files(options: EvalOptions, langs: Mapping[str, str | None], h
         else:
             continue
         for dataset, split, lang, source in sets:
-            folder = xtreme.task_of(options.layout, dataset, options.xtreme_task)
-            target = xtreme.layout_file(folder, split, task.result_lang(lang), source)
-            if target.path in named:
-                raise UsageError(f"{source} and {named[target.path]} would both be written as {target.path}",
-                                 hint="give each language of a task folder once")  # fmt: skip
-            named[target.path] = source
-            if head is not None and head.get("labels"):
-                xtreme.check_labels(folder, head["labels"], model)
+            _claim_layout_file(options, task, dataset, split, lang, source, labels, model, named)
 
 
 def _columns(options: EvalOptions) -> dict[str, str]:
@@ -468,18 +460,28 @@ def _layout_file(options: EvalOptions, task: TaskObject, eval_set: EvalSet, labe
     """The file of ``eval_set`` in the benchmark layout (:class:`xl.tasks.xtreme.LayoutFile`), checked before the
     set is scored: a file given twice, or a head whose labels the task does not spell, is refused (``named``:
     the files so far, path → source)."""
+    target = _claim_layout_file(options, task, eval_set.dataset, eval_set.split, eval_set.lang, eval_set.source,
+                                labels, model, named)  # fmt: skip
+    if not target.scored:
+        log(f"note: the benchmark's scoring script reads no {target.task.name} language {target.lang}: "
+            f"{target.path} is written but not scored there")  # fmt: skip
+    return target
+
+
+def _claim_layout_file(options: EvalOptions, task: TaskObject, dataset: str | None, split: str | None,
+                       lang: str | None, source: str, labels: Sequence[Any], model: str,
+                       named: dict[str, str]) -> LayoutFile:  # fmt: skip
+    """The benchmark file of one data set, added to ``named`` (path → source): refused when another set has it,
+    or when the head's ``labels`` are not the task folder's."""
     from xl.tasks import xtreme
 
-    folder = xtreme.task_of(options.layout, eval_set.dataset, options.xtreme_task)
-    target = xtreme.layout_file(folder, eval_set.split, task.result_lang(eval_set.lang), eval_set.source)
+    folder = xtreme.task_of(options.layout, dataset, options.xtreme_task)
+    target = xtreme.layout_file(folder, split, task.result_lang(lang), source)
     if target.path in named:
-        raise UsageError(f"{eval_set.source} and {named[target.path]} would both be written as {target.path}",
+        raise UsageError(f"{source} and {named[target.path]} would both be written as {target.path}",
                          hint="give each language of a task folder once")  # fmt: skip
-    named[target.path] = eval_set.source
+    named[target.path] = source
     xtreme.check_labels(folder, labels, model)
-    if not target.scored:
-        log(f"note: the benchmark's scoring script reads no {folder.name} language {target.lang}: "
-            f"{target.path} is written but not scored there")  # fmt: skip
     return target
 
 

@@ -204,12 +204,18 @@ def _weights_never_load() -> Iterator[None]:
         yield
 
 
-def test_two_sets_of_one_file_are_refused_before_the_weights_load(
-    tiny_model_path: Path, data: dict[str, Path], tmp_path: Path
-) -> None:
+def _submission_with_a_german_file(tmp_path: Path) -> Path:
+    """A submission folder that already holds ``tatoeba/test-de.tsv`` (``old``), which a refused run must keep."""
     out = tmp_path / "submission"
     (out / "tatoeba").mkdir(parents=True)
     (out / "tatoeba/test-de.tsv").write_text("old\n")
+    return out
+
+
+def test_two_sets_of_one_file_are_refused_before_the_weights_load(
+    tiny_model_path: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = _submission_with_a_german_file(tmp_path)
     common = ["--predictions", str(out), "--layout", "xtreme-r", "--xtreme-task", "tatoeba", "--bootstrap", "0"]
     # the third set is German too (a file's LANG= prefix, another spelling), or a dataset's language is a file's
     # (the file's language from its records): refused before the model loads, no result line, no file
@@ -224,9 +230,7 @@ def test_two_sets_of_one_file_are_refused_before_the_weights_load(
 def test_a_set_found_twice_only_when_read_fails_late_and_writes_no_file(
     tiny_model_path: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:
-    out = tmp_path / "submission"
-    (out / "tatoeba").mkdir(parents=True)
-    (out / "tatoeba/test-de.tsv").write_text("old\n")
+    out = _submission_with_a_german_file(tmp_path)
     # stdin's language is known once it is read: the clash is found when it comes up, after the first set was
     # scored and its result line printed (then ended as unreadable, as every failed xl eval ends them); no
     # prediction file is written
