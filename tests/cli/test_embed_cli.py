@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,10 @@ def test_file_output_manifest_and_row_alignment(tiny_model_path: Path, text_file
     manifest = json.loads((tmp_path / "out.npy.json").read_text())
     assert manifest["rows"] == 42 and manifest["layer"] == 2 and manifest["prefix"] == ""
     assert manifest["dtype_compute"] == "float32" and manifest["truncated"] == 0
-    assert manifest["model_fingerprint"].startswith("config+sizes:")
     import hashlib
+
+    weights = hashlib.sha256((tiny_model_path / "model.safetensors").read_bytes()).hexdigest()
+    assert manifest["model_fingerprint"] == f"sha256:{weights}"  # of the weights, not of config and sizes
 
     assert manifest["input_sha256"] == hashlib.sha256(text_file.read_bytes()).hexdigest()
     # Row i is line i: the blank line (row 40) embeds "" and equals a lone empty input.
@@ -282,6 +285,26 @@ def test_merged_shards_equal_the_whole_run_and_bad_shards_are_refused(
     refused(s1, str(bare), s3, needle="no manifest")
     usage = run_xl("merge", "-", "-o", str(tmp_path / "x.npy"))
     _assert_one_line_error(usage, 2, "reads shard files", command="merge")
+
+
+def test_shards_of_two_checkpoints_of_one_architecture_are_not_merged(
+    tiny_model_path: Path, text_file: Path, tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_path, other)
+    tensors = load_file(str(other / "model.safetensors"))
+    shifted = {k: v + np.float32(0.01) for k, v in tensors.items()}
+    save_file(shifted, str(other / "model.safetensors"), metadata={"format": "pt"})
+    assert (other / "model.safetensors").stat().st_size == (tiny_model_path / "model.safetensors").stat().st_size
+    for k, model in ((1, tiny_model_path), (2, other)):
+        out = str(tmp_path / f"s{k}.npy")
+        part = run_xl("embed", str(text_file), "--shard", f"{k}/2", "-o", out, "--model", str(model), "-q")
+        assert part.returncode == 0, part.stderr.decode()
+    result = run_xl("merge", str(tmp_path / "s1.npy"), str(tmp_path / "s2.npy"), "-o", str(tmp_path / "all.npy"))
+    _assert_one_line_error(result, 1, "model_fingerprint is", command="merge")
+    assert not (tmp_path / "all.npy").exists()
 
 
 def test_shard_auto_reads_the_launcher(

@@ -378,15 +378,56 @@ class ModelRef:
     st: STSettings | None = None
 
 
-def _fingerprint(path: Path, info: dict[str, Any]) -> str:
-    """A cheap identity of a model directory: the stored weights hash, else config + weight sizes."""
+#: Where the sha256 of local weight files is kept, keyed by the file's real path, size, mtime and inode, so a
+#: model directory is hashed once, not on every start.
+FINGERPRINT_CACHE = "weights-sha256.json"
+
+
+def _weights_sha256(weights: Path, log: Log = _quiet) -> str:
+    """The sha256 of one weight file, from the cache under the xl home when the file has not changed since."""
+    real = weights.resolve()
+    stat = real.stat()
+    key = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    cache_path = home_dir() / FINGERPRINT_CACHE
+    try:
+        cache = json.loads(cache_path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(real))
+    if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    if stat.st_size > 1 << 26:
+        log(f"hashing {real} ({stat.st_size / 1e9:.2f} GB) once, for its fingerprint …")
+    digest = sha256_file(real)
+    cache[str(real)] = {"key": key, "sha256": digest}
+    temporary: str | None = None
+    try:  # A cache that cannot be written costs a rehash next time, nothing else.
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cache_path.parent, prefix=".weights-", delete=False) as handle:
+            temporary = handle.name
+            json.dump(cache, handle)
+        os.replace(temporary, cache_path)
+    except OSError:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+    return digest
+
+
+def _fingerprint(path: Path, info: dict[str, Any], log: Log = _quiet) -> str:
+    """The identity of a model directory's weights: ``sha256:`` of ``model.safetensors`` (the hash stored in
+    ``xl-model.json`` when there is one, else computed once and cached), or of the shards' names and hashes
+    for a sharded checkpoint. Two checkpoints of one architecture never share it."""
     if info.get("weights_sha256"):
         return f"sha256:{info['weights_sha256']}"
-    digest = hashlib.sha256((path / "config.json").read_bytes())
-    for name in sorted(os.listdir(path)):
-        if name.endswith(".safetensors"):
-            digest.update(f"{name}:{(path / name).stat().st_size}".encode())
-    return f"config+sizes:{digest.hexdigest()[:16]}"
+    files = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
+    if files == ["model.safetensors"]:
+        return f"sha256:{_weights_sha256(path / files[0], log)}"
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{name}:{_weights_sha256(path / name, log)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
 
 
 #: Names that heads written by earlier versions gave a task, and the task's one name now.
@@ -433,7 +474,8 @@ def resolve_model(spec: str, *, build: bool = True, log: Log = _quiet) -> ModelR
         hidden = config.get("hidden_size")
         st = read_st_settings(local, hidden if isinstance(hidden, int) else None)
         prefix = st.prefix if st is not None and st.prefix is not None else info.get("prefix", "")
-        return ModelRef(spec, info.get("name", str(local)), local, prefix, _fingerprint(local, info), info, st)
+        fingerprint = _fingerprint(local, info, log)
+        return ModelRef(spec, info.get("name", str(local)), local, prefix, fingerprint, info, st)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError("no such model directory", source=spec, hint="check the path, or pass --model default")
     return ModelRef(spec, spec, None, "", f"hub:{spec}", {})
