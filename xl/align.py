@@ -396,6 +396,9 @@ def apply_projection_file(
                 raise InputError("the mapped rows do not have the map's width")
             writer.write(mapped)
             rows += len(chunk)
+        # A pipe's producer says at its end what it learnt while writing (the input's sha256, truncations);
+        # the writer counts rows, dims and dtype itself.
+        writer.close({k: v for k, v in source.closing.items() if k not in ("rows", "dims", "dtype")})
     return rows
 
 

@@ -7,6 +7,7 @@ is still there.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -237,6 +238,13 @@ def test_provenance_travels_through_the_pipe(tiny_model_path: Path, tmp_path: Pa
     mapped = json.loads((tmp_path / "mapped.npy.json").read_text())
     assert mapped["projected_with"] == str(tmp_path / "W.npy") and mapped["model_fingerprint"]
     assert np.load(tmp_path / "mapped.npy").shape == (40, 32)
+    # what the producer learns only at its end (the input's sha256) comes in its closing frame, and is kept,
+    # also through a second pipe
+    en_sha256 = hashlib.sha256((tmp_path / "en.txt").read_bytes()).hexdigest()
+    assert mapped["input_sha256"] == en_sha256 and mapped["truncated"] == 0
+    twice = _shell("xl apply-proj W.npy -q | xl apply-proj W.npy --force -q > twice.npy", tmp_path, input=same_layer)
+    assert twice.returncode == 0, twice.stderr.decode()
+    assert json.loads((tmp_path / "twice.npy.json").read_text())["input_sha256"] == en_sha256
     # another layer through a pipe: refused with a hint; --force applies it
     bad = _shell("xl apply-proj W.npy -q > o.npy", tmp_path, input=other_layer)
     assert bad.returncode == 1
@@ -266,8 +274,11 @@ def test_a_map_without_its_manifest_is_refused(tiny_model_path: Path, tmp_path: 
 def test_eval_retrieval_records_what_it_compared_and_warns_across_models(tiny_model_path: Path, tmp_path: Path) -> None:
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model_path, other)
-    config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
+    from safetensors.numpy import load_file, save_file
+
+    # another checkpoint of the same architecture and size: only the weights tell them apart
+    tensors = {k: v * np.float32(1.01) for k, v in load_file(str(other / "model.safetensors")).items()}
+    save_file(tensors, str(other / "model.safetensors"), metadata={"format": "pt"})
     _sentences(tmp_path / "en.txt", 30)
     for model, name in ((tiny_model_path, "a.npy"), (other, "b.npy")):
         made = run_xl("embed", "en.txt", "--model", str(model), "-q", "-o", name, cwd=tmp_path)

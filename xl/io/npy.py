@@ -228,6 +228,8 @@ class MatrixStream:
             self.manifest = None
         self._in_xl_stream = False
         self._stream_rows = 0
+        #: What the closing frames said (``input_sha256``, ``truncated``, …): known only once the rows are read.
+        self.closing: dict[str, Any] = {}
         self._pending: tuple[tuple[int, ...], np.dtype[Any], bool] | None = None
         try:
             self._pending = self._next_header()
@@ -288,8 +290,10 @@ class MatrixStream:
                 )
             self._in_xl_stream = False
             extra = frame.get("manifest")
-            if self.manifest is not None and isinstance(extra, dict):
-                self.manifest.update(extra)
+            if isinstance(extra, dict):
+                self.closing.update(extra)
+                if self.manifest is not None:
+                    self.manifest.update(extra)
 
     def chunks(
         self, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, check_values: bool = True, mapped: bool = False
