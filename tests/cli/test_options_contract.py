@@ -282,9 +282,35 @@ def test_flags_whose_default_is_on_are_shown_as_their_off_switch(monkeypatch: py
     (["tasksim", "predict", "--sim", "s.npy", "--gains", "g", "--regressor", "gbm", "--alpha", "2"], ["--alpha"]),
     (["tasksim", "covariates", "de", "ko", "--model", "m"], ["--model", "without --english"]),
     (["embed", "in.txt", "--input-format", "text", "--field", "sentence"], ["--field", "--input-format text"]),
+    (["fit-proj", "--src", "a.npy", "--tgt", "b.npy", "--dev-frac", "0", "--dev-max", "9"],
+     ["--dev-max", "--dev-frac 0"]),
+    (["fit-proj", "--src", "a.npy", "--tgt", "b.npy", "--dev-frac", "0", "--seed", "1"], ["--seed", "--dev-frac 0"]),
+    (["fit-proj", "--src", "a.npy", "--tgt", "b.npy", "--method", "sgd", "--dev-frac", "0", "--patience", "2"],
+     ["--patience", "no dev pairs"]),
+    (["tasksim", "correlate", "--sim", "s.npy", "--gains", "g", "--bootstrap", "0", "--resample", "two-way"],
+     ["--resample", "--bootstrap 0"]),
+    (["tasksim", "correlate", "--sim", "s.npy", "--gains", "g", "--bootstrap", "0", "--permutations", "0",
+      "--seed", "3"], ["--seed", "nothing is drawn"]),
+    (["eval", "sts", "d.jsonl", "--bootstrap", "0", "--seed", "3"], ["--seed", "no --limit"]),
+    (["eval", "classify", "d.jsonl", "--bootstrap", "0", "--seed", "3"], ["--seed", "no --limit"]),
+    (["eval", "qa", "d.jsonl", "--bootstrap", "0", "--seed", "3"], ["--seed", "no --limit"]),
+    (["eval", "retrieval", "--src", "a.npy", "--tgt", "b.npy", "--bootstrap", "0", "--seed", "3"], ["--seed"]),
+    (["eval", "retrieval", "tatoeba:test:de", "--bootstrap", "0", "--seed", "3"], ["--seed", "no --limit"]),
 ])  # fmt: skip
 def test_an_option_that_the_mode_ignores_is_refused(args: list[str], needles: list[str], tmp_path: Path) -> None:
     _refused(invoke(*args), "has no effect", *needles)
+
+
+@pytest.mark.parametrize("args", [
+    ["fit-proj", "--src", "a.npy", "--tgt", "b.npy", "--method", "sgd", "--dev-frac", "0", "--seed", "1"],
+    ["tasksim", "correlate", "--sim", "s.npy", "--gains", "g", "--bootstrap", "0", "--seed", "3"],
+    ["tasksim", "correlate", "--sim", "s.npy", "--gains", "g", "--permutations", "0", "--seed", "3"],
+    ["eval", "sts", "d.jsonl", "--bootstrap", "0", "--limit", "5", "--seed", "3"],
+    ["eval", "retrieval", "--src", "a.npy", "--tgt", "b.npy", "--seed", "3"],
+])  # fmt: skip
+def test_an_option_that_the_mode_uses_is_not_refused(args: list[str]) -> None:
+    result = invoke(*args)  # the inputs do not exist: refused for that, not for an option
+    assert result.exit_code == 1 and "no effect" not in result.stderr and "no such" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(("args", "needles"), [

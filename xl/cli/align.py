@@ -78,6 +78,11 @@ def fit_proj_cli(
                        hint="they tune --method sgd only: drop them or pass --method sgd")  # fmt: skip
     if method != "lstsq":
         refuse_ignored(ctx, ("ridge",), f"with --method {method}", hint="drop --ridge or use --method lstsq")
+    if dev_frac == 0:
+        # No dev pairs: nothing to cap, no dev loss to wait on, and only sgd has another use for the seed.
+        without_dev = ("dev_max", "patience", "seed") if method != "sgd" else ("dev_max", "patience")
+        refuse_ignored(ctx, without_dev, "with --dev-frac 0 (no dev pairs)",
+                       hint="drop them, or hold out dev pairs with --dev-frac 0.1")  # fmt: skip
     resolve_output_format(output, None, ("npy",))
     affine = deprecated_alias(ctx, messages, "affine", "center", affine, center)
     preprocess = deprecated_alias(ctx, messages, "preprocess", "normalize", preprocess, normalize)

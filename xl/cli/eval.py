@@ -118,6 +118,7 @@ def retrieval_cli(
 
         xl eval retrieval --model runs/align tatoeba:test:de,ko,sw flores200:devtest:th
     """
+    _refuse_unseeded(ctx, bootstrap, limit)
     if data:
         return _retrieval_with_model(ctx, output_format, quiet, data=list(data), model=model, max_length=max_length,
                                      device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
@@ -180,6 +181,12 @@ _XTREME_TASK_HELP = "The benchmark task folder of data files (datasets name thei
 ClassifyXtremeTask = Literal["xnli", "pawsx"]
 QaXtremeTask = Literal["xquad", "mlqa", "tydiqa"]
 RetrievalXtremeTask = Literal["tatoeba"]
+
+
+def _refuse_unseeded(ctx: typer.Context, bootstrap: int, limit: int | None) -> None:
+    """--seed draws the resamples of --bootstrap and the records of --limit: with neither it has no effect."""
+    if bootstrap == 0 and limit is None:
+        refuse_ignored(ctx, ("seed",), "with --bootstrap 0 and no --limit (nothing is drawn)", hint="drop --seed")
 
 
 def _refuse_layout_ignored(ctx: typer.Context, predictions: str | None, layout: str | None) -> None:
@@ -267,6 +274,7 @@ def sts_cli(
     if proj is None:
         refuse_ignored(ctx, ("proj_side", "force"), "without --proj", hint="give --proj W.npy, or drop them")
     _refuse_layout_ignored(ctx, predictions, None)
+    _refuse_unseeded(ctx, bootstrap, limit)
     _run_eval("sts", output_format, quiet, data=list(data or []), model=model, embeddings1=embeddings1,
               embeddings2=embeddings2, proj=proj, proj_side=proj_side, max_length=max_length, device=device,
               dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions, force=force,
@@ -302,6 +310,7 @@ def classify_cli(
         xl eval classify --model runs/xnli xnli-de:test:de --predictions sub/ --layout xtreme-r
     """
     _refuse_layout_ignored(ctx, predictions, layout)
+    _refuse_unseeded(ctx, bootstrap, limit)
     _run_eval("classify", output_format, quiet, data=list(data or []), model=model, max_length=max_length,
               device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit, predictions=predictions,
               tag=tag, summary=not no_summary, columns=columns, layout=layout, xtreme_task=xtreme_task)  # fmt: skip
@@ -349,6 +358,7 @@ def qa_cli(
     normalization = deprecated_alias(ctx, messages, "answer_normalization", "normalize", answer_normalization,
                                      normalize)  # fmt: skip
     _refuse_layout_ignored(ctx, predictions, layout)
+    _refuse_unseeded(ctx, bootstrap, limit)
     _run_eval("qa", output_format, quiet, data=list(data or []), model=model, normalization=normalization,
               max_length=max_length, device=device, dtype=dtype, bootstrap=bootstrap, seed=seed, limit=limit,
               predictions=predictions, tag=tag, summary=not no_summary, columns=columns, layout=layout,

@@ -136,6 +136,7 @@ def similarity_cli(
 
 @handle_errors("tasksim correlate")
 def correlate_cli(
+    ctx: typer.Context,
     sim: Annotated[str, typer.Option("--sim", help="Similarity matrix (NPY from `xl tasksim similarity`).")],
     gains: Annotated[
         str,
@@ -210,6 +211,12 @@ def correlate_cli(
 
     if naive and no_naive:
         raise UsageError("--naive and --no-naive contradict each other")
+    if bootstrap == 0:
+        refuse_ignored(ctx, ("resample",), "with --bootstrap 0 (no intervals)",
+                       hint="drop --resample, or give --bootstrap 2000")  # fmt: skip
+        if permutations == 0:
+            refuse_ignored(ctx, ("seed",), "with --permutations 0 --bootstrap 0 (nothing is drawn)",
+                           hint="drop --seed")  # fmt: skip
     wanted = [m.strip() for m in methods.split(",") if m.strip()]
     lines = correlate_files(sim, gains, methods=wanted, n_perm=permutations, n_boot=bootstrap, seed=seed,
                             languages=languages, plot=plot, unit=None if unit == "auto" else unit,
