@@ -237,6 +237,14 @@ def test_validation_names_the_schema_a_record_looks_like() -> None:
     assert "looks like pair-classification" in err.message and "--task classify" in (err.hint or "")
     err = _errors([ALIGN_OK], "sts")
     assert "looks like align data" in err.message and "--task align if" in (err.hint or "")
+    # a text and a text pair are both classify: the hint names the head, not the --task already given
+    for records, task, other in (
+        ([{"text1": "a", "text2": "b", "label": 0}], "classification", "pair-classification"),
+        ([{"text": "a", "label": 0}], "pair-classification", "classification"),
+    ):
+        err = _errors(records, task)
+        assert f"looks like {other} data" in err.message and "pass --task" not in (err.hint or "")
+        assert "both --task classify" in (err.hint or "") and f"fine-tuned on {other} data" in (err.hint or "")
     assert detect_schema(ALIGN_OK) == "align" and detect_schema(STS_OK) == "sts"
     assert detect_schema(QA_OK) == "qa"
     assert detect_schema({"text": "x", "label": 0}) == "classification"

@@ -234,14 +234,22 @@ def _missing_field(record: Mapping[str, Any], task: Task, name: str) -> _Bad:
     found = _names(record) if record else "no fields"
     other = detect_schema(record)
     if other is not None and other != task:
+        if SCHEMA_TASK[other] == SCHEMA_TASK[task]:
+            # One command, two schemas (a text or a text pair): the model's head, or the file's first record,
+            # chose the schema, so another --task is no way out.
+            hint = (f"{task} and {other} are both --task {SCHEMA_TASK[task]}: the schema is the model's head "
+                    f"(`xl model info MODEL` says which) or, in training, the first record's; give records of "
+                    f"one kind, or a model fine-tuned on {other} data")  # fmt: skip
+        else:
+            hint = (f"the file holds {other} data: pass --task {SCHEMA_TASK[other]}"
+                    + (f" (xl eval {SCHEMA_TASK[other]})" if SCHEMA_TASK[other] in _EVAL_TASKS else "")
+                    + " if that is what you meant")  # fmt: skip
         return _Bad(
             None,
             f"record looks like {other} data ({', '.join(TASK_FIELDS[other])}), not {task}",
             f"{task} fields {wanted}",
             f"fields {found}",
-            f"the file holds {other} data: pass --task {SCHEMA_TASK[other]}"
-            + (f" (xl eval {SCHEMA_TASK[other]})" if SCHEMA_TASK[other] in _EVAL_TASKS else "")
-            + " if that is what you meant",
+            hint,
         )
     if "data" in record and "version" in record:
         return _Bad(
