@@ -368,6 +368,9 @@ def apply_projection_file(
     """Stream ``input_path`` through the map (with its preprocessing) into ``output``; return rows."""
     if side not in ("src", "tgt"):
         raise UsageError(f"--side {side!r} is not src or tgt")
+    if map_path == input_path == "-":
+        raise UsageError("only one of the map and the embeddings can be stdin",
+                         hint="write the map to a file first: xl fit-proj … -o W.npy")  # fmt: skip
     projection, manifest = load_projection(map_path, force=force)
     # The input's manifest: beside its file, or the leading frame of a pipe (xl embed … | xl apply-proj).
     source = MatrixStream(input_path)

@@ -227,6 +227,9 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     _columns(options)
     if options.layout != "xl" or options.xtreme_task is not None:
         _check_layout(options)
+    if options.embeddings1 == options.embeddings2 == "-":
+        raise UsageError("only one of --embeddings1 and --embeddings2 can be stdin",
+                         hint="write one of them to a file first")  # fmt: skip
     if options.embeddings1 or options.embeddings2:
         results = [_sts_from_embeddings(options)]
         emit(results[0])
@@ -234,6 +237,9 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     if options.model is None:
         raise UsageError("give --model (or, for sts, --embeddings1 and --embeddings2)")
     check_specs(options.data)  # before the model loads, not after
+    if sum(_path_of(spec) == "-" for spec in options.data) > 1:
+        raise UsageError("stdin (-) given as more than one data set: it can be read once",
+                         hint="give - once, and the other sets as files")  # fmt: skip
     if any(_path_of(spec) == "-" for spec in options.data):
         refuse_terminal_stdin("task records", "pipe them in, or pass a file")
     from xl.models.inference import head_of

@@ -369,3 +369,31 @@ def test_eval_sts_refuses_a_tag_that_clashes_with_a_result_field_before_any_work
     # a metric's interval (--bootstrap) and its mean on the summary line are fields too
     for field in ("spearman_ci", "mean_spearman", "f1_ci", "mean_accuracy"):
         _refused(invoke("eval", "sts", "no-such-data.jsonl", "--tag", f"{field}=1"), f"--tag {field}=", "result field")
+
+
+def test_a_tag_hint_that_works_and_a_key_given_twice() -> None:
+    import shlex
+
+    from xl.evaluate import RESERVED_FIELDS
+
+    for command in ("sts", "classify", "qa"):
+        line = _refused(invoke("eval", command, "no-such-data.jsonl", "--tag", "lang"), "not KEY=VALUE")
+        hint = invoke("eval", command, "no-such-data.jsonl", "--tag", "lang").stderr.split("hint: e.g. ")[1]
+        keys = [word.split("=")[0] for word in shlex.split(hint) if "=" in word]
+        assert keys and not set(keys) & RESERVED_FIELDS, line  # the example is a tag the command takes
+        _refused(invoke("eval", command, "d.jsonl", "--tag", "seed=1", "--tag", "seed=2"), "seed= given twice")
+    _refused(invoke("eval", "retrieval", "--src", "a.npy", "--tgt", "b.npy", "--tag", "k=a", "--tag", "k=b"),
+             "k= given twice")  # fmt: skip
+    same = invoke("eval", "sts", "d.jsonl", "--tag", "seed=1", "--tag", "seed=1")  # said twice, one meaning
+    assert same.exit_code == 1 and "given twice" not in same.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "sts", "-", "-"], ["eval", "classify", "de=-", "ko=-"], ["eval", "qa", "-", "x=-"],
+    ["eval", "sts", "--embeddings1", "-", "--embeddings2", "-", "d.jsonl"],
+    ["eval", "retrieval", "--src", "-", "--tgt", "-"], ["fit-proj", "--src", "-", "--tgt", "-"],
+    ["apply-proj", "-", "-"], ["tasksim", "correlate", "--sim", "-", "--gains", "-"],
+    ["tasksim", "predict", "--sim", "s.npy", "--gains", "-", "--covariates", "-"], ["tasksim", "gains", "-", "-"],
+])  # fmt: skip
+def test_stdin_given_twice_is_a_usage_error(args: list[str]) -> None:
+    _refused(invoke(*args, input=""), "stdin")  # not "empty input" from the second reader

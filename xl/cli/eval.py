@@ -43,10 +43,13 @@ def parse_tags(items: list[str], reserved: frozenset[str] | set[str] = frozenset
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--tag {item!r} is not KEY=VALUE", hint="e.g. --tag lang=ko")
+            raise UsageError(f"--tag {item!r} is not KEY=VALUE", hint="e.g. --tag inter=mnli --tag seed=1")
         if key in reserved:
             raise UsageError(f"--tag {key}=… would be overwritten by the result field {key!r}",
                              hint="choose another key, e.g. --tag run=…")  # fmt: skip
+        if key in tags and tags[key] != value:
+            raise UsageError(f"--tag {key}= given twice ({tags[key]!r} and {value!r})",
+                             hint=f"give --tag {key}=… once")  # fmt: skip
         tags[key] = value
     return tags
 
