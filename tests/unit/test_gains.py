@@ -361,7 +361,14 @@ def test_balanced_design_sums_and_degrees_of_freedom() -> None:
     assert result["balanced"] is True
     assert [c["df"] for c in result["components"].values()] == [T - 1, S - 1, (S - 1) * (T - 1), n_lang - T,
                                                                 (S - 1) * (n_lang - T)]  # fmt: skip
-    assert (result["n_rows"], result["n_pairs"], result["n_target_languages"]) == (S * n_lang, S * T, n_lang)
+    assert (result["n_rows"], result["n_pairs"], result["n_target_language_cells"]) == (S * n_lang, S * T, n_lang)
+    assert result["n_languages"] == n_lang  # each target has its own languages here
+    # one language under two targets: one language, two cells
+    shared = decompose([{**r, "lang": r["lang"].replace("l1", "l0")} for r in rows])
+    assert (shared["n_languages"], shared["n_target_language_cells"]) == (n_lang - min(L[:2]), n_lang)
+    assert f"{n_lang - min(L[:2])} languages in {n_lang} (target, language) cells" in render_decomposition_markdown(
+        shared
+    )
     assert result["sources"] == ["s0", "s1", "s2", "s3"] and result["targets"] == ["t0", "t1", "t2"]
     # classical main-effect sums of squares (proportional frequencies make them orthogonal)
     y = np.array([r["gain"] for r in rows])

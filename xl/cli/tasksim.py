@@ -330,9 +330,9 @@ def decompose_cli(
     from xl.core.gains import render_decomposition_markdown
 
     _emit([result], output_format, lambda lines: render_decomposition_markdown(lines[0]))
-    cells = result.get("n_target_languages")
     Messages("tasksim decompose", quiet).info(
-        f"{result.get('n_rows')} gain rows, {result.get('n_pairs')} pairs, {cells} (target, language) cells"
+        f"{result.get('n_rows')} gain rows, {result.get('n_pairs')} pairs, {result.get('n_languages')} languages "
+        f"in {result.get('n_target_language_cells')} (target, language) cells"
     )
 
 

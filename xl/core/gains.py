@@ -781,8 +781,8 @@ def decompose(rows: Iterable[Mapping[str, Any]], *, source_name: str = "gains",
     rows: gain rows ``{source, target, lang, gain}`` (optionally ``gain_se``, ``seed_sd``, ``baseline_seed_sd``,
     ``n_seeds``, ``n_seeds_without``), one per (source, target, language), as ``build_gains`` writes them.
 
-    Returns ``{n_rows, n_pairs, n_target_languages, sources, targets, balanced, total_ss, df_total,
-    components: {name: {ss, share, df}}, pair_ceiling, pair_within_target_ceiling,
+    Returns ``{n_rows, n_pairs, n_languages, n_target_language_cells, sources, targets, balanced, total_ss,
+    df_total, components: {name: {ss, share, df}}, pair_ceiling, pair_within_target_ceiling,
     pair_within_target_language_ceiling, seed_noise, notes}``; shares are None when all gains are equal.
     """
     parsed = _parse_rows(rows, source_name, builtin_table() if table is None else table)
@@ -874,8 +874,8 @@ def _share(value: float, of: float, constant: bool) -> float | None:
 
 
 def _design_layout(parsed: Sequence[_DesignRow]) -> tuple[dict[str, Any], list[str]]:
-    """``{n_rows, n_pairs, n_target_languages, sources, targets, balanced}`` of the gain rows, and a note on
-    whether the design is balanced (what the sequential sums of squares then mean)."""
+    """``{n_rows, n_pairs, n_languages, n_target_language_cells, sources, targets, balanced}`` of the gain rows,
+    and a note on whether the design is balanced (what the sequential sums of squares then mean)."""
     n = len(parsed)
     source_set = sorted({r.source for r in parsed})
     target_set = sorted({r.target for r in parsed})
@@ -889,8 +889,10 @@ def _design_layout(parsed: Sequence[_DesignRow]) -> tuple[dict[str, Any], list[s
                      f"{len(source_set) * n_cells} cells): sequential sums of squares in the order target, "
                      "source, pair, language; the target/source/pair split depends on that order, the ceilings "
                      "do not")  # fmt: skip
-    layout = {"n_rows": n, "n_pairs": n_pairs, "n_target_languages": n_cells, "sources": source_set,
-              "targets": target_set, "balanced": balanced}  # fmt: skip
+    # a language is counted once however many targets it was scored under; a cell is one (target, language)
+    layout = {"n_rows": n, "n_pairs": n_pairs, "n_languages": len({r.lang for r in parsed}),
+              "n_target_language_cells": n_cells, "sources": source_set, "targets": target_set,
+              "balanced": balanced}  # fmt: skip
     return layout, notes
 
 
@@ -980,7 +982,8 @@ def render_decomposition_markdown(result: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"{result['n_rows']} gains: {len(result['sources'])} sources × {len(result['targets'])} targets, "
-        f"{result['n_pairs']} pairs, {result['n_target_languages']} target languages.",
+        f"{result['n_pairs']} pairs, {result['n_languages']} languages in {result['n_target_language_cells']} "
+        "(target, language) cells.",
         "",
         f"- a pair-level predictor (one value per source→target) reaches at most R² = "
         f"{fmt(result['pair_ceiling']['share'])} (target + source + pair shares: the pair means)",
