@@ -172,7 +172,7 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
                                                 numbering="row"))  # fmt: skip
             if lang is None and records:
                 lang = records[0].get("lang")
-            name = Path(path).stem if path != "-" else "stdin"
+            name = _set_name(path)
             yield EvalSet(name, _canonical(lang), seeded_subset(records, limit, seed), path)
             continue
         dataset, _, rest = path.partition(":")
@@ -188,6 +188,17 @@ def iter_eval_sets(specs: Sequence[str], schema: str, *, labels: Sequence[Any] |
             code = _canonical(records[0].get("lang") if records else one)
             yield EvalSet(f"{dataset}.{split}", code, seeded_subset(records, limit, seed), f"{dataset}:{split}:{code}",
                           dataset, split)  # fmt: skip
+
+
+def _set_name(path: str) -> str:
+    """A data file's name in result lines: its stem; ``stdin``; ``pipe-fd63`` for a process substitution
+    (``<(…)`` is ``/dev/fd/63``, whose stem, ``63``, reads like a number)."""
+    if path == "-":
+        return "stdin"
+    parts = Path(path).parts
+    if len(parts) >= 2 and parts[-2] == "fd" and parts[-1].isdigit():
+        return f"pipe-fd{parts[-1]}"
+    return Path(path).stem
 
 
 def _summary(task: str, results: list[dict[str, Any]], tags: Mapping[str, str] | None) -> dict[str, Any]:

@@ -377,6 +377,8 @@ def test_eval_reads_a_process_substitution_once(tiny_model_path: Path, tmp_path:
     for line in lines:
         result = json.loads(line)
         assert result["n"] == 12 and result["spearman"] == pytest.approx(expected["spearman"], abs=1e-9)
+        # named as a pipe, not by the number of its file descriptor
+        assert result["data"].startswith("pipe-fd") and result["data"].removeprefix("pipe-fd").isdigit()
 
 
 # --------------------------------------------------------------------------------------------- faults
