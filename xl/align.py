@@ -34,7 +34,7 @@ from xl.core.projection import (
 )
 from xl.core.retrieval import retrieval_metrics
 from xl.errors import InputError, ManifestError, ShapeError, UsageError
-from xl.io.atomic import absolute, check_input_path, is_regular_file, spool
+from xl.io.atomic import absolute, check_input_path, is_regular_file, refuse_stdin_twice, spool
 from xl.io.manifest import base_manifest
 from xl.io.npy import (
     DEFAULT_CHUNK_ROWS,
@@ -214,8 +214,7 @@ def fit_projection_files(src: str, tgt: str, output: str, options: FitOptions, l
     ``progress`` (see :mod:`xl.progress`) hears ``read`` (rows read in each pass over the inputs), ``fit`` (0 of 1
     while the map is solved or trained, 1 when it is) and ``dev`` (dev pairs scored).
     """
-    if src == "-" and tgt == "-":
-        raise UsageError("only one of --src and --tgt can be stdin")
+    refuse_stdin_twice({"--src": src, "--tgt": tgt})
     if options.method not in ("lstsq", "procrustes", "sgd", "identity"):
         raise UsageError(f"unknown method {options.method!r}", hint="use lstsq, procrustes, sgd or identity")
     for path in (src, tgt):
@@ -368,9 +367,8 @@ def apply_projection_file(
     """Stream ``input_path`` through the map (with its preprocessing) into ``output``; return rows."""
     if side not in ("src", "tgt"):
         raise UsageError(f"--side {side!r} is not src or tgt")
-    if map_path == input_path == "-":
-        raise UsageError("only one of the map and the embeddings can be stdin",
-                         hint="write the map to a file first: xl fit-proj … -o W.npy")  # fmt: skip
+    refuse_stdin_twice({"the map": map_path, "the embeddings": input_path},
+                       hint="write the map to a file first: xl fit-proj … -o W.npy")  # fmt: skip
     projection, manifest = load_projection(map_path, force=force)
     # The input's manifest: beside its file, or the leading frame of a pipe (xl embed … | xl apply-proj).
     source = MatrixStream(input_path)
@@ -433,8 +431,7 @@ def evaluate_retrieval_files(
     Embeddings of two different models are compared, but with a warning (``log``). ``limit``: score a seeded
     random ``limit`` of the row pairs (the same rows of both sides, chosen as every ``--limit`` of xl chooses
     records); ``n_resamples`` 0: no confidence intervals."""
-    if src == "-" and tgt == "-":
-        raise UsageError("only one of --src and --tgt can be stdin")
+    refuse_stdin_twice({"--src": src, "--tgt": tgt})
     for path in (src, tgt):
         check_input_path(path, "a matrix")
     (X, src_manifest), (Y, tgt_manifest) = read_matrix_with_manifest(src), read_matrix_with_manifest(tgt)

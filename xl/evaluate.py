@@ -19,7 +19,7 @@ import numpy as np
 
 import xl
 from xl.errors import InputError, ModelError, ShapeError, UsageError
-from xl.io.atomic import atomic_write, path_exists, refuse_terminal_stdin
+from xl.io.atomic import atomic_write, path_exists, refuse_stdin_twice, refuse_terminal_stdin
 from xl.progress import Progress, no_progress
 from xl.tasks.objects import EVALUATED, STS, TaskObject, task_named
 
@@ -238,9 +238,7 @@ def evaluate(options: EvalOptions, emit: Callable[[dict[str, Any]], None], log: 
     _columns(options)
     if options.layout != "xl" or options.xtreme_task is not None:
         _check_layout(options)
-    if options.embeddings1 == options.embeddings2 == "-":
-        raise UsageError("only one of --embeddings1 and --embeddings2 can be stdin",
-                         hint="write one of them to a file first")  # fmt: skip
+    refuse_stdin_twice({"--embeddings1": options.embeddings1, "--embeddings2": options.embeddings2})
     if options.embeddings1 or options.embeddings2:
         results = [_sts_from_embeddings(options)]
         emit(results[0])

@@ -25,7 +25,7 @@ from xl.core.tasksim import (
     similarity_values,
 )
 from xl.errors import InputError, ModelError, UsageError
-from xl.io.atomic import absolute, path_exists, refuse_terminal_stdin
+from xl.io.atomic import absolute, path_exists, refuse_stdin_twice, refuse_terminal_stdin
 from xl.io.manifest import base_manifest
 from xl.io.npy import read_matrix_with_manifest, refuse_terminal_stdout, write_matrix
 from xl.progress import Progress, counter, no_progress
@@ -349,7 +349,7 @@ def correlate_files(sim_path: str, gains_path: str, *, methods: Sequence[str] = 
     if unknown or not methods:
         raise UsageError(f"unknown --methods {', '.join(unknown) or '(none)'}", hint="use pearson, spearman, kendall")
     check_plot_path(plot)
-    _stdin_once(sim=sim_path, gains=gains_path)
+    refuse_stdin_twice({"--sim": sim_path, "--gains": gains_path})
     sim = read_similarity(sim_path)
     source = "<stdin>" if gains_path == "-" else gains_path
     records = _read_jsonl(gains_path)
@@ -451,13 +451,6 @@ def _scatter(sim: Similarity, rows: Sequence[Any], table: Mapping[str, Any], pat
 # --------------------------------------------------------------------------------------------- gains
 
 
-def _stdin_once(**inputs: str | None) -> None:
-    """A usage error when more than one of ``inputs`` (option name → path) is ``-``: stdin can be read once."""
-    named = [f"--{name.replace('_', '-')}" for name, path in inputs.items() if path == "-"]
-    if len(named) > 1:
-        raise UsageError(f"only one of {' and '.join(named)} can be stdin", hint="write the others to files first")
-
-
 def read_records(paths: Sequence[str]) -> list[tuple[str, list[dict[str, Any]]]]:
     """The JSON records of each of ``paths`` (``-``: stdin, at most once), with the name errors use."""
     if not paths:
@@ -535,7 +528,7 @@ def predict_files(sim_path: str, gains_path: str, *, covariates: str | None = No
     from xl.core.covariates import language_covariates
     from xl.core.predict import grouped_cv
 
-    _stdin_once(sim=sim_path, gains=gains_path, covariates=covariates)
+    refuse_stdin_twice({"--sim": sim_path, "--gains": gains_path, "--covariates": covariates})
     sim = read_similarity(sim_path)
     source = "<stdin>" if gains_path == "-" else gains_path
     rows = parse_gains(_read_jsonl(gains_path), source_name=source)

@@ -32,7 +32,7 @@ import stat
 import sys
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Literal
 
@@ -93,6 +93,14 @@ def refuse_terminal_stdin(what: str, hint: str) -> None:
     """UsageError when stdin is a terminal (or closed): a command reading ``-`` would wait for typing."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError(f"refusing to read {what} from a terminal", hint=hint)
+
+
+def refuse_stdin_twice(inputs: Mapping[str, str | None], hint: str = "write the others to files first") -> None:
+    """UsageError when more than one of ``inputs`` (a name for messages → path) is ``-``: stdin is read once, so
+    the second reader would find it empty."""
+    named = [name for name, path in inputs.items() if path == "-"]
+    if len(named) > 1:
+        raise UsageError(f"only one of {' and '.join(named)} can be stdin", hint=hint)
 
 
 def open_input(path: str | Path, what: str, example: str) -> tuple[IO[bytes], str]:
